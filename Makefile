@@ -1,0 +1,58 @@
+# arconv: `make run` starts the mesh, `make test` runs the suite. Both set themselves up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+PROTOS := $(shell find protos -name '*.proto')
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint protos bench clean lock node
+
+setup: $(VENV)/.installed gen/.stamp node
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@# The generated package and the repository root are importable from anywhere.
+	@printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$(SITE)/arconv-local.pth"
+	@touch $@
+
+gen/.stamp: $(VENV)/.installed $(PROTOS) scripts/gen_protos.py
+	$(PY) scripts/gen_protos.py
+	@touch $@
+
+protos: $(VENV)/.installed
+	$(PY) scripts/gen_protos.py
+	@touch gen/.stamp
+
+node: tools/gltf/node_modules/.installed
+
+tools/gltf/node_modules/.installed: tools/gltf/package-lock.json
+	npm ci --prefix tools/gltf --no-audit --no-fund --loglevel=error
+	@touch $@
+
+run: setup
+	$(PY) -m services.mesh
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check services tests bench scripts
+	$(VENV)/bin/ruff format --check services tests bench scripts
+	$(VENV)/bin/mypy
+	$(VENV)/bin/buf lint
+
+bench: setup
+	$(PY) -m bench
+
+lock:
+	rm -rf /tmp/arconv-lock && $(PYTHON) -m venv /tmp/arconv-lock
+	/tmp/arconv-lock/bin/pip install --quiet -r requirements.in
+	{ echo "# Pinned lock of requirements.in (pip freeze in a fresh venv). Regenerate with: make lock"; \
+	  /tmp/arconv-lock/bin/pip freeze; } > requirements.txt
+
+clean:
+	rm -rf gen var .pytest_cache .mypy_cache .ruff_cache

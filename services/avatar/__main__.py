@@ -1,0 +1,3 @@
+from services.avatar.app import main
+
+main()

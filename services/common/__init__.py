@@ -1,0 +1,1 @@
+"""The shared server kit: configuration, auth, errors, server bootstrap, clients, storage."""

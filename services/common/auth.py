@@ -1,0 +1,145 @@
+"""Identity: JWT verification for users and services, and minting of development tokens.
+
+Users call with `authorization: Bearer <JWT>` (HS256, ARCONV_JWT_SECRET); `sub` is the user
+id. Services call each other with a JWT whose `role` claim is `service`; a service may act for
+a user by sending `x-arconv-user`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+
+ON_BEHALF_HEADER = "x-arconv-user"
+_USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling. `user_id` is the user acted for (empty for a service acting alone)."""
+
+    subject: str
+    is_service: bool
+    user_id: str
+
+    def require_user(self) -> str:
+        """The user id of the call, or INVALID_ARGUMENT / PERMISSION_DENIED."""
+        if self.user_id:
+            return self.user_id
+        if self.is_service:
+            raise InvalidArgument(
+                f"a service call on behalf of a user needs the {ON_BEHALF_HEADER} header",
+                violations=[(ON_BEHALF_HEADER, "missing")],
+            )
+        raise PermissionDenied("no user identity in this call")
+
+
+current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "arconv_principal", default=None
+)
+
+
+def principal() -> Principal:
+    """The principal of the RPC being handled (set by the auth interceptor)."""
+    p = current_principal.get()
+    if p is None:
+        raise Unauthenticated("no authenticated principal for this call")
+    return p
+
+
+class JwtAuthority:
+    """Verifies and mints the mesh's HS256 JWTs."""
+
+    def __init__(self, *, secret: str, issuer: str, audience: str, leeway_s: int = 30) -> None:
+        self._secret = secret
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_s
+
+    def verify(self, token: str) -> dict[str, object]:
+        """The claims of a valid token; raises Unauthenticated with the reason otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("malformed bearer token", reason="TOKEN_MALFORMED") from exc
+        if header.get("alg") != "HS256":
+            raise Unauthenticated(
+                f"token algorithm {header.get('alg')!r} is not accepted; use HS256",
+                reason="TOKEN_ALGORITHM",
+            )
+        try:
+            claims: dict[str, object] = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "iat"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("token expired; get a new one", reason="TOKEN_EXPIRED") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise Unauthenticated("token signature is invalid", reason="TOKEN_SIGNATURE") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"token rejected: {exc}", reason="TOKEN_INVALID") from exc
+        return claims
+
+    def principal_for(self, token: str, on_behalf_of: str | None) -> Principal:
+        claims = self.verify(token)
+        sub = str(claims.get("sub", ""))
+        if not sub:
+            raise Unauthenticated("token has no subject", reason="TOKEN_INVALID")
+        if claims.get("role") == "service":
+            user = on_behalf_of or ""
+            if user and not _USER_ID.match(user):
+                raise InvalidArgument(
+                    f"{ON_BEHALF_HEADER} is not a valid user id",
+                    violations=[(ON_BEHALF_HEADER, "1-128 characters of [A-Za-z0-9_.@:-]")],
+                )
+            return Principal(subject=sub, is_service=True, user_id=user)
+        if not _USER_ID.match(sub):
+            raise Unauthenticated("token subject is not a valid user id", reason="TOKEN_INVALID")
+        return Principal(subject=sub, is_service=False, user_id=sub)
+
+    def mint(self, subject: str, *, ttl_s: int, role: str = "user") -> str:
+        """A signed token for `subject` (development CLI, tests, service identity)."""
+        now = int(time.time())
+        claims: dict[str, object] = {
+            "sub": subject,
+            "iss": self._issuer,
+            "aud": self._audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl_s,
+            "jti": uuid.uuid4().hex,
+            "role": role,
+        }
+        return jwt.encode(claims, self._secret, algorithm="HS256")
+
+
+class ServiceTokenSource:
+    """A service's own token, minted on demand and re-minted before it expires."""
+
+    def __init__(self, authority: JwtAuthority, service: str, ttl_s: int) -> None:
+        self._authority = authority
+        self._service = service
+        self._ttl = ttl_s
+        self._token = ""
+        self._renew_at = 0.0
+
+    def token(self) -> str:
+        now = time.monotonic()
+        if now >= self._renew_at:
+            self._token = self._authority.mint(
+                f"service:{self._service}", ttl_s=self._ttl, role="service"
+            )
+            self._renew_at = now + self._ttl * 0.5
+        return self._token

@@ -1,0 +1,83 @@
+"""Channels for service-to-service calls: a service token, a default deadline, keepalive.
+
+Callers act for a user with `metadata=for_user(user_id)`; the channel adds the service's
+bearer token and, when the caller gives no timeout, the default deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from services.common.auth import ON_BEHALF_HEADER, ServiceTokenSource
+from services.common.config import Settings
+from services.common.server import authority_from, channel_options
+
+
+def for_user(user_id: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata that makes a service call act for `user_id`."""
+    return ((ON_BEHALF_HEADER, user_id),)
+
+
+class _Auth:
+    def __init__(self, tokens: ServiceTokenSource, timeout_s: float) -> None:
+        self._tokens = tokens
+        self._timeout = timeout_s
+
+    def _details(self, d: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        md = grpc.aio.Metadata()
+        for k, v in d.metadata or ():
+            if k != "authorization":
+                md.add(k, v)
+        md.add("authorization", f"Bearer {self._tokens.token()}")
+        return grpc.aio.ClientCallDetails(
+            method=d.method,
+            timeout=d.timeout if d.timeout is not None else self._timeout,
+            metadata=md,
+            credentials=d.credentials,
+            wait_for_ready=d.wait_for_ready,
+        )
+
+
+class _UU(_Auth, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+class _US(_Auth, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+class ServiceChannels:
+    """One channel per target address, shared by every stub of this process."""
+
+    def __init__(self, settings: Settings, service: str) -> None:
+        self._settings = settings
+        self._tokens = ServiceTokenSource(
+            authority_from(settings), service, settings.service_token_ttl_s
+        )
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, target: str) -> grpc.aio.Channel:
+        ch = self._channels.get(target)
+        if ch is None:
+            t = self._settings.call_timeout_s
+            ch = grpc.aio.insecure_channel(
+                target,
+                options=channel_options(self._settings),
+                interceptors=[_UU(self._tokens, t), _US(self._tokens, t)],
+            )
+            self._channels[target] = ch
+        return ch
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+        self._channels.clear()

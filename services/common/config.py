@@ -1,0 +1,94 @@
+"""Settings from environment variables (prefix ARCONV_), validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "arconv-development-secret-not-for-production"
+
+DEFAULT_PORTS = {"rooms": 50051, "stream": 50052, "avatar": 50053, "token": 50054}
+DEFAULT_METRICS_PORTS = {"rooms": 9451, "stream": 9452, "avatar": 9453, "token": 9454}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or unsafe; the message says which variable to change."""
+
+
+class Settings(BaseSettings):
+    """Settings every service shares. Each service extends this class."""
+
+    model_config = SettingsConfigDict(env_prefix="ARCONV_", extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    metrics_port: int = Field(default=-1, ge=-1, le=65535)
+    var_dir: Path = Path("var")
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_issuer: str = "arconv"
+    jwt_audience: str = "arconv"
+    jwt_leeway_s: int = Field(default=30, ge=0, le=300)
+    service_token_ttl_s: int = Field(default=600, ge=60, le=86400)
+
+    rooms_addr: str = f"127.0.0.1:{DEFAULT_PORTS['rooms']}"
+    stream_addr: str = f"127.0.0.1:{DEFAULT_PORTS['stream']}"
+    avatar_addr: str = f"127.0.0.1:{DEFAULT_PORTS['avatar']}"
+    token_addr: str = f"127.0.0.1:{DEFAULT_PORTS['token']}"
+    call_timeout_s: float = Field(default=5.0, gt=0, le=120)
+
+    database_url: str = ""
+    redis_url: str = ""
+
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    keepalive_time_s: int = Field(default=30, ge=1)
+    keepalive_timeout_s: int = Field(default=10, ge=1)
+    shutdown_grace_s: float = Field(default=5.0, ge=0)
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("ARCONV_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return v
+
+    @model_validator(mode="after")
+    def _production_guards(self) -> Settings:
+        if self.env == "production":
+            if self.jwt_secret == DEV_JWT_SECRET or len(self.jwt_secret) < 32:
+                raise ConfigError(
+                    "ARCONV_JWT_SECRET is the development secret or shorter than 32 characters;"
+                    " set a random secret of at least 32 characters in production"
+                )
+        return self
+
+    def service_database_url(self, service: str) -> str:
+        """The SQLAlchemy URL for `service`: ARCONV_DATABASE_URL or a SQLite file under var/."""
+        from services.common.db import normalize_database_url
+
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite+aiosqlite:///{self.var_dir / f'{service}.db'}"
+
+
+def load_settings(cls: type[Settings], service: str) -> Settings:
+    """Reads the environment into `cls`, filling per-service default ports."""
+    settings = cls()
+    if settings.port == 0 and "ARCONV_PORT" not in _env():
+        settings.port = DEFAULT_PORTS[service]
+    if settings.metrics_port == -1:
+        settings.metrics_port = DEFAULT_METRICS_PORTS[service]
+    return settings
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)

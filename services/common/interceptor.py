@@ -1,0 +1,217 @@
+"""The server interceptor: request id, authentication, error mapping, logs and metrics.
+
+Every RPC passes through here. Handlers raise `DomainError`s; this turns them into statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from typing import Any
+
+import grpc
+
+from services.common.auth import ON_BEHALF_HEADER, JwtAuthority, current_principal
+from services.common.errors import (
+    DomainError,
+    Internal,
+    PermissionDenied,
+    Unauthenticated,
+    Unimplemented,
+    to_status,
+)
+from services.common.logs import request_id
+from services.common.metrics import RPC_LATENCY, RPC_TOTAL
+
+log = logging.getLogger("arconv.rpc")
+
+EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class MeshInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates each call and maps its outcome to a status, a log line and metrics.
+
+    `internal` methods (full names, "/pkg.Service/Method") accept only service tokens;
+    `public` methods need no token at all.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        authority: JwtAuthority,
+        internal: Collection[str] = (),
+        public: Collection[str] = (),
+    ) -> None:
+        self._service = service
+        self._authority = authority
+        self._internal = frozenset(internal)
+        self._public = frozenset(public)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(EXEMPT_PREFIXES):
+            return handler
+        return _wrap(handler, _Call(self, method, handler_call_details.invocation_metadata))
+
+    def authenticate(self, method: str, metadata: Any) -> None:
+        """Sets the call's principal, or raises Unauthenticated / PermissionDenied."""
+        if method in self._public:
+            current_principal.set(None)
+            return
+        md = {k: v for k, v in (metadata or ())}
+        header = md.get("authorization", "")
+        if not isinstance(header, str) or not header:
+            raise Unauthenticated(
+                "missing authorization metadata; send 'authorization: Bearer <token>'",
+                reason="TOKEN_MISSING",
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated(
+                "authorization must be 'Bearer <token>'", reason="TOKEN_MALFORMED"
+            )
+        on_behalf = md.get(ON_BEHALF_HEADER)
+        p = self._authority.principal_for(
+            token.strip(), on_behalf if isinstance(on_behalf, str) else None
+        )
+        if method in self._internal and not p.is_service:
+            raise PermissionDenied(
+                f"{method} is internal to the mesh and needs a service token",
+                reason="INTERNAL_METHOD",
+            )
+        current_principal.set(p)
+
+
+class _Call:
+    __slots__ = ("_icpt", "metadata", "method", "short")
+
+    def __init__(self, icpt: MeshInterceptor, method: str, metadata: Any) -> None:
+        self._icpt = icpt
+        self.method = method
+        self.short = method.rsplit("/", 1)[-1]
+        self.metadata = metadata
+
+    def begin(self) -> float:
+        md = {k: v for k, v in (self.metadata or ())}
+        rid = md.get("x-request-id")
+        request_id.set(rid if isinstance(rid, str) and 0 < len(rid) <= 128 else uuid.uuid4().hex)
+        self._icpt.authenticate(self.method, self.metadata)
+        return time.perf_counter()
+
+    def finish(self, started: float, code: grpc.StatusCode, error: str = "") -> None:
+        elapsed = time.perf_counter() - started
+        service = self._icpt._service
+        RPC_TOTAL.labels(service, self.short, code.name).inc()
+        RPC_LATENCY.labels(service, self.short).observe(elapsed)
+        fields: dict[str, object] = {
+            "method": self.method,
+            "code": code.name,
+            "ms": round(elapsed * 1000, 2),
+        }
+        if error:
+            fields["error"] = error
+        level = logging.ERROR if code == grpc.StatusCode.INTERNAL else logging.INFO
+        log.log(level, "rpc", extra={"fields": fields})
+
+    async def fail(self, context: grpc.aio.ServicerContext, started: float, exc: Exception) -> None:
+        err: DomainError
+        if isinstance(exc, DomainError):
+            err = exc
+        elif isinstance(exc, NotImplementedError):
+            err = Unimplemented(f"{self.method} is not implemented by this server")
+        else:
+            log.exception("unhandled error in %s", self.method)
+            err = Internal("internal error; the request id is in the server log")
+        self.finish(started, err.code, err.message)
+        status = to_status(err)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _outcome(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.OK
+
+
+def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
+    if handler.unary_unary or handler.stream_unary:
+        inner_u = handler.unary_unary or handler.stream_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            try:
+                call.begin()
+                response = await inner_u(request, context)
+            except asyncio.CancelledError:
+                call.finish(started, grpc.StatusCode.CANCELLED)
+                raise
+            except Exception as exc:
+                if _is_abort(exc):
+                    call.finish(started, _outcome(context))
+                    raise
+                await call.fail(context, started, exc)
+                raise AssertionError("unreachable") from exc
+            call.finish(started, _outcome(context))
+            return response
+
+        factory = (
+            grpc.unary_unary_rpc_method_handler
+            if handler.unary_unary
+            else grpc.stream_unary_rpc_method_handler
+        )
+        return factory(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    inner_s = handler.unary_stream or handler.stream_stream
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        try:
+            call.begin()
+            agen = inner_s(request, context)
+            try:
+                async for item in agen:
+                    yield item
+            finally:
+                aclose = getattr(agen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        except asyncio.CancelledError:
+            call.finish(started, grpc.StatusCode.CANCELLED)
+            raise
+        except Exception as exc:
+            if _is_abort(exc):
+                call.finish(started, _outcome(context))
+                raise
+            await call.fail(context, started, exc)
+            return
+        call.finish(started, _outcome(context))
+
+    factory_s = (
+        grpc.unary_stream_rpc_method_handler
+        if handler.unary_stream
+        else grpc.stream_stream_rpc_method_handler
+    )
+    return factory_s(
+        streaming,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # grpc.aio raises AbortError out of context.abort(); it must propagate untouched.
+    return type(exc).__name__ == "AbortError"

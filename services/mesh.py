@@ -1,0 +1,149 @@
+"""`make run`: the whole mesh on the embedded defaults, with Envoy in front.
+
+Migrates the SQL databases, starts the four services and Envoy, waits until all are healthy,
+seeds the demo agents, prints where to connect, and stops everything on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, Settings
+from services.common.db import migrate
+from services.common.server import authority_from
+from services.edge import EdgeConfig, parse_origins, start_envoy, wait_envoy_ready
+
+SERVICES = ("avatar", "rooms", "token", "stream")
+SQL_SERVICES = ("avatar", "rooms", "token")
+
+
+def _die_with_parent() -> None:
+    # Linux: children get SIGTERM if the runner dies, so nothing is left orphaned.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+async def _wait_healthy(port: int, timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while True:
+            try:
+                r = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"service on :{port} not healthy after {timeout_s}s")
+            await asyncio.sleep(0.2)
+
+
+async def _seed(settings: Settings) -> int:
+    from services.avatar.demo import seed_demo_agents
+
+    return await seed_demo_agents(settings, f"127.0.0.1:{DEFAULT_PORTS['avatar']}")
+
+
+async def run() -> int:
+    settings = Settings()
+    var = settings.var_dir
+    var.mkdir(parents=True, exist_ok=True)
+    for name in SQL_SERVICES:
+        await asyncio.to_thread(migrate, name, settings.service_database_url(name))
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for name in SERVICES:
+            env = {
+                **os.environ,
+                "ARCONV_PORT": str(DEFAULT_PORTS[name]),
+                "ARCONV_METRICS_PORT": str(DEFAULT_METRICS_PORTS[name]),
+                "ARCONV_LOG_FORMAT": os.environ.get("ARCONV_LOG_FORMAT", "text"),
+            }
+            procs[name] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", f"services.{name}", env=env, preexec_fn=_die_with_parent
+            )
+        await asyncio.gather(*(_wait_healthy(DEFAULT_PORTS[n]) for n in SERVICES))
+        seeded = await _seed(settings)
+        origins = parse_origins(os.environ.get("ARCONV_CORS_ORIGINS", ""))
+        edge = EdgeConfig(
+            listen_host=os.environ.get("ARCONV_EDGE_HOST", "127.0.0.1"),
+            listen_port=int(os.environ.get("ARCONV_EDGE_PORT", "8080")),
+            cors_origins=origins,
+        )
+        procs["envoy"] = await start_envoy(edge, var / "envoy")
+        await wait_envoy_ready(edge.admin_port)
+        _banner(settings, edge, seeded)
+        waiters = {asyncio.ensure_future(p.wait()): n for n, p in procs.items()}
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({*waiters, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for fut in done:
+            if fut in waiters:
+                print(f"arconv: {waiters[fut]} exited ({fut.result()}); stopping", file=sys.stderr)
+                return 1
+        return 0
+    finally:
+        await _stop_all(procs)
+
+
+async def _stop_all(procs: dict[str, asyncio.subprocess.Process]) -> None:
+    for p in procs.values():
+        if p.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.terminate()
+    for name, p in procs.items():
+        try:
+            await asyncio.wait_for(p.wait(), timeout=10)
+        except TimeoutError:
+            print(f"arconv: {name} did not stop in 10 s; killing it", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            await p.wait()
+    print("arconv: stopped", file=sys.stderr)
+
+
+def _banner(settings: Settings, edge: EdgeConfig, seeded: int) -> None:
+    token = authority_from(settings).mint("alice", ttl_s=3600)
+    port = edge.listen_port
+    print(
+        f"""
+arconv is up: rooms :{DEFAULT_PORTS['rooms']}  stream :{DEFAULT_PORTS['stream']}  \
+avatar :{DEFAULT_PORTS['avatar']}  token :{DEFAULT_PORTS['token']}
+Envoy (gRPC and gRPC-web): {edge.listen_host}:{port}   admin :{edge.admin_port}
+Demo agents seeded: {seeded}
+
+A development token for user "alice" (1 hour; more with `python -m services.cli token --user NAME`):
+  export TOKEN={token}
+
+Try:
+  .venv/bin/grpcurl -plaintext localhost:{port} list
+  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" localhost:{port} \
+arconv.avatar.v1.AvatarService/ListAgents
+  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"agent_id": "nova"}}' \
+localhost:{port} arconv.rooms.v1.RoomService/CreateRoom
+
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+
+
+def main() -> None:
+    sys.exit(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+from sqlalchemy import MetaData
+
+from services.common.migrations_env import run
+
+run(MetaData())

@@ -1,0 +1,3 @@
+from services.token.app import main
+
+main()

@@ -1,0 +1,157 @@
+"""Shared fixtures: settings, tokens, real in-process servers, the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.common.auth import JwtAuthority
+from services.common.config import Settings
+from services.common.server import RunningServer, ServiceSpec, authority_from, create_server
+
+REQUIRE_SERVICES = os.environ.get("ARCONV_REQUIRE_SERVICES") == "1"
+TEST_DATABASE_URL = os.environ.get(
+    "ARCONV_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+TEST_REDIS_URL = os.environ.get("ARCONV_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _unavailable(what: str, why: object) -> None:
+    msg = f"{what} is not reachable ({why})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{msg}; ARCONV_REQUIRE_SERVICES=1 requires it", pytrace=False)
+    pytest.skip(f"{msg}; set ARCONV_REQUIRE_SERVICES=1 to make this a failure")
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "env": "test",
+        "var_dir": tmp_path,
+        "metrics_port": -1,
+        "log_format": "text",
+        "shutdown_grace_s": 0.5,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def authority(settings: Settings) -> JwtAuthority:
+    return authority_from(settings)
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+@pytest.fixture
+def user_md(authority: JwtAuthority) -> Callable[[str], tuple[tuple[str, str], ...]]:
+    """Call metadata for a user: `user_md("alice")`."""
+
+    def make(user: str) -> tuple[tuple[str, str], ...]:
+        return bearer(authority.mint(user, ttl_s=600))
+
+    return make
+
+
+@pytest.fixture
+def service_md(authority: JwtAuthority) -> Callable[..., tuple[tuple[str, str], ...]]:
+    """Call metadata for a service, optionally acting for a user."""
+
+    def make(user: str | None = None) -> tuple[tuple[str, str], ...]:
+        md = bearer(authority.mint("service:test", ttl_s=600, role="service"))
+        return (*md, ("x-arconv-user", user)) if user else md
+
+    return make
+
+
+StartServer = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """Starts real grpc.aio servers on port 0; stops them at teardown."""
+    running: list[RunningServer] = []
+
+    async def start(settings: Settings, spec: ServiceSpec) -> RunningServer:
+        srv = await create_server(settings, spec, port=0)
+        running.append(srv)
+        return srv
+
+    yield start
+    for srv in reversed(running):
+        await srv.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def channel(port: int) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        yield ch
+
+
+# --- the real PostgreSQL and Redis ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    import psycopg
+
+    url = TEST_DATABASE_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001
+        _unavailable("PostgreSQL at ARCONV_TEST_DATABASE_URL", exc)
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"arconv_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = pg_admin_url.rpartition("/")
+    yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_base_url() -> str:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=3)
+        client.ping()
+        client.close()
+    except Exception as exc:  # noqa: BLE001
+        _unavailable("Redis at ARCONV_TEST_REDIS_URL", exc)
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_base_url: str) -> Iterator[str]:
+    """A unique key prefix for one test; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"arconv-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_base_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
