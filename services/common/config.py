@@ -45,6 +45,7 @@ class Settings(BaseSettings):
 
     database_url: str = ""
     redis_url: str = ""
+    migrate_on_start: bool = True
 
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     keepalive_time_s: int = Field(default=30, ge=1)

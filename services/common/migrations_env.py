@@ -27,6 +27,11 @@ def run(target_metadata: MetaData) -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together migrate one at a time.
+                connection.exec_driver_sql(
+                    f"SELECT pg_advisory_xact_lock(hashtext('{version_table}'))"
+                )
             context.run_migrations()
 
     async def main() -> None:
