@@ -1,8 +1,8 @@
 """Development CLI.
 
-    python -m services.cli token --user alice            # a user token (1 hour)
-    python -m services.cli token --service rooms         # a service token
-    python -m services.cli migrate                       # migrate every service's database
+python -m services.cli token --user alice            # a user token (1 hour)
+python -m services.cli token --service rooms         # a service token
+python -m services.cli migrate                       # migrate every service's database
 """
 
 from __future__ import annotations

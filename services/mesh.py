@@ -12,7 +12,6 @@ import ctypes
 import os
 import signal
 import sys
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -120,8 +119,8 @@ def _banner(settings: Settings, edge: EdgeConfig, seeded: int) -> None:
     port = edge.listen_port
     print(
         f"""
-arconv is up: rooms :{DEFAULT_PORTS['rooms']}  stream :{DEFAULT_PORTS['stream']}  \
-avatar :{DEFAULT_PORTS['avatar']}  token :{DEFAULT_PORTS['token']}
+arconv is up: rooms :{DEFAULT_PORTS["rooms"]}  stream :{DEFAULT_PORTS["stream"]}  \
+avatar :{DEFAULT_PORTS["avatar"]}  token :{DEFAULT_PORTS["token"]}
 Envoy (gRPC and gRPC-web): {edge.listen_host}:{port}   admin :{edge.admin_port}
 Demo agents seeded: {seeded}
 

@@ -111,7 +111,7 @@ def pg_admin_url() -> str:
     try:
         with psycopg.connect(url, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _unavailable("PostgreSQL at ARCONV_TEST_DATABASE_URL", exc)
     return url
 
@@ -138,7 +138,7 @@ def redis_base_url() -> str:
         client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=3)
         client.ping()
         client.close()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _unavailable("Redis at ARCONV_TEST_REDIS_URL", exc)
     return TEST_REDIS_URL
 

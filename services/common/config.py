@@ -62,12 +62,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_guards(self) -> Settings:
-        if self.env == "production":
-            if self.jwt_secret == DEV_JWT_SECRET or len(self.jwt_secret) < 32:
-                raise ConfigError(
-                    "ARCONV_JWT_SECRET is the development secret or shorter than 32 characters;"
-                    " set a random secret of at least 32 characters in production"
-                )
+        if self.env == "production" and (
+            self.jwt_secret == DEV_JWT_SECRET or len(self.jwt_secret) < 32
+        ):
+            raise ConfigError(
+                "ARCONV_JWT_SECRET is the development secret or shorter than 32 characters;"
+                " set a random secret of at least 32 characters in production"
+            )
         return self
 
     def service_database_url(self, service: str) -> str:

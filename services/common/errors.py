@@ -82,7 +82,9 @@ class NotFound(DomainError):
     def details(self) -> list[object]:
         return [
             *super().details(),
-            error_details_pb2.ResourceInfo(resource_type=self.resource_type, resource_name=self.name),
+            error_details_pb2.ResourceInfo(
+                resource_type=self.resource_type, resource_name=self.name
+            ),
         ]
 
 

@@ -30,9 +30,9 @@ MESH_SERVICES = (
 
 
 def _import_descriptors() -> None:
-    import arconv.avatar.v1.avatar_service_pb2  # noqa: F401
-    import arconv.rooms.v1.rooms_service_pb2  # noqa: F401
-    import arconv.stream.v1.stream_service_pb2  # noqa: F401
+    import arconv.avatar.v1.avatar_service_pb2
+    import arconv.rooms.v1.rooms_service_pb2
+    import arconv.stream.v1.stream_service_pb2
     import arconv.token.v1.token_service_pb2  # noqa: F401
 
 
@@ -105,8 +105,11 @@ async def create_server(
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (*MESH_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            *MESH_SERVICES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     bind_port = settings.port if port is None else port

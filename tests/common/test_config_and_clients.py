@@ -1,0 +1,110 @@
+"""Settings validation, database URL rules, the development CLI and service-to-service clients."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import grpc
+import pytest
+from arconv.rooms.v1 import rooms_service_pb2 as pb
+from arconv.rooms.v1 import rooms_service_pb2_grpc as pb_grpc
+from pydantic import ValidationError
+
+from services.common.clients import ServiceChannels, for_user
+from services.common.config import DEV_JWT_SECRET, ConfigError, Settings
+from services.common.db import normalize_database_url
+from tests.common.kit_servicer import kit_spec
+from tests.conftest import make_settings
+
+
+def test_production_refuses_the_development_secret() -> None:
+    with pytest.raises((ConfigError, ValidationError), match="ARCONV_JWT_SECRET"):
+        Settings(env="production", jwt_secret=DEV_JWT_SECRET)
+    with pytest.raises((ConfigError, ValidationError), match="ARCONV_JWT_SECRET"):
+        Settings(env="production", jwt_secret="short")
+    assert Settings(env="production", jwt_secret="x" * 40).env == "production"
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCONV_CALL_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("ARCONV_LOG_LEVEL", "debug")
+    s = Settings()
+    assert s.call_timeout_s == 2.5
+    assert s.log_level == "DEBUG"
+    monkeypatch.setenv("ARCONV_LOG_LEVEL", "loud")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_database_urls_are_rewritten_or_refused() -> None:
+    assert normalize_database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_database_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_database_url("sqlite:///var/x.db") == "sqlite+aiosqlite:///var/x.db"
+    for bad in ("mysql://u@h/db", "not a url"):
+        with pytest.raises(ConfigError):
+            normalize_database_url(bad)
+
+
+def test_service_start_fails_clearly_on_bad_config(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.rooms"],
+        env={"ARCONV_ENV": "production", "PATH": "/usr/bin", "ARCONV_VAR_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "ARCONV_JWT_SECRET" in proc.stderr
+
+
+def test_cli_mints_tokens_the_mesh_accepts(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "token", "--user", "alice", "--ttl", "60"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    settings = Settings()
+    from services.common.server import authority_from
+
+    claims = authority_from(settings).verify(out)
+    assert claims["sub"] == "alice"
+    assert claims["role"] == "user"
+
+
+async def test_service_channel_sends_service_token_and_acts_for_user(
+    tmp_path, start_server
+) -> None:
+    settings = make_settings(tmp_path)
+    srv = await start_server(settings, kit_spec())
+    channels = ServiceChannels(settings, "tester")
+    try:
+        stub = pb_grpc.RoomServiceStub(channels.channel(f"127.0.0.1:{srv.port}"))
+        # AppendMessage is internal: only a service token passes.
+        r = await stub.AppendMessage(pb.AppendMessageRequest(room_id="r"), metadata=for_user("u1"))
+        assert r.message.sender_id == "u1"
+        r2 = await stub.AppendMessage(pb.AppendMessageRequest(room_id="r"))
+        assert r2.message.sender_id == "service:tester"
+    finally:
+        await channels.close()
+
+
+async def test_service_channel_applies_the_default_deadline(tmp_path) -> None:
+    settings = make_settings(tmp_path, call_timeout_s=0.3)
+    # A listening socket that never answers HTTP/2: the call must end by the deadline.
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    channels = ServiceChannels(settings, "tester")
+    try:
+        stub = pb_grpc.RoomServiceStub(channels.channel(f"127.0.0.1:{sock.getsockname()[1]}"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetRoom(pb.GetRoomRequest(room_id="r"), wait_for_ready=True)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        await channels.close()
+        sock.close()
