@@ -1,0 +1,257 @@
+"""Room rules: statuses and their transitions, input validation, domain records and errors.
+
+Nothing here knows about gRPC or SQL.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+
+MAX_CONTENT_CHARS = 4000
+MAX_STREAM_ID_CHARS = 128
+MAX_IDEMPOTENCY_KEY_CHARS = 128
+ROOMS_PAGE_DEFAULT, ROOMS_PAGE_MAX = 20, 100
+MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX = 50, 200
+
+_AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_PRINTABLE_KEY = re.compile(r"^[\x21-\x7e]+$")
+
+
+class RoomStatus(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    ENDED = "ENDED"
+
+
+OPEN_STATUSES = frozenset({RoomStatus.ACTIVE, RoomStatus.PAUSED})
+
+
+class SenderType(enum.StrEnum):
+    HUMAN = "HUMAN"
+    AGENT = "AGENT"
+
+
+class MessageStatus(enum.StrEnum):
+    COMPLETE = "COMPLETE"
+    INTERRUPTED = "INTERRUPTED"
+    FAILED = "FAILED"
+
+
+class Action(enum.Enum):
+    """A state change a user asks for: which statuses it leaves from, and where it goes."""
+
+    PAUSE = (frozenset({RoomStatus.ACTIVE}), RoomStatus.PAUSED)
+    RESUME = (frozenset({RoomStatus.PAUSED}), RoomStatus.ACTIVE)
+    END = (frozenset({RoomStatus.ACTIVE, RoomStatus.PAUSED}), RoomStatus.ENDED)
+
+    @property
+    def sources(self) -> frozenset[RoomStatus]:
+        return self.value[0]
+
+    @property
+    def target(self) -> RoomStatus:
+        return self.value[1]
+
+
+def accepting_statuses(sender: SenderType) -> frozenset[RoomStatus]:
+    """Statuses in which a room accepts a message from `sender`.
+
+    An agent reply may finish just as the person pauses, so AGENT messages are accepted
+    while PAUSED; a person speaks only into an ACTIVE room.
+    """
+    if sender is SenderType.HUMAN:
+        return frozenset({RoomStatus.ACTIVE})
+    return OPEN_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    room_id: str
+    user_id: str
+    agent_id: str
+    status: RoomStatus
+    create_time: datetime
+    last_activity_time: datetime
+    end_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    message_id: str
+    room_id: str
+    sender_id: str
+    sender_type: SenderType
+    content: str
+    text: str
+    stream_id: str
+    status: MessageStatus
+    create_time: datetime
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A validated AppendMessage request."""
+
+    sender_type: SenderType
+    content: str
+    text: str
+    stream_id: str
+    status: MessageStatus
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSummary:
+    agent_id: str
+    name: str = ""
+    avatar_status: str = ""  # an AvatarStatus enum name, "" when there is no avatar
+    avatar_url: str = ""
+    unavailable: bool = False
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class RoomNotFound(NotFound):
+    """The room does not exist or is someone else's: one message for both (no existence leak)."""
+
+    def __init__(self, room_id: str) -> None:
+        super().__init__("room", room_id)
+
+
+class AgentNotFound(NotFound):
+    def __init__(self, agent_id: str) -> None:
+        super().__init__("agent", agent_id)
+
+
+class AvatarServiceUnavailable(Unavailable):
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"the avatar service cannot be reached ({why}); retry later",
+            retry_after_s=1.0,
+            reason="AVATAR_SERVICE_UNAVAILABLE",
+        )
+
+
+class IllegalTransition(FailedPrecondition):
+    def __init__(self, room_id: str, action: Action, current: RoomStatus) -> None:
+        allowed = " or ".join(sorted(s.value for s in action.sources))
+        super().__init__(
+            f"cannot {action.name.lower()} room {room_id!r}: it is {current.value}, not {allowed}",
+            reason="ILLEGAL_TRANSITION",
+            metadata={"status": status_name(current), "room_id": room_id},
+            subject=f"room/{room_id}",
+        )
+        self.current = current
+
+
+class RoomNotAccepting(FailedPrecondition):
+    def __init__(self, room_id: str, sender: SenderType, current: RoomStatus) -> None:
+        super().__init__(
+            f"room {room_id!r} is {current.value}; it does not accept {sender.value} messages",
+            reason="ROOM_NOT_ACCEPTING_MESSAGES",
+            metadata={"status": status_name(current), "room_id": room_id},
+            subject=f"room/{room_id}",
+        )
+        self.current = current
+
+
+def status_name(status: RoomStatus) -> str:
+    """The proto enum name of a status ("ROOM_STATUS_PAUSED"), as put in error details."""
+    return f"ROOM_STATUS_{status.value}"
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def validate_agent_id(agent_id: str) -> str:
+    if not agent_id:
+        raise InvalidArgument("agent_id is required", violations=[("agent_id", "required")])
+    if not _AGENT_ID.match(agent_id):
+        raise InvalidArgument(
+            "agent_id must be 1 to 64 characters of [a-z0-9_-], starting with a letter or digit",
+            violations=[("agent_id", "1 to 64 characters of [a-z0-9_-]")],
+        )
+    return agent_id
+
+
+def validate_room_id(room_id: str, field: str = "room_id") -> str:
+    """The canonical (lower-case) form of a UUID room id, or INVALID_ARGUMENT."""
+    if not room_id:
+        raise InvalidArgument(f"{field} is required", violations=[(field, "required")])
+    if not _UUID.match(room_id):
+        raise InvalidArgument(
+            f"{field} must be a UUID (8-4-4-4-12 hex digits)",
+            violations=[(field, "not a UUID")],
+        )
+    return str(uuid.UUID(room_id))
+
+
+def page_size(value: int, *, default: int, maximum: int) -> int:
+    if value == 0:
+        return default
+    if value < 0 or value > maximum:
+        raise InvalidArgument(
+            f"page_size must be 0 to {maximum}",
+            violations=[("page_size", f"0 to {maximum}; 0 means {default}")],
+        )
+    return value
+
+
+def validate_new_message(
+    *,
+    sender_type: SenderType | None,
+    content: str,
+    text: str,
+    stream_id: str,
+    status: MessageStatus | None,
+    idempotency_key: str,
+    strip: Callable[[str], str],
+) -> NewMessage:
+    """Checks an AppendMessage request; derives `text` from `content` when it is empty."""
+    violations: list[tuple[str, str]] = []
+    if sender_type is None:
+        violations.append(("sender_type", "SENDER_TYPE_HUMAN or SENDER_TYPE_AGENT"))
+    if not content:
+        violations.append(("content", "required"))
+    elif len(content) > MAX_CONTENT_CHARS:
+        violations.append(("content", f"at most {MAX_CONTENT_CHARS} characters"))
+    if len(text) > MAX_CONTENT_CHARS:
+        violations.append(("text", f"at most {MAX_CONTENT_CHARS} characters"))
+    if len(stream_id) > MAX_STREAM_ID_CHARS or (stream_id and not stream_id.isprintable()):
+        violations.append(("stream_id", f"at most {MAX_STREAM_ID_CHARS} printable characters"))
+    if status is None:
+        violations.append(("status", "a MessageStatus value"))
+    elif sender_type is SenderType.HUMAN and status is not MessageStatus.COMPLETE:
+        violations.append(("status", "HUMAN messages are always COMPLETE"))
+    if not idempotency_key:
+        violations.append(("idempotency_key", "required"))
+    elif len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS or not _PRINTABLE_KEY.match(
+        idempotency_key
+    ):
+        violations.append(
+            ("idempotency_key", f"1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters")
+        )
+    if violations:
+        raise InvalidArgument(
+            "invalid message: " + "; ".join(f"{f}: {d}" for f, d in violations),
+            violations=violations,
+        )
+    assert sender_type is not None and status is not None
+    return NewMessage(
+        sender_type=sender_type,
+        content=content,
+        text=text or strip(content),
+        stream_id=stream_id,
+        status=status,
+        idempotency_key=idempotency_key,
+    )

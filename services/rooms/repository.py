@@ -1,0 +1,314 @@
+"""Rooms and messages in SQL (SQLAlchemy 2 async). The caller owns the transaction.
+
+    async with repo.transaction() as session:
+        room = await repo.transition(session, user_id=..., room_id=..., action=..., now=...)
+
+Uniqueness races are settled by the database, not by reading first: the partial unique index
+on open rooms and the unique (room_id, idempotency_key) constraint turn a lost race into an
+IntegrityError inside a savepoint, after which the winner's row is read back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, case, insert, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
+
+from services.common.errors import Unavailable
+from services.rooms.domain import (
+    OPEN_STATUSES,
+    Action,
+    IllegalTransition,
+    Message,
+    MessageStatus,
+    NewMessage,
+    Room,
+    RoomNotAccepting,
+    RoomNotFound,
+    RoomStatus,
+    SenderType,
+    accepting_statuses,
+)
+from services.rooms.models import MessageRow, RoomRow
+
+rooms = cast(Table, RoomRow.__table__)
+messages = cast(Table, MessageRow.__table__)
+
+# A room that is ended while we try to resume it frees the (user, agent) slot; try again.
+_CREATE_ATTEMPTS = 5
+
+
+def _room(row: Row[Any]) -> Room:
+    m = row._mapping
+    return Room(
+        room_id=m["room_id"],
+        user_id=m["user_id"],
+        agent_id=m["agent_id"],
+        status=RoomStatus(m["status"]),
+        create_time=m["create_time"],
+        last_activity_time=m["last_activity_time"],
+        end_time=m["end_time"],
+    )
+
+
+def _message(row: Row[Any]) -> Message:
+    m = row._mapping
+    return Message(
+        message_id=m["message_id"],
+        room_id=m["room_id"],
+        sender_id=m["sender_id"],
+        sender_type=SenderType(m["sender_type"]),
+        content=m["content"],
+        text=m["text"],
+        stream_id=m["stream_id"],
+        status=MessageStatus(m["status"]),
+        create_time=m["create_time"],
+        seq=m["seq"],
+    )
+
+
+def _touch(now: datetime) -> ColumnElement[Any]:
+    """last_activity_time moves forward only, even if clocks of replicas disagree."""
+    return case((rooms.c.last_activity_time < now, now), else_=rooms.c.last_activity_time)
+
+
+def _statuses(values: frozenset[RoomStatus]) -> list[str]:
+    return sorted(s.value for s in values)
+
+
+class RoomRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction: committed on exit, rolled back on error."""
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    # --- rooms -----------------------------------------------------------------------------
+
+    async def get(self, session: AsyncSession, *, user_id: str, room_id: str) -> Room:
+        """The room if it belongs to `user_id`; RoomNotFound otherwise (same for both)."""
+        row = (
+            await session.execute(
+                select(rooms).where(rooms.c.room_id == room_id, rooms.c.user_id == user_id)
+            )
+        ).first()
+        if row is None:
+            raise RoomNotFound(room_id)
+        return _room(row)
+
+    async def _open_room(self, session: AsyncSession, user_id: str, agent_id: str) -> Room | None:
+        row = (
+            await session.execute(
+                select(rooms).where(
+                    rooms.c.user_id == user_id,
+                    rooms.c.agent_id == agent_id,
+                    rooms.c.status.in_(_statuses(OPEN_STATUSES)),
+                )
+            )
+        ).first()
+        return None if row is None else _room(row)
+
+    async def _touch_open(self, session: AsyncSession, room_id: str, now: datetime) -> Room | None:
+        row = (
+            await session.execute(
+                update(rooms)
+                .where(rooms.c.room_id == room_id, rooms.c.status.in_(_statuses(OPEN_STATUSES)))
+                .values(last_activity_time=_touch(now))
+                .returning(*rooms.c)
+            )
+        ).first()
+        return None if row is None else _room(row)
+
+    async def create_or_resume(
+        self, session: AsyncSession, *, user_id: str, agent_id: str, now: datetime
+    ) -> tuple[Room, bool]:
+        """The caller's open room with the agent (resumed=True), or a new ACTIVE one."""
+        for _ in range(_CREATE_ATTEMPTS):
+            existing = await self._open_room(session, user_id, agent_id)
+            if existing is None:
+                room_id = str(uuid.uuid4())
+                try:
+                    async with session.begin_nested():
+                        row = (
+                            await session.execute(
+                                insert(rooms)
+                                .values(
+                                    room_id=room_id,
+                                    user_id=user_id,
+                                    agent_id=agent_id,
+                                    status=RoomStatus.ACTIVE.value,
+                                    create_time=now,
+                                    last_activity_time=now,
+                                    end_time=None,
+                                )
+                                .returning(*rooms.c)
+                            )
+                        ).one()
+                    return _room(row), False
+                except IntegrityError:
+                    # Another call opened the room first; read the winner back.
+                    existing = await self._open_room(session, user_id, agent_id)
+                    if existing is None:
+                        continue
+            resumed = await self._touch_open(session, existing.room_id, now)
+            if resumed is not None:
+                return resumed, True
+        raise Unavailable("the room is changing too fast; retry", reason="ROOM_CONTENDED")
+
+    async def transition(
+        self, session: AsyncSession, *, user_id: str, room_id: str, action: Action, now: datetime
+    ) -> Room:
+        """Applies `action` if the room is in one of its source statuses, atomically."""
+        values: dict[str, Any] = {
+            "status": action.target.value,
+            "last_activity_time": _touch(now),
+        }
+        if action.target is RoomStatus.ENDED:
+            values["end_time"] = now
+        row = (
+            await session.execute(
+                update(rooms)
+                .where(
+                    rooms.c.room_id == room_id,
+                    rooms.c.user_id == user_id,
+                    rooms.c.status.in_(_statuses(action.sources)),
+                )
+                .values(**values)
+                .returning(*rooms.c)
+            )
+        ).first()
+        if row is not None:
+            return _room(row)
+        current = await self.get(session, user_id=user_id, room_id=room_id)
+        raise IllegalTransition(room_id, action, current.status)
+
+    async def list_rooms(
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        include_ended: bool,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> list[Room]:
+        """The user's rooms, most recent activity first, ties by room_id; keyset-paged."""
+        q = select(rooms).where(rooms.c.user_id == user_id)
+        if not include_ended:
+            q = q.where(rooms.c.status.in_(_statuses(OPEN_STATUSES)))
+        if after is not None:
+            t, rid = after
+            q = q.where(
+                or_(
+                    rooms.c.last_activity_time < t,
+                    and_(rooms.c.last_activity_time == t, rooms.c.room_id > rid),
+                )
+            )
+        q = q.order_by(rooms.c.last_activity_time.desc(), rooms.c.room_id.asc()).limit(limit)
+        return [_room(r) for r in (await session.execute(q)).all()]
+
+    # --- messages --------------------------------------------------------------------------
+
+    async def _message_by_key(
+        self, session: AsyncSession, room_id: str, key: str
+    ) -> Message | None:
+        row = (
+            await session.execute(
+                select(messages).where(
+                    messages.c.room_id == room_id, messages.c.idempotency_key == key
+                )
+            )
+        ).first()
+        return None if row is None else _message(row)
+
+    async def append_message(
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        room_id: str,
+        message: NewMessage,
+        now: datetime,
+    ) -> tuple[Message, bool]:
+        """Stores `message` once per idempotency key; a repeat returns the stored one."""
+        room = await self.get(session, user_id=user_id, room_id=room_id)
+        stored = await self._message_by_key(session, room_id, message.idempotency_key)
+        if stored is not None:
+            return stored, False
+        allowed = accepting_statuses(message.sender_type)
+        # Conditional on the status, so a concurrent pause or end cannot slip in between.
+        touched = (
+            await session.execute(
+                update(rooms)
+                .where(rooms.c.room_id == room_id, rooms.c.status.in_(_statuses(allowed)))
+                .values(last_activity_time=_touch(now))
+                .returning(rooms.c.status)
+            )
+        ).first()
+        if touched is None:
+            current = await self.get(session, user_id=user_id, room_id=room_id)
+            raise RoomNotAccepting(room_id, message.sender_type, current.status)
+        sender_id = user_id if message.sender_type is SenderType.HUMAN else room.agent_id
+        try:
+            async with session.begin_nested():
+                row = (
+                    await session.execute(
+                        insert(messages)
+                        .values(
+                            message_id=str(uuid.uuid4()),
+                            room_id=room_id,
+                            sender_id=sender_id,
+                            sender_type=message.sender_type.value,
+                            content=message.content,
+                            text=message.text,
+                            stream_id=message.stream_id,
+                            status=message.status.value,
+                            idempotency_key=message.idempotency_key,
+                            create_time=now,
+                        )
+                        .returning(*messages.c)
+                    )
+                ).one()
+            return _message(row), True
+        except IntegrityError:
+            stored = await self._message_by_key(session, room_id, message.idempotency_key)
+            if stored is None:
+                raise
+            return stored, False
+
+    async def list_messages(
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        room_id: str,
+        limit: int,
+        after: tuple[datetime, int] | None,
+        latest: bool,
+    ) -> list[Message]:
+        """Messages oldest first; `latest` takes the newest `limit` (still oldest first)."""
+        await self.get(session, user_id=user_id, room_id=room_id)
+        q = select(messages).where(messages.c.room_id == room_id)
+        if latest:
+            q = q.order_by(messages.c.create_time.desc(), messages.c.seq.desc()).limit(limit)
+            return [_message(r) for r in reversed((await session.execute(q)).all())]
+        if after is not None:
+            t, seq = after
+            q = q.where(
+                or_(
+                    messages.c.create_time > t,
+                    and_(messages.c.create_time == t, messages.c.seq > seq),
+                )
+            )
+        q = q.order_by(messages.c.create_time.asc(), messages.c.seq.asc()).limit(limit)
+        return [_message(r) for r in (await session.execute(q)).all()]
