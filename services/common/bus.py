@@ -1,0 +1,451 @@
+"""The room event bus: a capped, replayable event log per room, control messages, stream state.
+
+Room events are appended to a per-room log and get an id that increases by exactly one per
+event within the room (1, 2, 3, ...), so a reader's cursor (the last id it saw) tells it
+precisely what it missed and a gap means events were trimmed away. The log keeps the newest
+`maxlen` events (approximately, on Redis: never fewer); a cursor older than the oldest kept
+event raises `CursorExpired` (`OUT_OF_RANGE`), and so does a cursor newer than the newest
+event (a log that expired, or a made-up cursor).
+
+Control messages (interrupts, room-state changes) are fire-and-forget broadcasts to whoever
+listens on a room's control channel at that moment: the replica that runs the room's
+generation subscribes before it announces itself.
+
+Small state values (which stream runs where, which message was answered) are TTL keys with
+set-if-absent and compare-and-delete.
+
+Two implementations pass one contract suite (tests/common/test_bus.py): `InProcessBus` (the
+embedded default, one process) and `RedisBus` (ARCONV_REDIS_URL: a Redis Stream per room
+appended by a Lua script doing INCR + XADD with an explicit id, read with XREAD BLOCK;
+pub/sub channels for control; every key under a prefix).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from services.common.errors import OutOfRange
+from services.common.kv import redis_errors
+
+DEFAULT_PREFIX = "arconv:bus:"
+DEFAULT_MAXLEN = 2000
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BusEvent:
+    """One event of a room's log: its id, a short kind tag and the opaque payload."""
+
+    event_id: int
+    kind: str
+    data: bytes
+
+
+class CursorExpired(OutOfRange):
+    """The cursor is outside the kept log: events after it are gone (or it never existed)."""
+
+    def __init__(self, room: str, cursor: int, oldest: int, newest: int) -> None:
+        super().__init__(
+            f"event {cursor} of room {room!r} is outside the events kept ({oldest} to {newest});"
+            " reload the history and join again with after_event_id 0",
+            reason="CURSOR_EXPIRED",
+            metadata={"oldest_event_id": str(oldest), "last_event_id": str(newest)},
+        )
+        self.cursor = cursor
+        self.oldest = oldest
+        self.newest = newest
+
+
+class ControlSubscription(abc.ABC):
+    """Control messages of one room, received from the moment the subscription was opened."""
+
+    @abc.abstractmethod
+    async def get(self) -> bytes:
+        """The next control message (waits for one)."""
+
+
+class Bus(abc.ABC):
+    """Room event logs, control channels and state keys."""
+
+    @abc.abstractmethod
+    async def publish(self, room: str, kind: str, data: bytes) -> int:
+        """Appends an event to the room's log; returns its id (previous id + 1)."""
+
+    @abc.abstractmethod
+    async def last_event_id(self, room: str) -> int:
+        """The id of the room's newest event; 0 if it has none."""
+
+    @abc.abstractmethod
+    async def check_cursor(self, room: str, after_id: int) -> int:
+        """Raises CursorExpired unless every event after `after_id` is still kept.
+
+        Returns the id of the newest event.
+        """
+
+    @abc.abstractmethod
+    async def read(
+        self, room: str, after_id: int, *, limit: int = 256, block_s: float | None = None
+    ) -> list[BusEvent]:
+        """Events after `after_id`, oldest first, at most `limit`.
+
+        With `block_s`, waits up to that long for an event when there is none yet (returns
+        an empty list on timeout). Raises CursorExpired when events right after `after_id`
+        were trimmed.
+        """
+
+    @abc.abstractmethod
+    async def send_control(self, room: str, data: bytes) -> None:
+        """Broadcasts a control message to the room's current control subscribers."""
+
+    @abc.abstractmethod
+    def control(self, room: str) -> contextlib.AbstractAsyncContextManager[ControlSubscription]:
+        """Subscribes to the room's control messages; subscribed once entered."""
+
+    @abc.abstractmethod
+    async def get_state(self, key: str) -> str | None:
+        """A state value, or None."""
+
+    @abc.abstractmethod
+    async def set_state(self, key: str, value: str, *, ttl_s: float) -> str | None:
+        """Stores a state value; returns the previous one (None if there was none)."""
+
+    @abc.abstractmethod
+    async def set_state_if_absent(self, key: str, value: str, *, ttl_s: float) -> bool:
+        """Stores a value only if the key does not exist; True if stored."""
+
+    @abc.abstractmethod
+    async def delete_state(self, key: str, *, expected: str | None = None) -> bool:
+        """Deletes a key (only if it holds `expected`, when given); True if deleted."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Releases connections."""
+
+
+def _check_read(after_id: int, limit: int) -> None:
+    if after_id < 0:
+        raise ValueError("after_id must not be negative")
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+
+
+# --- in process -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Log:
+    events: deque[BusEvent]
+    last: int = 0
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+
+class _QueueSubscription(ControlSubscription):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def get(self) -> bytes:
+        return await self.queue.get()
+
+
+class InProcessBus(Bus):
+    """The embedded default: per-room deques, asyncio conditions and queues (one event loop)."""
+
+    def __init__(self, *, maxlen: int = DEFAULT_MAXLEN) -> None:
+        if maxlen < 1:
+            raise ValueError("maxlen must be at least 1")
+        self._maxlen = maxlen
+        self._logs: dict[str, _Log] = {}
+        self._subs: dict[str, set[_QueueSubscription]] = {}
+        self._state: dict[str, tuple[str, float]] = {}
+
+    def _log(self, room: str) -> _Log:
+        log = self._logs.get(room)
+        if log is None:
+            log = self._logs[room] = _Log(deque(maxlen=self._maxlen))
+        return log
+
+    async def publish(self, room: str, kind: str, data: bytes) -> int:
+        log = self._log(room)
+        log.last += 1
+        log.events.append(BusEvent(log.last, kind, data))
+        async with log.changed:
+            log.changed.notify_all()
+        return log.last
+
+    async def last_event_id(self, room: str) -> int:
+        log = self._logs.get(room)
+        return log.last if log else 0
+
+    async def check_cursor(self, room: str, after_id: int) -> int:
+        log = self._logs.get(room)
+        last = log.last if log else 0
+        oldest = log.events[0].event_id if log and log.events else last + 1
+        if after_id > last or after_id < oldest - 1:
+            raise CursorExpired(room, after_id, oldest, last)
+        return last
+
+    def _after(self, log: _Log, room: str, after_id: int, limit: int) -> list[BusEvent]:
+        if not log.events or after_id >= log.last:
+            return []
+        oldest = log.events[0].event_id
+        if after_id < oldest - 1:
+            raise CursorExpired(room, after_id, oldest, log.last)
+        start = after_id + 1 - oldest
+        return [log.events[i] for i in range(start, min(len(log.events), start + limit))]
+
+    async def read(
+        self, room: str, after_id: int, *, limit: int = 256, block_s: float | None = None
+    ) -> list[BusEvent]:
+        _check_read(after_id, limit)
+        log = self._log(room)
+        out = self._after(log, room, after_id, limit)
+        if out or not block_s:
+            return out
+        async with log.changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(log.changed.wait_for(lambda: log.last > after_id), block_s)
+        return self._after(log, room, after_id, limit)
+
+    async def send_control(self, room: str, data: bytes) -> None:
+        for sub in list(self._subs.get(room, ())):
+            sub.queue.put_nowait(data)
+
+    @contextlib.asynccontextmanager
+    async def control(self, room: str) -> AsyncIterator[ControlSubscription]:
+        sub = _QueueSubscription()
+        self._subs.setdefault(room, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._subs.get(room)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[room]
+
+    def _live(self, key: str) -> str | None:
+        item = self._state.get(key)
+        if item is None:
+            return None
+        if item[1] <= time.monotonic():
+            del self._state[key]
+            return None
+        return item[0]
+
+    async def get_state(self, key: str) -> str | None:
+        return self._live(key)
+
+    async def set_state(self, key: str, value: str, *, ttl_s: float) -> str | None:
+        old = self._live(key)
+        self._state[key] = (value, time.monotonic() + ttl_s)
+        return old
+
+    async def set_state_if_absent(self, key: str, value: str, *, ttl_s: float) -> bool:
+        if self._live(key) is not None:
+            return False
+        self._state[key] = (value, time.monotonic() + ttl_s)
+        return True
+
+    async def delete_state(self, key: str, *, expected: str | None = None) -> bool:
+        old = self._live(key)
+        if old is None or (expected is not None and old != expected):
+            return False
+        del self._state[key]
+        return True
+
+    async def close(self) -> None:
+        self._logs.clear()
+        self._subs.clear()
+        self._state.clear()
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+# KEYS: counter, stream. ARGV: maxlen, kind, data, retention_ms. Ids are gap-free and ordered
+# because the script runs atomically.
+_PUBLISH = """
+local id = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id .. '-0', 'k', ARGV[2], 'd', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return id
+"""
+
+# KEYS[1]; ARGV[1]: expected value.
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _entry_id(raw: bytes | str) -> int:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return int(text.split("-", 1)[0])
+
+
+class _PubSubSubscription(ControlSubscription):
+    def __init__(self, pubsub: object) -> None:
+        self._pubsub = pubsub
+
+    async def get(self) -> bytes:
+        while True:
+            with redis_errors("the Redis bus"):
+                msg = await self._pubsub.get_message(  # type: ignore[attr-defined]
+                    ignore_subscribe_messages=True, timeout=None
+                )
+            if msg is not None and msg.get("type") == "message":
+                data = msg["data"]
+                return data if isinstance(data, bytes) else str(data).encode()
+
+
+class RedisBus(Bus):
+    """Redis Streams, pub/sub and keys (redis.asyncio); every key under `prefix`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        maxlen: int = DEFAULT_MAXLEN,
+        retention_s: float = DEFAULT_RETENTION_S,
+        timeout_s: float = 5.0,
+    ) -> None:
+        import redis.asyncio as aioredis
+
+        if maxlen < 1:
+            raise ValueError("maxlen must be at least 1")
+        self._prefix = prefix
+        self._maxlen = maxlen
+        self._retention_ms = max(1, round(retention_s * 1000))
+        self._timeout_s = timeout_s
+        self._client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        # Blocking reads hold their connection for the block time; they get their own pool
+        # without a socket timeout shorter than the block.
+        self._blocking = aioredis.Redis.from_url(url, socket_connect_timeout=timeout_s)
+        self._publish = self._client.register_script(_PUBLISH)
+        self._delete_if = self._client.register_script(_DELETE_IF)
+
+    def _keys(self, room: str) -> tuple[str, str]:
+        return f"{self._prefix}room:{room}:seq", f"{self._prefix}room:{room}:log"
+
+    def _state_key(self, key: str) -> str:
+        return f"{self._prefix}state:{key}"
+
+    async def publish(self, room: str, kind: str, data: bytes) -> int:
+        with redis_errors("the Redis bus"):
+            out = await self._publish(
+                keys=list(self._keys(room)), args=[self._maxlen, kind, data, self._retention_ms]
+            )
+        return int(out)
+
+    async def last_event_id(self, room: str) -> int:
+        with redis_errors("the Redis bus"):
+            raw = await self._client.get(self._keys(room)[0])
+        return int(raw) if raw is not None else 0
+
+    async def check_cursor(self, room: str, after_id: int) -> int:
+        seq, log = self._keys(room)
+        with redis_errors("the Redis bus"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.get(seq)
+                pipe.xrange(log, "-", "+", count=1)
+                raw_last, first = await pipe.execute()
+        last = int(raw_last) if raw_last is not None else 0
+        oldest = _entry_id(first[0][0]) if first else last + 1
+        if after_id > last or after_id < oldest - 1:
+            raise CursorExpired(room, after_id, oldest, last)
+        return last
+
+    async def read(
+        self, room: str, after_id: int, *, limit: int = 256, block_s: float | None = None
+    ) -> list[BusEvent]:
+        _check_read(after_id, limit)
+        log = self._keys(room)[1]
+        with redis_errors("the Redis bus"):
+            if block_s:
+                reply = await self._blocking.xread(
+                    {log: f"{after_id}-0"}, count=limit, block=max(1, round(block_s * 1000))
+                )
+            else:
+                reply = await self._client.xread({log: f"{after_id}-0"}, count=limit)
+        if not reply:
+            return []
+        entries = reply[0][1]
+        events = [
+            BusEvent(_entry_id(eid), fields[b"k"].decode(), bytes(fields[b"d"]))
+            for eid, fields in entries
+        ]
+        if events and events[0].event_id != after_id + 1:
+            raise CursorExpired(room, after_id, events[0].event_id, events[-1].event_id)
+        return events
+
+    async def send_control(self, room: str, data: bytes) -> None:
+        with redis_errors("the Redis bus"):
+            await self._client.publish(f"{self._prefix}ctl:{room}", data)
+
+    @contextlib.asynccontextmanager
+    async def control(self, room: str) -> AsyncIterator[ControlSubscription]:
+        pubsub = self._blocking.pubsub()
+        try:
+            with redis_errors("the Redis bus"):
+                await pubsub.subscribe(f"{self._prefix}ctl:{room}")
+                # Subscribed only once Redis confirms; a message published before that is lost.
+                async with asyncio.timeout(self._timeout_s):
+                    while True:
+                        msg = await pubsub.get_message(timeout=self._timeout_s)
+                        if msg is not None and msg.get("type") == "subscribe":
+                            break
+            yield _PubSubSubscription(pubsub)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def get_state(self, key: str) -> str | None:
+        with redis_errors("the Redis bus"):
+            raw = await self._client.get(self._state_key(key))
+        return raw.decode() if raw is not None else None
+
+    async def set_state(self, key: str, value: str, *, ttl_s: float) -> str | None:
+        with redis_errors("the Redis bus"):
+            old = await self._client.set(
+                self._state_key(key), value, px=max(1, round(ttl_s * 1000)), get=True
+            )
+        return old.decode() if old is not None else None
+
+    async def set_state_if_absent(self, key: str, value: str, *, ttl_s: float) -> bool:
+        with redis_errors("the Redis bus"):
+            ok = await self._client.set(
+                self._state_key(key), value, px=max(1, round(ttl_s * 1000)), nx=True
+            )
+        return bool(ok)
+
+    async def delete_state(self, key: str, *, expected: str | None = None) -> bool:
+        with redis_errors("the Redis bus"):
+            if expected is None:
+                return bool(await self._client.delete(self._state_key(key)))
+            return bool(await self._delete_if(keys=[self._state_key(key)], args=[expected]))
+
+    async def close(self) -> None:
+        await self._client.aclose()
+        await self._blocking.aclose()
+
+
+def open_bus(
+    redis_url: str,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    maxlen: int = DEFAULT_MAXLEN,
+    timeout_s: float = 5.0,
+) -> Bus:
+    """Redis when `redis_url` is set (ARCONV_REDIS_URL), else the in-process bus."""
+    if redis_url:
+        return RedisBus(redis_url, prefix=prefix, maxlen=maxlen, timeout_s=timeout_s)
+    return InProcessBus(maxlen=maxlen)

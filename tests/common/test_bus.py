@@ -1,0 +1,173 @@
+"""One contract suite for both bus back ends: in-process and the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import pytest
+
+from services.common.bus import Bus, CursorExpired, InProcessBus, RedisBus, open_bus
+
+MakeBus = Callable[..., Bus]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[MakeBus]:
+    made: list[Bus] = []
+    if request.param == "memory":
+        shared: dict[int, Bus] = {}
+
+        def make(maxlen: int = 10) -> Bus:
+            # One process: every "replica" is the same bus object.
+            if maxlen not in shared:
+                shared[maxlen] = InProcessBus(maxlen=maxlen)
+                made.append(shared[maxlen])
+            return shared[maxlen]
+    else:
+        url = request.getfixturevalue("redis_base_url")
+        prefix = request.getfixturevalue("redis_prefix")
+
+        def make(maxlen: int = 10) -> Bus:
+            bus = RedisBus(url, prefix=prefix, maxlen=maxlen)
+            made.append(bus)
+            return bus
+
+    yield make
+    for bus in made:
+        await bus.close()
+
+
+async def test_ids_start_at_one_and_increase_by_one(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    assert await bus.last_event_id("r1") == 0
+    ids = [await bus.publish("r1", "chunk", f"e{i}".encode()) for i in range(5)]
+    assert ids == [1, 2, 3, 4, 5]
+    assert await bus.publish("r2", "chunk", b"other room") == 1
+    assert await bus.last_event_id("r1") == 5
+
+
+async def test_read_after_cursor_in_order(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    for i in range(5):
+        await bus.publish("r", "k", bytes([i]))
+    events = await bus.read("r", 2)
+    assert [(e.event_id, e.kind, e.data) for e in events] == [
+        (3, "k", b"\x02"),
+        (4, "k", b"\x03"),
+        (5, "k", b"\x04"),
+    ]
+    assert [e.event_id for e in await bus.read("r", 0, limit=2)] == [1, 2]
+    assert await bus.read("r", 5) == []
+
+
+async def test_concurrent_publishers_get_gap_free_ids(make_bus: MakeBus) -> None:
+    a, b = make_bus(maxlen=1000), make_bus(maxlen=1000)
+    results = await asyncio.gather(
+        *(bus.publish("r", "k", str(i).encode()) for i in range(50) for bus in (a, b))
+    )
+    assert sorted(results) == list(range(1, 101))
+    events: list[int] = []
+    while len(events) < 100:
+        events += [e.event_id for e in await a.read("r", events[-1] if events else 0)]
+    assert events == list(range(1, 101))
+
+
+async def test_blocking_read_wakes_on_publish(make_bus: MakeBus) -> None:
+    reader, writer = make_bus(), make_bus()
+    await writer.publish("r", "k", b"old")
+    pending = asyncio.create_task(reader.read("r", 1, block_s=10))
+    await asyncio.sleep(0)
+    await writer.publish("r", "k", b"new")
+    events = await asyncio.wait_for(pending, 10)
+    assert [(e.event_id, e.data) for e in events] == [(2, b"new")]
+
+
+async def test_blocking_read_times_out_empty(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    assert await bus.read("quiet", 0, block_s=0.05) == []
+
+
+async def test_capped_log_expires_old_cursors(make_bus: MakeBus) -> None:
+    bus = make_bus(maxlen=3)
+    for i in range(200):
+        await bus.publish("r", "k", str(i).encode())
+    last = await bus.check_cursor("r", 200)
+    assert last == 200
+    assert await bus.check_cursor("r", 199) == 200
+    with pytest.raises(CursorExpired) as info:
+        await bus.check_cursor("r", 1)
+    assert info.value.code == grpc.StatusCode.OUT_OF_RANGE
+    assert info.value.newest == 200
+    with pytest.raises(CursorExpired):
+        await bus.read("r", 1)
+    kept = await bus.read("r", info.value.oldest - 1)
+    assert kept[0].event_id == info.value.oldest and kept[-1].event_id == 200
+    # Approximate trimming on Redis never keeps fewer than maxlen.
+    assert len(kept) >= 3
+
+
+async def test_cursor_from_the_future_is_out_of_range(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    assert await bus.check_cursor("new-room", 0) == 0
+    with pytest.raises(CursorExpired):
+        await bus.check_cursor("new-room", 7)
+    await bus.publish("new-room", "k", b"x")
+    with pytest.raises(CursorExpired):
+        await bus.check_cursor("new-room", 2)
+
+
+async def test_control_reaches_every_subscriber_of_the_room(make_bus: MakeBus) -> None:
+    a, b = make_bus(), make_bus()
+    async with a.control("r") as sub_a, b.control("r") as sub_b, b.control("other") as sub_o:
+        await a.send_control("r", b"interrupt")
+        assert await asyncio.wait_for(sub_a.get(), 5) == b"interrupt"
+        assert await asyncio.wait_for(sub_b.get(), 5) == b"interrupt"
+        await b.send_control("other", b"o")
+        assert await asyncio.wait_for(sub_o.get(), 5) == b"o"
+
+
+async def test_control_without_subscribers_is_dropped(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    await bus.send_control("r", b"nobody listens")
+    async with bus.control("r") as sub:
+        await bus.send_control("r", b"second")
+        assert await asyncio.wait_for(sub.get(), 5) == b"second"
+
+
+async def test_state_keys(make_bus: MakeBus) -> None:
+    a, b = make_bus(), make_bus()
+    assert await a.get_state("active") is None
+    assert await a.set_state_if_absent("active", "s1", ttl_s=60)
+    assert not await b.set_state_if_absent("active", "s2", ttl_s=60)
+    assert await b.get_state("active") == "s1"
+    assert not await b.delete_state("active", expected="s2")
+    assert await b.delete_state("active", expected="s1")
+    assert await a.get_state("active") is None
+    assert await a.set_state("status", "ACTIVE", ttl_s=60) is None
+    assert await b.set_state("status", "PAUSED", ttl_s=60) == "ACTIVE"
+    assert await a.delete_state("status")
+    assert not await a.delete_state("status")
+
+
+async def test_state_expires(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    await bus.set_state("short", "v", ttl_s=0.01)
+    await asyncio.sleep(0.05)  # the TTL itself is what is tested
+    assert await bus.get_state("short") is None
+
+
+def test_open_bus_picks_the_back_end(redis_base_url: str) -> None:
+    assert isinstance(open_bus(""), InProcessBus)
+    assert isinstance(open_bus(redis_base_url, prefix="p:"), RedisBus)
+
+
+async def test_redis_unreachable_is_unavailable() -> None:
+    bus = RedisBus("redis://127.0.0.1:1/0", timeout_s=0.5)
+    try:
+        with pytest.raises(Exception) as info:
+            await bus.publish("r", "k", b"x")
+        assert getattr(info.value, "code", None) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await bus.close()
