@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.common.errors import OutOfRange
 from services.common.kv import redis_errors
@@ -284,9 +285,12 @@ return 0
 """
 
 
-def _entry_id(raw: bytes | str) -> int:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    return int(text.split("-", 1)[0])
+def _text(raw: object) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _entry_id(raw: object) -> int:
+    return int(_text(raw).split("-", 1)[0])
 
 
 class _PubSubSubscription(ControlSubscription):
@@ -378,9 +382,9 @@ class RedisBus(Bus):
                 reply = await self._client.xread({log: f"{after_id}-0"}, count=limit)
         if not reply:
             return []
-        entries = reply[0][1]
+        entries: list[tuple[Any, dict[bytes, bytes]]] = reply[0][1]  # type: ignore[index,assignment]
         events = [
-            BusEvent(_entry_id(eid), fields[b"k"].decode(), bytes(fields[b"d"]))
+            BusEvent(_entry_id(eid), _text(fields[b"k"]), bytes(fields[b"d"]))
             for eid, fields in entries
         ]
         if events and events[0].event_id != after_id + 1:
@@ -411,14 +415,14 @@ class RedisBus(Bus):
     async def get_state(self, key: str) -> str | None:
         with redis_errors("the Redis bus"):
             raw = await self._client.get(self._state_key(key))
-        return raw.decode() if raw is not None else None
+        return _text(raw) if raw is not None else None
 
     async def set_state(self, key: str, value: str, *, ttl_s: float) -> str | None:
         with redis_errors("the Redis bus"):
             old = await self._client.set(
                 self._state_key(key), value, px=max(1, round(ttl_s * 1000)), get=True
             )
-        return old.decode() if old is not None else None
+        return _text(old) if old is not None else None
 
     async def set_state_if_absent(self, key: str, value: str, *, ttl_s: float) -> bool:
         with redis_errors("the Redis bus"):
