@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Literal
 
 import grpc
 from arconv.avatar.v1 import avatar_service_pb2_grpc
+from pydantic import Field, field_validator
 
+from services.avatar.description import Describer
+from services.avatar.generation import AvatarManager, WorkerConfig
+from services.avatar.paging import PageTokens
+from services.avatar.providers.base import ModelProvider
+from services.avatar.providers.chain import ProviderChain, parse_routes
+from services.avatar.providers.meshy import MeshyProvider
+from services.avatar.providers.procedural import ProceduralProvider
+from services.avatar.repository import AgentRepository, AvatarRepository
+from services.avatar.servicer import AvatarServicer
+from services.avatar.storage import ModelStore
 from services.common.app import run_service
-from services.common.config import Settings
+from services.common.config import ConfigError, Settings
+from services.common.db import create_engine, migrate_async, sessionmaker
 from services.common.server import ServiceSpec
+from services.llm import LLMProvider, build_provider
 
 SERVICE = "arconv.avatar.v1.AvatarService"
 INTERNAL_METHODS = ("/arconv.avatar.v1.AvatarService/UpsertAgent",)
@@ -18,23 +34,139 @@ PUBLIC_METHODS = ()
 
 
 class AvatarSettings(Settings):
-    pass
+    """ARCONV_ variables of the avatar service (the LLM ones are shared with stream)."""
+
+    llm_provider: Literal["persona", "openai"] = "persona"
+    llm_base_url: str = ""
+    llm_api_key: str = ""
+    llm_model: str = ""
+    llm_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    model_dir: Path | None = None  # default: <var_dir>/models
+    model_base_url: str = ""
+
+    avatar_max_generations: int = Field(default=5, ge=1, le=1000)
+    avatar_workers: int = Field(default=2, ge=1, le=32)
+    avatar_lease_s: float = Field(default=60.0, ge=1, le=3600)
+    avatar_max_resumes: int = Field(default=3, ge=0, le=100)
+    avatar_watch_poll_s: float = Field(default=1.0, gt=0, le=60)
+    avatar_max_model_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # STYLE=PROVIDER[,PROVIDER];... — providers tried before `procedural`, which is always last.
+    avatar_routes: str = "realistic=meshy;fantasy=meshy;anime=meshy"
+    avatar_breaker_threshold: int = Field(default=3, ge=1, le=100)
+    avatar_breaker_open_s: float = Field(default=300.0, ge=0, le=86400)
+
+    meshy_api_key: str = ""
+    meshy_base_url: str = "https://api.meshy.ai"
+    meshy_poll_interval_s: float = Field(default=5.0, gt=0, le=300)
+    meshy_timeout_s: float = Field(default=600.0, gt=0, le=7200)
+
+    @field_validator("model_base_url", "meshy_base_url", "llm_base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        v = v.strip()
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+    @field_validator("avatar_routes")
+    @classmethod
+    def _routes(cls, v: str) -> str:
+        parse_routes(v)
+        return v
+
+    def models_path(self) -> Path:
+        return self.model_dir or self.var_dir / "models"
+
+
+def build_llm(settings: AvatarSettings) -> LLMProvider | None:
+    """The LLM that describes characters; None for the embedded persona (no LLM call)."""
+    if settings.llm_provider == "persona":
+        return None
+    try:
+        return build_provider(
+            settings.llm_provider,
+            base_url=settings.llm_base_url or None,
+            api_key=settings.llm_api_key,
+            model=settings.llm_model,
+            timeout_s=settings.llm_timeout_s,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"ARCONV_LLM_*: {exc}") from exc
+
+
+def build_chain(settings: AvatarSettings) -> ProviderChain:
+    providers: dict[str, ModelProvider] = {"procedural": ProceduralProvider()}
+    if settings.meshy_api_key:
+        providers["meshy"] = MeshyProvider(
+            base_url=settings.meshy_base_url,
+            api_key=settings.meshy_api_key,
+            poll_interval_s=settings.meshy_poll_interval_s,
+            timeout_s=settings.meshy_timeout_s,
+            max_bytes=settings.avatar_max_model_bytes,
+        )
+    return ProviderChain(
+        providers,
+        routes=parse_routes(settings.avatar_routes),
+        breaker_threshold=settings.avatar_breaker_threshold,
+        breaker_open_s=settings.avatar_breaker_open_s,
+        max_model_bytes=settings.avatar_max_model_bytes,
+    )
 
 
 @contextlib.asynccontextmanager
 async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
-    servicer = avatar_service_pb2_grpc.AvatarServiceServicer()
+    url = settings.service_database_url("avatar")
+    if settings.migrate_on_start:
+        await migrate_async("avatar", url)
+    engine = create_engine(url)
+    sessions = sessionmaker(engine)
+    llm = build_llm(settings)
+    chain = build_chain(settings)
+    agents = AgentRepository(sessions)
+    manager = AvatarManager(
+        agents=agents,
+        avatars=AvatarRepository(sessions),
+        describer=Describer(llm, model=settings.llm_model),
+        chain=chain,
+        store=ModelStore(settings.models_path()),
+        config=WorkerConfig(
+            max_generations=settings.avatar_max_generations,
+            workers=settings.avatar_workers,
+            lease_s=settings.avatar_lease_s,
+            max_resumes=settings.avatar_max_resumes,
+            watch_poll_s=settings.avatar_watch_poll_s,
+        ),
+    )
+    servicer = AvatarServicer(
+        agents=agents,
+        page_tokens=PageTokens(settings.jwt_secret, "ListAgents"),
+        describer=Describer(llm, model=settings.llm_model),
+        avatars=manager,
+        model_base_url=settings.model_base_url,
+    )
 
     def register(server: grpc.aio.Server) -> None:
         avatar_service_pb2_grpc.add_AvatarServiceServicer_to_server(servicer, server)
 
-    yield ServiceSpec(
-        name="avatar",
-        grpc_service=SERVICE,
-        register=register,
-        internal_methods=INTERNAL_METHODS,
-        public_methods=PUBLIC_METHODS,
-    )
+    try:
+        from services.speech import warm_up
+
+        await asyncio.to_thread(warm_up)
+        await manager.start()
+        yield ServiceSpec(
+            name="avatar",
+            grpc_service=SERVICE,
+            register=register,
+            internal_methods=INTERNAL_METHODS,
+            public_methods=PUBLIC_METHODS,
+        )
+    finally:
+        await manager.stop()
+        await chain.aclose()
+        if llm is not None:
+            await llm.aclose()
+        await engine.dispose()
 
 
 def main() -> None:

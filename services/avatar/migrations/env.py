@@ -1,5 +1,4 @@
-from sqlalchemy import MetaData
-
+from services.avatar.models import Base
 from services.common.migrations_env import run
 
-run(MetaData())
+run(Base.metadata)

@@ -1,0 +1,222 @@
+"""Agent profiles: the domain model and its validation (no gRPC, no SQL)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.avatar.colors import HEX_COLOR, to_hex
+from services.common.errors import InvalidArgument
+
+STYLES: tuple[str, ...] = ("anime", "realistic", "cartoon", "chibi", "robot", "fantasy")
+EMOTIONS: tuple[str, ...] = (
+    "neutral",
+    "happy",
+    "sad",
+    "angry",
+    "surprised",
+    "calm",
+    "excited",
+    "thoughtful",
+    "concerned",
+)
+
+AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+VOICE_PROVIDER = re.compile(r"[a-z0-9_-]{1,64}")
+MAX_NAME = 100
+MAX_PROMPT = 8000
+MAX_MODEL = 200
+MAX_TEXT = 200
+MAX_ACCESSORIES = 10
+MAX_PALETTE = 8
+MAX_VOICE_ID = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Appearance:
+    style: str = ""
+    gender: str = ""
+    species: str = ""
+    body_type: str = ""
+    height_cm: int = 0
+    hair_color: str = ""
+    hair_style: str = ""
+    eye_color: str = ""
+    clothing: str = ""
+    accessories: tuple[str, ...] = ()
+    color_palette: tuple[str, ...] = ()
+    expression_baseline: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "style": self.style,
+            "gender": self.gender,
+            "species": self.species,
+            "body_type": self.body_type,
+            "height_cm": self.height_cm,
+            "hair_color": self.hair_color,
+            "hair_style": self.hair_style,
+            "eye_color": self.eye_color,
+            "clothing": self.clothing,
+            "accessories": list(self.accessories),
+            "color_palette": list(self.color_palette),
+            "expression_baseline": self.expression_baseline,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Appearance:
+        return cls(
+            style=str(data.get("style", "")),
+            gender=str(data.get("gender", "")),
+            species=str(data.get("species", "")),
+            body_type=str(data.get("body_type", "")),
+            height_cm=int(data.get("height_cm", 0)),
+            hair_color=str(data.get("hair_color", "")),
+            hair_style=str(data.get("hair_style", "")),
+            eye_color=str(data.get("eye_color", "")),
+            clothing=str(data.get("clothing", "")),
+            accessories=tuple(str(a) for a in data.get("accessories", ())),
+            color_palette=tuple(str(c) for c in data.get("color_palette", ())),
+            expression_baseline=str(data.get("expression_baseline", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An agent's AR profile. Times are set by the repository."""
+
+    agent_id: str
+    name: str
+    system_prompt: str
+    model: str
+    appearance: Appearance
+    voice_provider: str
+    voice_id: str
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+
+
+@dataclass(slots=True)
+class AgentInput:
+    """An agent as received from a client; None marks a missing sub-message."""
+
+    agent_id: str
+    name: str
+    system_prompt: str | None
+    model: str
+    appearance: Appearance | None
+    voice_provider: str | None
+    voice_id: str
+    violations: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 and c not in "\n\t" for c in text) or "\x7f" in text
+
+
+def validate_agent_id(agent_id: str, field_name: str = "agent_id") -> str:
+    """The id, or INVALID_ARGUMENT naming the field."""
+    if not agent_id:
+        raise InvalidArgument(f"{field_name} is required", violations=[(field_name, "required")])
+    if not AGENT_ID.fullmatch(agent_id):
+        raise InvalidArgument(
+            f"{field_name} is malformed",
+            violations=[(field_name, "1 to 64 characters of [a-z0-9_-], starting with [a-z0-9]")],
+        )
+    return agent_id
+
+
+def _text(out: list[tuple[str, str]], path: str, value: str, limit: int, *, required: bool) -> None:
+    if required and not value.strip():
+        out.append((path, "required"))
+    elif len(value) > limit:
+        out.append((path, f"at most {limit} characters (got {len(value)})"))
+    elif _has_control(value):
+        out.append((path, "must not contain control characters"))
+
+
+def _appearance(out: list[tuple[str, str]], a: Appearance) -> None:
+    p = "agent.appearance"
+    if a.style not in STYLES:
+        out.append((f"{p}.style", f"required: one of {', '.join(STYLES)}"))
+    for name in ("gender", "species", "body_type", "hair_style", "clothing"):
+        _text(out, f"{p}.{name}", getattr(a, name), MAX_TEXT, required=False)
+    if a.height_cm != 0 and not 30 <= a.height_cm <= 300:
+        out.append((f"{p}.height_cm", "0 (unset) or 30 to 300"))
+    for name in ("hair_color", "eye_color"):
+        value = getattr(a, name)
+        if value and to_hex(value) is None:
+            out.append((f"{p}.{name}", "a '#rrggbb' value or a known colour name"))
+    if len(a.accessories) > MAX_ACCESSORIES:
+        out.append((f"{p}.accessories", f"at most {MAX_ACCESSORIES} items"))
+    else:
+        for i, acc in enumerate(a.accessories):
+            _text(out, f"{p}.accessories[{i}]", acc, MAX_TEXT, required=True)
+    if len(a.color_palette) > MAX_PALETTE:
+        out.append((f"{p}.color_palette", f"at most {MAX_PALETTE} colours"))
+    else:
+        for i, color in enumerate(a.color_palette):
+            if not HEX_COLOR.fullmatch(color):
+                out.append((f"{p}.color_palette[{i}]", "a '#rrggbb' value"))
+    if a.expression_baseline and a.expression_baseline not in EMOTIONS:
+        out.append((f"{p}.expression_baseline", f"empty or one of {', '.join(EMOTIONS)}"))
+
+
+def validate_agent(data: AgentInput) -> Agent:
+    """The agent to store, normalised; INVALID_ARGUMENT listing every bad field otherwise."""
+    out = list(data.violations)
+    if not data.agent_id:
+        out.append(("agent.agent_id", "required"))
+    elif not AGENT_ID.fullmatch(data.agent_id):
+        out.append(("agent.agent_id", "1 to 64 characters of [a-z0-9_-], starting with [a-z0-9]"))
+    _text(out, "agent.name", data.name, MAX_NAME, required=True)
+    if data.system_prompt is None:
+        out.append(("agent.persona", "required"))
+    else:
+        _text(out, "agent.persona.system_prompt", data.system_prompt, MAX_PROMPT, required=True)
+        _text(out, "agent.persona.model", data.model, MAX_MODEL, required=False)
+    if data.appearance is None:
+        out.append(("agent.appearance", "required"))
+    else:
+        _appearance(out, data.appearance)
+    if data.voice_provider is None:
+        out.append(("agent.voice", "required"))
+    else:
+        if not VOICE_PROVIDER.fullmatch(data.voice_provider):
+            out.append(("agent.voice.provider", "1 to 64 characters of [a-z0-9_-]"))
+        vid = data.voice_id
+        if not vid:
+            out.append(("agent.voice.voice_id", "required"))
+        elif len(vid) > MAX_VOICE_ID or not vid.isprintable():
+            out.append(("agent.voice.voice_id", f"1 to {MAX_VOICE_ID} printable characters"))
+    if out:
+        fields = ", ".join(f for f, _ in out)
+        raise InvalidArgument(f"invalid agent: {fields}", violations=out)
+    assert data.system_prompt is not None and data.appearance is not None
+    assert data.voice_provider is not None
+    a = data.appearance
+    appearance = Appearance(
+        style=a.style,
+        gender=a.gender.strip(),
+        species=a.species.strip(),
+        body_type=a.body_type.strip(),
+        height_cm=a.height_cm,
+        hair_color=a.hair_color.strip(),
+        hair_style=a.hair_style.strip(),
+        eye_color=a.eye_color.strip(),
+        clothing=a.clothing.strip(),
+        accessories=tuple(x.strip() for x in a.accessories),
+        color_palette=tuple(c.lower() for c in a.color_palette),
+        expression_baseline=a.expression_baseline or "neutral",
+    )
+    return Agent(
+        agent_id=data.agent_id,
+        name=data.name.strip(),
+        system_prompt=data.system_prompt,
+        model=data.model.strip(),
+        appearance=appearance,
+        voice_provider=data.voice_provider,
+        voice_id=data.voice_id,
+    )

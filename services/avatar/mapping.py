@@ -1,0 +1,185 @@
+"""Protobuf ↔ domain conversions for the avatar service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from arconv.avatar.v1 import avatar_service_pb2 as pb
+from arconv.avatar.v1 import speech_pb2
+from google.protobuf import timestamp_pb2
+
+from services.avatar.agents import Agent, AgentInput, Appearance
+from services.avatar.description import CharacterDescription
+from services.avatar.jobs import AvatarRecord
+from services.speech import Cue
+
+_STYLE_TO_PB = {
+    "anime": pb.AVATAR_STYLE_ANIME,
+    "realistic": pb.AVATAR_STYLE_REALISTIC,
+    "cartoon": pb.AVATAR_STYLE_CARTOON,
+    "chibi": pb.AVATAR_STYLE_CHIBI,
+    "robot": pb.AVATAR_STYLE_ROBOT,
+    "fantasy": pb.AVATAR_STYLE_FANTASY,
+}
+_PB_TO_STYLE = {v: k for k, v in _STYLE_TO_PB.items()}
+_STATUS_TO_PB = {
+    "PENDING": pb.AVATAR_STATUS_PENDING,
+    "GENERATING": pb.AVATAR_STATUS_GENERATING,
+    "READY": pb.AVATAR_STATUS_READY,
+    "FAILED": pb.AVATAR_STATUS_FAILED,
+}
+
+
+def style_from_pb(value: int) -> str:
+    """ "anime", ... for a known style; "" for UNSPECIFIED; "unknown(N)" for other numbers."""
+    if value == pb.AVATAR_STYLE_UNSPECIFIED:
+        return ""
+    return _PB_TO_STYLE.get(value, f"unknown({value})")  # type: ignore[call-overload,no-any-return]
+
+
+def style_to_pb(style: str) -> int:
+    return _STYLE_TO_PB.get(style, pb.AVATAR_STYLE_UNSPECIFIED)
+
+
+def ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def agent_input(msg: pb.Agent) -> AgentInput:
+    a = msg.appearance
+    return AgentInput(
+        agent_id=msg.agent_id,
+        name=msg.name,
+        system_prompt=msg.persona.system_prompt if msg.HasField("persona") else None,
+        model=msg.persona.model,
+        appearance=Appearance(
+            style=style_from_pb(a.style),
+            gender=a.gender,
+            species=a.species,
+            body_type=a.body_type,
+            height_cm=a.height_cm,
+            hair_color=a.hair_color,
+            hair_style=a.hair_style,
+            eye_color=a.eye_color,
+            clothing=a.clothing,
+            accessories=tuple(a.accessories),
+            color_palette=tuple(a.color_palette),
+            expression_baseline=a.expression_baseline,
+        )
+        if msg.HasField("appearance")
+        else None,
+        voice_provider=msg.voice.provider if msg.HasField("voice") else None,
+        voice_id=msg.voice.voice_id,
+    )
+
+
+def agent_to_pb(agent: Agent) -> pb.Agent:
+    a = agent.appearance
+    return pb.Agent(
+        agent_id=agent.agent_id,
+        name=agent.name,
+        persona=pb.Persona(system_prompt=agent.system_prompt, model=agent.model),
+        appearance=pb.Appearance(
+            style=style_to_pb(a.style),  # type: ignore[arg-type]
+            gender=a.gender,
+            species=a.species,
+            body_type=a.body_type,
+            height_cm=a.height_cm,
+            hair_color=a.hair_color,
+            hair_style=a.hair_style,
+            eye_color=a.eye_color,
+            clothing=a.clothing,
+            accessories=list(a.accessories),
+            color_palette=list(a.color_palette),
+            expression_baseline=a.expression_baseline,
+        ),
+        voice=pb.Voice(provider=agent.voice_provider, voice_id=agent.voice_id),
+        create_time=ts(agent.create_time),
+        update_time=ts(agent.update_time),
+    )
+
+
+def description_to_pb(d: CharacterDescription) -> pb.CharacterDescription:
+    return pb.CharacterDescription(
+        agent_id=d.agent_id,
+        style=style_to_pb(d.style),  # type: ignore[arg-type]
+        summary=d.summary,
+        skin_color=d.skin_color,
+        hair_color=d.hair_color,
+        eye_color=d.eye_color,
+        clothing_color=d.clothing_color,
+        accent_color=d.accent_color,
+        hair_style=d.hair_style,
+        body_type=d.body_type,
+        accessories=list(d.accessories),
+        expression_baseline=d.expression_baseline,
+        repaired_fields=list(d.repaired_fields),
+        source=d.source,
+    )
+
+
+def lod_url(base_url: str, agent_id: str, level: int, sha256: str) -> str:
+    if base_url:
+        return f"{base_url.rstrip('/')}/{sha256}.glb"
+    return f"grpc://arconv.avatar.v1.AvatarService/DownloadModel?agent_id={agent_id}&lod={level}"
+
+
+def lod_to_pb(base_url: str, agent_id: str, lod: object) -> pb.AvatarLod:
+    from services.avatar.jobs import LodInfo
+
+    assert isinstance(lod, LodInfo)
+    return pb.AvatarLod(
+        level=lod.level,
+        triangle_count=lod.triangle_count,
+        size_bytes=lod.size_bytes,
+        sha256=lod.sha256,
+        url=lod_url(base_url, agent_id, lod.level, lod.sha256),
+    )
+
+
+def avatar_to_pb(rec: AvatarRecord, base_url: str) -> pb.Avatar:
+    out = pb.Avatar(
+        agent_id=rec.agent_id,
+        status=_STATUS_TO_PB.get(rec.status, pb.AVATAR_STATUS_UNSPECIFIED),  # type: ignore[arg-type]
+        provider=rec.provider,
+        format="glb",
+        lods=[lod_to_pb(base_url, rec.agent_id, lod) for lod in rec.lods],
+        morph_targets=list(rec.morph_targets),
+        error=rec.error,
+        style=style_to_pb(rec.style),  # type: ignore[arg-type]
+        generation_count=rec.generation_count,
+        create_time=ts(rec.create_time),
+        update_time=ts(rec.update_time),
+    )
+    if not rec.final:
+        out.progress.CopyFrom(
+            pb.AvatarProgress(stage=rec.stage, percent=rec.percent, provider=rec.provider)
+        )
+    else:
+        out.progress.CopyFrom(pb.AvatarProgress(stage=rec.stage, percent=rec.percent))
+    return out
+
+
+def cue_to_pb(cue: Cue) -> speech_pb2.SpeechCue:
+    return speech_pb2.SpeechCue(
+        text=cue.text,
+        tone=cue.tone,
+        rate=cue.rate,
+        pitch=cue.pitch,
+        emotion=cue.emotion,
+        gesture=cue.gesture,
+        visemes=[
+            speech_pb2.VisemeKey(
+                time_ms=k.time_ms,
+                viseme=speech_pb2.Viseme.Value(f"VISEME_{k.viseme.upper()}"),  # type: ignore[arg-type]
+                weight=k.weight,
+                name=k.viseme,
+            )
+            for k in cue.visemes
+        ],
+        duration_ms=cue.duration_ms,
+    )

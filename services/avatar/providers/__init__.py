@@ -1,0 +1,1 @@
+"""3D model providers behind one interface, a failover chain and circuit breakers."""

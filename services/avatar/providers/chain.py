@@ -1,0 +1,158 @@
+"""Failover across providers, routed by style, each behind a circuit breaker."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from services.avatar.description import CharacterDescription
+from services.avatar.providers.base import ModelProvider, ProviderFailure
+from services.avatar.providers.glb import GlbInfo, InvalidGlb, inspect_glb
+
+log = logging.getLogger("arconv.avatar.providers")
+
+LAST_RESORT = "procedural"
+
+
+class CircuitBreaker:
+    """Closed → open after `threshold` consecutive failures; after `open_s`, half-open lets
+    one probe through: success closes it, failure opens it again."""
+
+    def __init__(
+        self,
+        *,
+        threshold: int = 3,
+        open_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.open_s = open_s
+        self._clock = clock
+        self.failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at >= self.open_s:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        """Whether a call may go through now (takes the half-open probe slot if so)."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half_open" and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self.failures = 0
+        self._opened_at = None
+        self._probing = False
+
+    def failure(self) -> None:
+        self.failures += 1
+        self._probing = False
+        if self._opened_at is not None or self.failures >= self.threshold:
+            self._opened_at = self._clock()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainResult:
+    provider: str
+    lods: list[bytes]
+    info: list[GlbInfo]
+    failures: tuple[str, ...]
+
+
+class ChainExhausted(Exception):
+    """Every provider of the chain failed; the message lists why."""
+
+
+ChainProgress = Callable[[str, float], None]
+
+
+class ProviderChain:
+    """Tries the providers routed for a style in order; `procedural` always comes last.
+
+    A provider's output counts as a failure unless every GLB passes `inspect_glb`.
+    """
+
+    def __init__(
+        self,
+        providers: Mapping[str, ModelProvider],
+        *,
+        routes: Mapping[str, Sequence[str]],
+        breaker_threshold: int = 3,
+        breaker_open_s: float = 300.0,
+        max_model_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._providers = dict(providers)
+        self._routes = {k: list(v) for k, v in routes.items()}
+        self._max_bytes = max_model_bytes
+        self.breakers = {
+            name: CircuitBreaker(threshold=breaker_threshold, open_s=breaker_open_s, clock=clock)
+            for name in self._providers
+        }
+
+    def order(self, style: str) -> list[str]:
+        names = [n for n in self._routes.get(style, []) if n in self._providers]
+        names = [n for n in names if n != LAST_RESORT]
+        if LAST_RESORT in self._providers:
+            names.append(LAST_RESORT)
+        return names
+
+    async def generate(
+        self, description: CharacterDescription, progress: ChainProgress
+    ) -> ChainResult:
+        failures: list[str] = []
+        for name in self.order(description.style):
+            breaker = self.breakers[name]
+            last = name == LAST_RESORT
+            if not last and not breaker.allow():
+                failures.append(f"{name}: skipped, circuit open")
+                continue
+            try:
+                lods = await self._providers[name].generate(
+                    description, functools.partial(progress, name)
+                )
+                if not 1 <= len(lods) <= 3:
+                    raise ProviderFailure(name, f"returned {len(lods)} models; expected 1 to 3")
+                info = [inspect_glb(glb, max_bytes=self._max_bytes) for glb in lods]
+            except InvalidGlb as exc:
+                failures.append(f"{name}: invalid model: {exc}")
+                breaker.failure()
+            except Exception as exc:  # any provider failure means: fail over
+                failures.append(str(exc) if isinstance(exc, ProviderFailure) else f"{name}: {exc}")
+                breaker.failure()
+            else:
+                breaker.success()
+                return ChainResult(name, lods, info, tuple(failures))
+            log.warning(
+                "avatar provider failed; failing over", extra={"fields": {"failure": failures[-1]}}
+            )
+        raise ChainExhausted("; ".join(failures) or "no model provider is configured")
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+
+
+def parse_routes(text: str) -> dict[str, list[str]]:
+    """ "realistic=meshy;fantasy=meshy" → {"realistic": ["meshy"], ...}; ValueError if malformed."""
+    routes: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        style, sep, names = part.partition("=")
+        if not sep or not style.strip():
+            raise ValueError(f"route {part!r} is not STYLE=PROVIDER[,PROVIDER]")
+        routes[style.strip()] = [n.strip() for n in names.split(",") if n.strip()]
+    return routes

@@ -1,0 +1,138 @@
+"""The gRPC face of the avatar service: validate, call the domain, map to protobuf."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from arconv.avatar.v1 import avatar_service_pb2 as pb
+from arconv.avatar.v1 import avatar_service_pb2_grpc as pb_grpc
+
+from services.avatar import mapping
+from services.avatar.agents import Agent, validate_agent, validate_agent_id
+from services.avatar.description import Describer
+from services.avatar.errors import AgentNotFound
+from services.avatar.generation import AvatarManager
+from services.avatar.paging import PageTokens, page_size
+from services.avatar.repository import AgentRepository
+from services.avatar.visemes import compute_visemes
+from services.common.errors import InvalidArgument
+
+
+class AvatarServicer(pb_grpc.AvatarServiceServicer):
+    def __init__(
+        self,
+        *,
+        agents: AgentRepository,
+        page_tokens: PageTokens,
+        describer: Describer,
+        avatars: AvatarManager,
+        model_base_url: str,
+    ) -> None:
+        self._agents = agents
+        self._tokens = page_tokens
+        self._describer = describer
+        self._avatars = avatars
+        self._base_url = model_base_url
+
+    async def _agent(self, agent_id: str) -> Agent:
+        validate_agent_id(agent_id)
+        agent = await self._agents.get(agent_id=agent_id)
+        if agent is None:
+            raise AgentNotFound(agent_id)
+        return agent
+
+    async def UpsertAgent(
+        self, request: pb.UpsertAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertAgentResponse:
+        if not request.HasField("agent"):
+            raise InvalidArgument("agent is required", violations=[("agent", "required")])
+        agent = validate_agent(mapping.agent_input(request.agent))
+        stored, created = await self._agents.upsert(agent=agent)
+        return pb.UpsertAgentResponse(agent=mapping.agent_to_pb(stored), created=created)
+
+    async def GetAgent(
+        self, request: pb.GetAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAgentResponse:
+        return pb.GetAgentResponse(agent=mapping.agent_to_pb(await self._agent(request.agent_id)))
+
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAgentsResponse:
+        size = page_size(request.page_size)
+        position = self._tokens.decode(request.page_token)
+        after: tuple[str, str] | None = None
+        if position is not None:
+            if len(position) != 2:
+                raise InvalidArgument(
+                    "page_token was not issued by this RPC",
+                    violations=[("page_token", "use next_page_token from a previous response")],
+                )
+            after = (position[0], position[1])
+        rows = await self._agents.list_page(limit=size + 1, after=after)
+        page, more = rows[:size], len(rows) > size
+        token = self._tokens.encode([page[-1].name, page[-1].agent_id]) if more else ""
+        return pb.ListAgentsResponse(
+            agents=[mapping.agent_to_pb(a) for a in page], next_page_token=token
+        )
+
+    async def DescribeCharacter(
+        self, request: pb.DescribeCharacterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeCharacterResponse:
+        agent = await self._agent(request.agent_id)
+        description = await self._describer.describe(agent)
+        return pb.DescribeCharacterResponse(description=mapping.description_to_pb(description))
+
+    async def GenerateAvatar(
+        self, request: pb.GenerateAvatarRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateAvatarResponse:
+        style = mapping.style_from_pb(request.style)
+        if style.startswith("unknown"):
+            raise InvalidArgument(
+                f"style {request.style} is not a known AvatarStyle",
+                violations=[("style", "an AvatarStyle value")],
+            )
+        agent = await self._agent(request.agent_id)
+        record, started = await self._avatars.generate(
+            agent, style=style or agent.appearance.style, force=request.force
+        )
+        return pb.GenerateAvatarResponse(
+            avatar=mapping.avatar_to_pb(record, self._base_url), started=started
+        )
+
+    async def GetAvatar(
+        self, request: pb.GetAvatarRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAvatarResponse:
+        await self._agent(request.agent_id)
+        record = await self._avatars.get(request.agent_id)
+        return pb.GetAvatarResponse(avatar=mapping.avatar_to_pb(record, self._base_url))
+
+    async def WatchAvatar(
+        self, request: pb.WatchAvatarRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchAvatarResponse]:
+        await self._agent(request.agent_id)
+        async for record in self._avatars.watch(request.agent_id):
+            yield pb.WatchAvatarResponse(avatar=mapping.avatar_to_pb(record, self._base_url))
+
+    async def DownloadModel(
+        self, request: pb.DownloadModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DownloadModelResponse]:
+        if request.lod > 2:
+            raise InvalidArgument(
+                f"lod {request.lod} is out of range", violations=[("lod", "0, 1 or 2")]
+            )
+        await self._agent(request.agent_id)
+        lod, chunks = await self._avatars.open_model(request.agent_id, request.lod)
+        offset = 0
+        for i, chunk in enumerate(chunks):
+            msg = pb.DownloadModelResponse(data=chunk, offset=offset)
+            if i == 0:
+                msg.lod.CopyFrom(mapping.lod_to_pb(self._base_url, request.agent_id, lod))
+            offset += len(chunk)
+            yield msg
+
+    async def ComputeVisemes(
+        self, request: pb.ComputeVisemesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ComputeVisemesResponse:
+        cue = compute_visemes(request.text, request.tone)
+        return pb.ComputeVisemesResponse(cue=mapping.cue_to_pb(cue))

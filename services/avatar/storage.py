@@ -1,0 +1,64 @@
+"""Content-addressed model storage: `<sha256>.glb` files under ARCONV_MODEL_DIR."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from services.avatar.errors import ModelCorrupt
+
+
+class ModelStore:
+    """Files named by the sha256 of their content, written atomically (temp file + rename)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+
+    def path(self, sha256: str) -> Path:
+        return self._dir / f"{sha256}.glb"
+
+    def _put(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        target = self.path(sha)
+        if target.is_file() and target.stat().st_size == len(data):
+            return sha
+        self._dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-", suffix=".glb")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return sha
+
+    async def put(self, data: bytes) -> str:
+        """Stores `data`; returns its sha256 (the key)."""
+        return await asyncio.to_thread(self._put, data)
+
+    def _read(self, sha256: str) -> bytes:
+        try:
+            data = self.path(sha256).read_bytes()
+        except FileNotFoundError as exc:
+            raise ModelCorrupt(
+                f"model file {sha256}.glb is missing from the model store; regenerate the avatar"
+                " with GenerateAvatar(force=true)"
+            ) from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ModelCorrupt(
+                f"model file {sha256}.glb is corrupt (its sha256 does not match); regenerate"
+                " the avatar with GenerateAvatar(force=true)"
+            )
+        return data
+
+    async def read(self, sha256: str) -> bytes:
+        """The verified content of `sha256`; ModelCorrupt (DATA_LOSS) if missing or altered."""
+        return await asyncio.to_thread(self._read, sha256)
