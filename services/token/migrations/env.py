@@ -1,5 +1,4 @@
-from sqlalchemy import MetaData
-
 from services.common.migrations_env import run
+from services.token.models import Base
 
-run(MetaData())
+run(Base.metadata)
