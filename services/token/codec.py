@@ -108,7 +108,9 @@ class TokenCodec:
             # The signature is good (PyJWT checks it first); keep the claims for the audit.
             try:
                 payload = self._decode(
-                    token, key, {**options, "verify_exp": False, "verify_nbf": False}
+                    token,
+                    key,
+                    {**options, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
                 )
             except jwt.PyJWTError:
                 return Decoded(None, Reason.INVALID, "token is invalid")
