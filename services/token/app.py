@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from arconv.token.v1 import token_service_pb2_grpc
@@ -30,7 +31,7 @@ from services.common.app import run_service
 from services.common.clients import ServiceChannels
 from services.common.config import ConfigError, Settings
 from services.common.db import create_engine, migrate, sessionmaker
-from services.common.kv import open_kv
+from services.common.kv import KV, open_kv
 from services.common.server import ServiceSpec
 from services.token.codec import TokenCodec
 from services.token.directory import GrpcDirectory
@@ -102,7 +103,14 @@ class TokenSettings(Settings):
 
 
 @contextlib.asynccontextmanager
-async def open_spec(settings: TokenSettings) -> AsyncIterator[ServiceSpec]:
+async def open_spec(
+    settings: TokenSettings,
+    *,
+    kv: KV | None = None,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[ServiceSpec]:
+    """Loads the keys, opens the database (migrating it when asked), the key-value store and
+    the clients, and yields the spec. A given `kv` is used as is and left open."""
     keys = load_keys(
         settings.token_keys, var_dir=settings.var_dir, production=settings.env == "production"
     )
@@ -110,7 +118,8 @@ async def open_spec(settings: TokenSettings) -> AsyncIterator[ServiceSpec]:
     if settings.migrate_on_start:
         await asyncio.to_thread(migrate, "token", url)
     engine = create_engine(url)
-    kv = open_kv(settings, prefix=settings.token_kv_prefix)
+    own_kv = kv is None
+    store = open_kv(settings, prefix=settings.token_kv_prefix) if kv is None else kv
     channels = ServiceChannels(settings, "token")
     try:
         service = TokenService(
@@ -124,13 +133,14 @@ async def open_spec(settings: TokenSettings) -> AsyncIterator[ServiceSpec]:
             ),
             keys=keys,
             limits=Limits(
-                kv,
+                store,
                 issue_per_minute=settings.token_issue_per_minute,
                 refresh_per_minute=settings.token_refresh_per_minute,
             ),
             repo=TokenRepository(sessionmaker(engine)),
             directory=GrpcDirectory(channels, lambda: (settings.rooms_addr, settings.avatar_addr)),
             plans=settings.plan_book(),
+            clock=clock,
         )
         await service.restore_revocations()
         servicer = TokenServicer(service=service)
@@ -147,7 +157,8 @@ async def open_spec(settings: TokenSettings) -> AsyncIterator[ServiceSpec]:
         )
     finally:
         await channels.close()
-        await kv.close()
+        if own_kv:
+            await store.close()
         await engine.dispose()
 
 

@@ -85,7 +85,7 @@ class GrpcDirectory:
                 rooms_pb.GetRoomRequest(room_id=room_id), metadata=for_user(user_id)
             )
         room = resp.room
-        if room.user_id != user_id or room.room_id != room_id:
+        if room.user_id != user_id:
             # Defense in depth: the rooms service already answers NOT_FOUND for this.
             raise NotFound("room", room_id)
         return RoomInfo(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 
 OPERATIONS = ("tts.synthesize", "tts.viseme_stream")
 MAX_TOKEN_CHARS = 8192
-_ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _TOKEN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -125,14 +126,15 @@ def parse_scope(scope: object) -> tuple[str, ...] | None:
 
 
 def validate_room_id(room_id: str) -> str:
+    """The canonical (lower-case) form of a UUID room id, as the rooms service keeps it."""
     if not room_id:
         raise InvalidArgument("room_id is required", violations=[("room_id", "required")])
-    if not _ROOM_ID.match(room_id):
+    if not _UUID.match(room_id):
         raise InvalidArgument(
-            "room_id is malformed",
-            violations=[("room_id", "1-128 characters of [A-Za-z0-9_-]")],
+            "room_id must be a UUID (8-4-4-4-12 hex digits)",
+            violations=[("room_id", "not a UUID")],
         )
-    return room_id
+    return str(uuid.UUID(room_id))
 
 
 def validate_token_id(token_id: str) -> str:

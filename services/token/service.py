@@ -81,7 +81,7 @@ class TokenService:
     async def issue(
         self, *, user_id: str, room_id: str, operations: Sequence[str]
     ) -> tuple[str, Claims]:
-        validate_room_id(room_id)
+        room_id = validate_room_id(room_id)
         ops = validate_operations(operations)
         now = self._clock()
         await self._limits.take_issue(user_id, now=now)
@@ -91,7 +91,7 @@ class TokenService:
         voice = await self._directory.voice(user_id=user_id, agent_id=room.agent_id)
         grant = Grant(
             user_id=user_id,
-            room_id=room_id,
+            room_id=room.room_id,
             agent_id=room.agent_id,
             provider=voice.provider,
             voice_id=voice.voice_id,
@@ -242,7 +242,7 @@ class TokenService:
 
     async def revoke_room(self, *, room_id: str) -> int:
         """Revokes every token of a room that could still pass verification."""
-        validate_room_id(room_id)
+        room_id = validate_room_id(room_id)
         now = self._clock()
         leeway = self._codec.leeway_s
         async with self._repo.begin() as s:
