@@ -220,11 +220,18 @@ async def mesh_factory(
             **{**common, "token_keys": keys_json(*keys), "avatar_addr": f"127.0.0.1:{avatar.port}"},
             **over,
         )
-        mesh = Mesh(tmp_path, JwtAuthority(
-            secret=token_settings.jwt_secret,
-            issuer=token_settings.jwt_issuer,
-            audience=token_settings.jwt_audience,
-        ), keys, token_settings, kv, start)
+        mesh = Mesh(
+            tmp_path,
+            JwtAuthority(
+                secret=token_settings.jwt_secret,
+                issuer=token_settings.jwt_issuer,
+                audience=token_settings.jwt_audience,
+            ),
+            keys,
+            token_settings,
+            kv,
+            start,
+        )
         token = await mesh.start_token(clock=clock)
         rooms_settings = RoomSettings(
             **common,

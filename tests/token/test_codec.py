@@ -121,7 +121,11 @@ def test_old_key_still_verifies_after_rotation(tmp_path: Path) -> None:
     new = new_key()
     ring = load_keys(keys_json((KID, KEY), ("k2", new)), var_dir=tmp_path, production=True)
     codec = TokenCodec(
-        ring, issuer="arconv-token", audience="arconv-tts", ttl_s=300, leeway_s=10,
+        ring,
+        issuer="arconv-token",
+        audience="arconv-tts",
+        ttl_s=300,
+        leeway_s=10,
         max_input_length=5000,
     )
     assert codec.decode(sign(claims(), KEY, KID)).reason is None
