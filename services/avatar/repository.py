@@ -164,6 +164,8 @@ class AvatarRepository:
             "status": "PENDING",
             "style": style,
             "provider": "",
+            "lods": [],
+            "morph_targets": [],
             "error": "",
             "stage": "queued",
             "percent": 0,

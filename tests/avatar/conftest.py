@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -116,3 +117,32 @@ async def upsert(client: AvatarClient, agent: pb.Agent) -> pb.UpsertAgentRespons
     return await client.stub.UpsertAgent(
         pb.UpsertAgentRequest(agent=agent), metadata=client.service
     )
+
+
+async def watch_to_end(client: AvatarClient, agent_id: str) -> list[pb.Avatar]:
+    """Every WatchAvatar message until the server ends the stream."""
+    out: list[pb.Avatar] = []
+    async with asyncio.timeout(60):
+        async for msg in client.stub.WatchAvatar(
+            pb.WatchAvatarRequest(agent_id=agent_id), metadata=client.user
+        ):
+            out.append(msg.avatar)
+    return out
+
+
+async def download(client: AvatarClient, agent_id: str, lod: int) -> tuple[pb.AvatarLod, bytes]:
+    meta: pb.AvatarLod | None = None
+    data = bytearray()
+    async for msg in client.stub.DownloadModel(
+        pb.DownloadModelRequest(agent_id=agent_id, lod=lod), metadata=client.user
+    ):
+        if meta is None:
+            assert msg.HasField("lod")
+            meta = msg.lod
+        else:
+            assert not msg.HasField("lod")
+        assert msg.offset == len(data)
+        assert 0 < len(msg.data) < 1024 * 1024
+        data.extend(msg.data)
+    assert meta is not None
+    return meta, bytes(data)

@@ -1,0 +1,166 @@
+"""A small local HTTP server that speaks Meshy's text-to-3D task API, for tests.
+
+POST /openapi/v2/text-to-3d → {"result": task_id}; GET /openapi/v2/text-to-3d/{id} → the
+task, moving through `progress_steps` one poll at a time; GET /assets/{id}.glb → the model.
+`mode` scripts the outcome of new tasks: "succeed", "fail" (task FAILED), "error" (HTTP 500
+on create), "hang" (create never answers), "bad_glb" (the asset is not a GLB), "hold" (stays
+IN_PROGRESS until `release()`). Runs on the test's event loop on 127.0.0.1, a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import pygltflib
+
+
+def tiny_glb() -> bytes:
+    """A valid one-triangle GLB without morph targets, like a provider's plain mesh."""
+    positions = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0)
+    gltf = pygltflib.GLTF2(
+        asset=pygltflib.Asset(version="2.0"),
+        scene=0,
+        scenes=[pygltflib.Scene(nodes=[0])],
+        nodes=[pygltflib.Node(mesh=0)],
+        meshes=[
+            pygltflib.Mesh(
+                primitives=[pygltflib.Primitive(attributes=pygltflib.Attributes(POSITION=0))]
+            )
+        ],
+        accessors=[
+            pygltflib.Accessor(
+                bufferView=0,
+                componentType=pygltflib.FLOAT,
+                count=3,
+                type=pygltflib.VEC3,
+                min=[0, 0, 0],
+                max=[1, 1, 0],
+            )
+        ],
+        bufferViews=[pygltflib.BufferView(buffer=0, byteLength=len(positions))],
+        buffers=[pygltflib.Buffer(byteLength=len(positions))],
+    )
+    gltf.set_binary_blob(positions)
+    return b"".join(gltf.save_to_bytes())
+
+
+@dataclass
+class Task:
+    task_id: str
+    body: dict[str, Any]
+    mode: str
+    polls: int = 0
+
+
+@dataclass
+class MeshyServer:
+    mode: str = "succeed"
+    progress_steps: tuple[int, ...] = (0, 25, 60, 90)
+    glb: bytes = field(default_factory=tiny_glb)
+    tasks: list[Task] = field(default_factory=list)
+    creates: int = 0
+    auth: list[str] = field(default_factory=list)
+    polled: asyncio.Event = field(default_factory=asyncio.Event)
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+    _server: asyncio.Server | None = None
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def __aenter__(self) -> MeshyServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    def release(self) -> None:
+        """Lets "hold" tasks finish successfully."""
+        self._release.set()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            method, path, _ = line.decode("latin-1").split(" ", 2)
+            headers: dict[str, str] = {}
+            while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                k, _, v = h.decode("latin-1").partition(":")
+                headers[k.strip().lower()] = v.strip()
+            length = int(headers.get("content-length", "0"))
+            raw = await reader.readexactly(length) if length else b""
+            status, ctype, body = await self._route(method, path, headers, raw)
+            writer.write(
+                f"HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _route(
+        self, method: str, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, str, bytes]:
+        base = "/openapi/v2/text-to-3d"
+        if method == "POST" and path == base:
+            self.creates += 1
+            self.auth.append(headers.get("authorization", ""))
+            if self.mode == "error":
+                return _json(500, {"message": "internal error"})
+            if self.mode == "hang":
+                await asyncio.Event().wait()
+            t = Task(f"task-{len(self.tasks)}", json.loads(raw), self.mode)
+            self.tasks.append(t)
+            return _json(202, {"result": t.task_id})
+        if method == "GET" and path.startswith(base + "/"):
+            t = next((x for x in self.tasks if x.task_id == path.rsplit("/", 1)[1]), None)
+            if t is None:
+                return _json(404, {"message": "no such task"})
+            return _json(200, self._task_view(t))
+        if method == "GET" and path.startswith("/assets/"):
+            if "bad" in path:
+                return 200, "model/gltf-binary", b"<html>not a model</html>"
+            return 200, "model/gltf-binary", self.glb
+        return _json(404, {"message": "no route"})
+
+    def _task_view(self, t: Task) -> dict[str, Any]:
+        t.polls += 1
+        self.polled.set()
+        view: dict[str, Any] = {"id": t.task_id, "model_urls": {}, "task_error": None}
+        if t.mode == "hold" and not self._release.is_set():
+            return {**view, "status": "IN_PROGRESS", "progress": 40}
+        if t.mode != "hold" and t.polls <= len(self.progress_steps):
+            step = self.progress_steps[t.polls - 1]
+            return {**view, "status": "IN_PROGRESS" if step else "PENDING", "progress": step}
+        if t.mode == "fail":
+            return {**view, "status": "FAILED", "progress": 0, "task_error": {"message": "nope"}}
+        asset = "bad" if t.mode == "bad_glb" else "ok"
+        url = f"{self.base_url}/assets/{t.task_id}-{asset}.glb"
+        return {**view, "status": "SUCCEEDED", "progress": 100, "model_urls": {"glb": url}}
+
+
+def _json(status: int, payload: dict[str, Any]) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps(payload).encode()

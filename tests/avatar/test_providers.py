@@ -1,0 +1,197 @@
+"""The Meshy adapter against a local server that speaks its API; failover; circuit breaker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from arconv.avatar.v1 import avatar_service_pb2 as pb
+
+from services.avatar.agents import Agent, Appearance
+from services.avatar.description import derive
+from services.avatar.providers.chain import CircuitBreaker, ProviderChain, parse_routes
+from services.avatar.providers.meshy import MeshyProvider
+from services.avatar.providers.procedural import ProceduralProvider
+from tests.avatar.conftest import (
+    AvatarClient,
+    avatar_settings,
+    make_agent,
+    running_avatar,
+    upsert,
+    watch_to_end,
+)
+from tests.avatar.meshy_server import MeshyServer
+
+API_KEY = "msy-test-key"
+
+
+@pytest.fixture
+async def meshy() -> AsyncIterator[MeshyServer]:
+    async with MeshyServer() as server:
+        yield server
+
+
+@pytest.fixture
+def meshy_settings(tmp_path: Path, meshy: MeshyServer) -> Callable[..., object]:
+    def make(**overrides: object) -> object:
+        values: dict[str, object] = {
+            "meshy_api_key": API_KEY,
+            "meshy_base_url": meshy.base_url,
+            "meshy_poll_interval_s": 0.01,
+            "meshy_timeout_s": 10.0,
+        }
+        values.update(overrides)
+        return avatar_settings(tmp_path, **values)
+
+    return make
+
+
+async def generate_ready(client: AvatarClient, agent_id: str, style: int) -> list[pb.Avatar]:
+    await upsert(client, make_agent(agent_id, style=style))
+    resp = await client.stub.GenerateAvatar(
+        pb.GenerateAvatarRequest(agent_id=agent_id), metadata=client.user
+    )
+    assert resp.started
+    return await watch_to_end(client, agent_id)
+
+
+async def test_meshy_success_with_progress(meshy: MeshyServer, meshy_settings) -> None:
+    async with running_avatar(meshy_settings()) as client:
+        seen = await generate_ready(client, "nova", pb.AVATAR_STYLE_REALISTIC)
+    final = seen[-1]
+    assert final.status == pb.AVATAR_STATUS_READY, final.error
+    assert final.provider == "meshy"
+    assert [lod.level for lod in final.lods] == [0]
+    assert final.lods[0].triangle_count == 1
+    assert list(final.morph_targets) == []
+    assert any(a.progress.provider == "meshy" for a in seen[:-1])
+    assert meshy.auth == [f"Bearer {API_KEY}"]
+    body = meshy.tasks[0].body
+    assert body["mode"] == "preview" and body["art_style"] == "realistic"
+    assert "Nova" in body["prompt"] and len(body["prompt"]) <= 600
+
+
+@pytest.mark.parametrize(
+    ("mode", "overrides"),
+    [
+        ("fail", {}),
+        ("error", {}),
+        ("bad_glb", {}),
+        ("hang", {"meshy_timeout_s": 0.3}),
+    ],
+)
+async def test_any_meshy_failure_fails_over_to_procedural(
+    meshy: MeshyServer, meshy_settings, mode: str, overrides: dict[str, object]
+) -> None:
+    meshy.mode = mode
+    async with running_avatar(meshy_settings(**overrides)) as client:
+        seen = await generate_ready(client, "nova", pb.AVATAR_STYLE_FANTASY)
+    final = seen[-1]
+    assert meshy.creates == 1
+    assert final.status == pb.AVATAR_STATUS_READY, final.error
+    assert final.provider == "procedural"
+    assert [lod.level for lod in final.lods] == [0, 1, 2]
+    assert "viseme_sil" in final.morph_targets
+
+
+async def test_styles_routed_to_procedural_never_call_meshy(
+    meshy: MeshyServer, meshy_settings
+) -> None:
+    async with running_avatar(meshy_settings()) as client:
+        seen = await generate_ready(client, "atlas", pb.AVATAR_STYLE_ROBOT)
+    assert seen[-1].provider == "procedural"
+    assert meshy.creates == 0
+
+
+async def test_breaker_opens_after_three_failures(meshy: MeshyServer, meshy_settings) -> None:
+    meshy.mode = "error"
+    async with running_avatar(meshy_settings()) as client:
+        for i in range(3):
+            seen = await generate_ready(client, f"a{i}", pb.AVATAR_STYLE_REALISTIC)
+            assert seen[-1].provider == "procedural"
+        assert meshy.creates == 3
+        meshy.mode = "succeed"
+        seen = await generate_ready(client, "a3", pb.AVATAR_STYLE_REALISTIC)
+        assert seen[-1].status == pb.AVATAR_STATUS_READY
+        assert seen[-1].provider == "procedural"
+        assert meshy.creates == 3  # skipped without a call while the circuit is open
+
+
+def _agent() -> Agent:
+    return Agent(
+        agent_id="nova",
+        name="Nova",
+        system_prompt="x",
+        model="",
+        appearance=Appearance(style="realistic", hair_color="auburn"),
+        voice_provider="polly",
+        voice_id="Joanna",
+    )
+
+
+async def test_breaker_half_open_probe_closes_on_success(meshy: MeshyServer) -> None:
+    now = [1000.0]
+    meshy.mode = "error"
+    chain = ProviderChain(
+        {
+            "meshy": MeshyProvider(
+                base_url=meshy.base_url, api_key=API_KEY, poll_interval_s=0.01, timeout_s=10
+            ),
+            "procedural": ProceduralProvider(),
+        },
+        routes=parse_routes("realistic=meshy"),
+        breaker_threshold=3,
+        breaker_open_s=300,
+        clock=lambda: now[0],
+    )
+    description = derive(_agent())
+    try:
+        for _ in range(3):
+            assert (await chain.generate(description, lambda p, f: None)).provider == "procedural"
+        assert chain.breakers["meshy"].state == "open"
+        now[0] += 299
+        await chain.generate(description, lambda p, f: None)
+        assert meshy.creates == 3
+        now[0] += 2
+        assert chain.breakers["meshy"].state == "half_open"
+        result = await chain.generate(description, lambda p, f: None)  # the probe fails
+        assert result.provider == "procedural" and meshy.creates == 4
+        assert chain.breakers["meshy"].state == "open"
+        now[0] += 301
+        meshy.mode = "succeed"
+        result = await chain.generate(description, lambda p, f: None)
+        assert result.provider == "meshy" and meshy.creates == 5
+        assert chain.breakers["meshy"].state == "closed"
+        assert result.failures == ()
+    finally:
+        await chain.aclose()
+
+
+def test_breaker_lets_one_probe_through_when_half_open() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(threshold=2, open_s=10, clock=lambda: now[0])
+    breaker.failure()
+    assert breaker.allow()
+    breaker.failure()
+    assert not breaker.allow()
+    now[0] = 10
+    assert breaker.allow()
+    assert not breaker.allow()  # one probe at a time
+    breaker.success()
+    assert breaker.state == "closed" and breaker.allow()
+
+
+def test_routes_parse_and_procedural_is_always_last() -> None:
+    assert parse_routes("realistic=meshy; anime = meshy,procedural ;") == {
+        "realistic": ["meshy"],
+        "anime": ["meshy", "procedural"],
+    }
+    with pytest.raises(ValueError):
+        parse_routes("realistic")
+    chain = ProviderChain(
+        {"procedural": ProceduralProvider()},
+        routes=parse_routes("anime=procedural,meshy"),
+    )
+    assert chain.order("anime") == ["procedural"]
+    assert chain.order("robot") == ["procedural"]
