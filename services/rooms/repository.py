@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, insert, or_, select, update
+from sqlalchemy import Table, and_, case, insert, literal, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,7 +37,7 @@ from services.rooms.domain import (
     SenderType,
     accepting_statuses,
 )
-from services.rooms.models import MessageRow, RoomRow
+from services.rooms.models import MessageRow, RoomRow, UtcDateTime
 
 rooms = cast(Table, RoomRow.__table__)
 messages = cast(Table, MessageRow.__table__)
@@ -77,7 +77,8 @@ def _message(row: Row[Any]) -> Message:
 
 def _touch(now: datetime) -> ColumnElement[Any]:
     """last_activity_time moves forward only, even if clocks of replicas disagree."""
-    return case((rooms.c.last_activity_time < now, now), else_=rooms.c.last_activity_time)
+    at = literal(now, UtcDateTime())
+    return case((rooms.c.last_activity_time < at, at), else_=rooms.c.last_activity_time)
 
 
 def _statuses(values: frozenset[RoomStatus]) -> list[str]:
