@@ -269,6 +269,8 @@ class AvatarManager:
         self._running[job_id] = agent_id
         try:
             await self._generate(rec)
+        except asyncio.CancelledError:
+            raise  # stays in _running: stop() gives the job back for the next server
         except _JobLost:
             log.warning("avatar job taken over", extra={"fields": {"agent_id": agent_id}})
         except Exception as exc:
@@ -281,8 +283,7 @@ class AvatarManager:
                 await self._set(
                     agent_id, job_id, status=FAILED, stage="failed", error=message[:2000]
                 )
-        finally:
-            self._running.pop(job_id, None)
+        self._running.pop(job_id, None)
 
     async def _describe(self, rec: AvatarRecord) -> CharacterDescription:
         agent = await self._agents.get(agent_id=rec.agent_id)
