@@ -67,6 +67,9 @@ class ServiceSpec:
     internal_methods: Collection[str] = ()
     public_methods: Collection[str] = ()
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
+    # Runs when the server starts shutting down, before in-flight RPCs are drained: a chance
+    # to end long-lived streams with a status that tells clients to reconnect.
+    on_shutdown: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -79,6 +82,8 @@ class RunningServer:
     async def stop(self, grace: float | None) -> None:
         """Health NOT_SERVING first, so balancers drain us, then a graceful stop."""
         await self.health.enter_graceful_shutdown()
+        if self.spec.on_shutdown is not None:
+            await self.spec.on_shutdown()
         await self.server.stop(grace)
 
 

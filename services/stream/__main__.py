@@ -1,0 +1,3 @@
+from services.stream.app import main
+
+main()

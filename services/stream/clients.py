@@ -1,0 +1,163 @@
+"""gRPC adapters of `Rooms` and `Agents`: the rooms and avatar services, acting for a user."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import grpc
+from arconv.avatar.v1 import avatar_service_pb2 as avatar_pb
+from arconv.avatar.v1 import avatar_service_pb2_grpc as avatar_grpc
+from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
+from arconv.rooms.v1 import rooms_service_pb2_grpc as rooms_grpc
+
+from services.common.clients import for_user
+from services.common.errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from services.stream.ports import (
+    MessageStatus,
+    Persona,
+    RoomInfo,
+    RoomStatus,
+    Sender,
+    StoredMessage,
+)
+
+ROOM_STATUS_FROM_PB = {
+    rooms_pb.ROOM_STATUS_ACTIVE: RoomStatus.ACTIVE,
+    rooms_pb.ROOM_STATUS_PAUSED: RoomStatus.PAUSED,
+    rooms_pb.ROOM_STATUS_ENDED: RoomStatus.ENDED,
+}
+ROOM_STATUS_TO_PB = {v: k for k, v in ROOM_STATUS_FROM_PB.items()}
+_SENDER_TO_PB = {Sender.HUMAN: rooms_pb.SENDER_TYPE_HUMAN, Sender.AGENT: rooms_pb.SENDER_TYPE_AGENT}
+_SENDER_FROM_PB = {v: k for k, v in _SENDER_TO_PB.items()}
+_STATUS_TO_PB = {
+    MessageStatus.COMPLETE: rooms_pb.MESSAGE_STATUS_COMPLETE,
+    MessageStatus.INTERRUPTED: rooms_pb.MESSAGE_STATUS_INTERRUPTED,
+    MessageStatus.FAILED: rooms_pb.MESSAGE_STATUS_FAILED,
+}
+_STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
+
+
+@contextlib.contextmanager
+def _translate(service: str, resource: str, name: str) -> Iterator[None]:
+    """Turns the callee's status into this service's domain errors."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        code, details = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(resource, name) from exc
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            raise FailedPrecondition(details, subject=name) from exc
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidArgument(details) from exc
+        if code in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.CANCELLED,
+        ):
+            raise Unavailable(f"the {service} service is unavailable: {details}") from exc
+        raise Internal(f"the {service} service failed: {code.name}: {details}") from exc
+
+
+def _room(room: rooms_pb.Room) -> RoomInfo:
+    status = ROOM_STATUS_FROM_PB.get(room.status)
+    if status is None:
+        raise Internal(f"the rooms service returned room status {room.status}")
+    return RoomInfo(room.room_id, room.user_id, room.agent_id, status)
+
+
+def _message(m: rooms_pb.Message) -> StoredMessage:
+    return StoredMessage(
+        message_id=m.message_id,
+        sender=_SENDER_FROM_PB.get(m.sender_type, Sender.HUMAN),
+        content=m.content,
+        text=m.text,
+        stream_id=m.stream_id,
+        status=_STATUS_FROM_PB.get(m.status, MessageStatus.COMPLETE),
+    )
+
+
+class GrpcRooms:
+    """`Rooms` over arconv.rooms.v1.RoomService."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = rooms_grpc.RoomServiceStub(channel)
+
+    async def get_room(self, user_id: str, room_id: str) -> RoomInfo:
+        with _translate("rooms", "room", room_id):
+            r = await self._stub.GetRoom(
+                rooms_pb.GetRoomRequest(room_id=room_id), metadata=for_user(user_id)
+            )
+        return _room(r.room)
+
+    async def append_message(
+        self,
+        user_id: str,
+        room_id: str,
+        *,
+        sender: Sender,
+        content: str,
+        idempotency_key: str,
+        text: str = "",
+        stream_id: str = "",
+        status: MessageStatus = MessageStatus.COMPLETE,
+    ) -> tuple[StoredMessage, bool]:
+        request = rooms_pb.AppendMessageRequest(
+            room_id=room_id,
+            sender_type=_SENDER_TO_PB[sender],
+            content=content,
+            text=text,
+            stream_id=stream_id,
+            status=_STATUS_TO_PB[status],
+            idempotency_key=idempotency_key,
+        )
+        with _translate("rooms", "room", room_id):
+            r = await self._stub.AppendMessage(request, metadata=for_user(user_id))
+        return _message(r.message), r.created
+
+    async def recent_messages(
+        self, user_id: str, room_id: str, limit: int
+    ) -> Sequence[StoredMessage]:
+        with _translate("rooms", "room", room_id):
+            r = await self._stub.ListMessages(
+                rooms_pb.ListMessagesRequest(room_id=room_id, page_size=limit, latest=True),
+                metadata=for_user(user_id),
+            )
+        return [_message(m) for m in r.messages]
+
+    async def pause_room(self, user_id: str, room_id: str) -> RoomStatus:
+        with _translate("rooms", "room", room_id):
+            r = await self._stub.PauseRoom(
+                rooms_pb.PauseRoomRequest(room_id=room_id), metadata=for_user(user_id)
+            )
+        return _room(r.room).status
+
+    async def resume_room(self, user_id: str, room_id: str) -> RoomStatus:
+        with _translate("rooms", "room", room_id):
+            r = await self._stub.ResumeRoom(
+                rooms_pb.ResumeRoomRequest(room_id=room_id), metadata=for_user(user_id)
+            )
+        return _room(r.room).status
+
+
+class GrpcAgents:
+    """`Agents` over arconv.avatar.v1.AvatarService."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = avatar_grpc.AvatarServiceStub(channel)
+
+    async def get_persona(self, user_id: str, agent_id: str) -> Persona:
+        with _translate("avatar", "agent", agent_id):
+            r = await self._stub.GetAgent(
+                avatar_pb.GetAgentRequest(agent_id=agent_id), metadata=for_user(user_id)
+            )
+        a = r.agent
+        return Persona(a.agent_id, a.name, a.persona.system_prompt, a.persona.model)

@@ -1,0 +1,414 @@
+"""The conversation core: joins, messages, interrupts, pause/resume and room-state changes.
+
+Converse and the gRPC-web RPCs (Subscribe, SendMessage, Interrupt, PauseStream, ResumeStream)
+all call this one class, so they behave the same. State shared between replicas lives on the
+bus: the room's event log, the room's control channel, and keys (see `state`). A reply runs
+on the replica that accepted its message; interrupts reach it over the control channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+from arconv.stream.v1 import stream_service_pb2 as pb
+
+from services.common.bus import Bus, ControlSubscription, CursorExpired
+from services.common.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.common.kv import KV, Bound
+from services.llm import LLMProvider
+from services.stream import events
+from services.stream.generation import Generation
+from services.stream.metrics import INTERRUPTIONS
+from services.stream.ports import Agents, RoomInfo, Rooms, RoomStatus, Sender, StoredMessage
+from services.stream.reply import MAX_REPLY_CHARS
+from services.stream.session import AbortFn, Session
+from services.stream.state import (
+    REPLY_CLAIM_TTL_S,
+    ROOM_STATUS_TTL_S,
+    STREAM_STATE_TTL_S,
+    Control,
+    CoreConfig,
+    active_key,
+    reply_key,
+    room_status_key,
+    stream_key,
+    stream_state,
+)
+
+log = logging.getLogger("arconv.stream.core")
+
+MAX_CLIENT_MESSAGE_ID = 128
+OPEN_STREAMS_TTL_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A stored human message; `stream_id` is empty when it was answered before."""
+
+    message_id: str
+    stream_id: str
+    duplicate: bool
+
+
+def validate_message(content: str, client_message_id: str) -> None:
+    violations = []
+    if not content.strip():
+        violations.append(("content", "required: 1 to 4,000 characters"))
+    elif len(content) > MAX_REPLY_CHARS:
+        violations.append(("content", f"{len(content)} characters; at most 4,000"))
+    if not client_message_id or len(client_message_id) > MAX_CLIENT_MESSAGE_ID:
+        violations.append(("client_message_id", "required: 1 to 128 characters"))
+    if violations:
+        raise InvalidArgument(
+            "invalid message: " + "; ".join(f"{f} {d}" for f, d in violations),
+            violations=violations,
+        )
+
+
+class ConversationCore:
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        kv: KV,
+        rooms: Rooms,
+        agents: Agents,
+        provider: LLMProvider,
+        config: CoreConfig,
+        replica: str | None = None,
+    ) -> None:
+        self._bus = bus
+        self._kv = kv
+        self._rooms = rooms
+        self._agents = agents
+        self._provider = provider
+        self._config = config
+        self.replica = replica or uuid.uuid4().hex[:12]
+        self._sessions: set[Session] = set()
+        self._generations: dict[str, Generation] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # -- rooms ------------------------------------------------------------------------------
+
+    async def _room(self, user_id: str, room_id: str) -> RoomInfo:
+        if not room_id:
+            raise InvalidArgument("room_id is required", violations=[("room_id", "required")])
+        return await self._rooms.get_room(user_id, room_id)
+
+    def _refuse_if_closing(self) -> None:
+        if self._closing:
+            raise Unavailable("the server is shutting down; retry on another replica")
+
+    # -- join -------------------------------------------------------------------------------
+
+    async def join(
+        self, user_id: str, room_id: str, after_id: int, on_abort: AbortFn
+    ) -> tuple[Session, pb.ConverseResponse]:
+        """Opens a session on the room; returns it (not started) and the `joined` response."""
+        self._refuse_if_closing()
+        room = await self._room(user_id, room_id)
+        if room.status is RoomStatus.ENDED:
+            raise FailedPrecondition(
+                "the room has ended; create a new one", reason="ROOM_ENDED", subject=room_id
+            )
+        key = f"open-streams:{user_id}"
+        limit = self._config.max_open_streams
+        got = await self._kv.incr_within([Bound(key, 1, limit, OPEN_STREAMS_TTL_S)])
+        if not got.allowed:
+            raise ResourceExhausted(
+                f"too many open streams: at most {limit} per user; close one first",
+                subject=f"user:{user_id}",
+                reason="TOO_MANY_STREAMS",
+            )
+        try:
+            if after_id:
+                last = await self._bus.check_cursor(room_id, after_id)
+            else:
+                last = after_id = await self._bus.last_event_id(room_id)
+            holder = await self._bus.get_state(active_key(room_id))
+        except BaseException:
+            await self._kv.incr(key, -1, ttl_s=OPEN_STREAMS_TTL_S)
+            raise
+        session = Session(
+            bus=self._bus,
+            room_id=room_id,
+            user_id=user_id,
+            after_id=after_id,
+            held=room.status is RoomStatus.PAUSED,
+            config=self._config,
+            on_abort=on_abort,
+        )
+        self._sessions.add(session)
+        joined = pb.Joined(
+            room_id=room_id,
+            status=events.ROOM_STATUS_PB[room.status],
+            last_event_id=last,
+            active_stream_id=holder.split("|", 1)[0] if holder else "",
+        )
+        return session, pb.ConverseResponse(joined=joined)
+
+    async def leave(self, session: Session) -> None:
+        await session.close()
+        if session in self._sessions:
+            self._sessions.discard(session)
+            with contextlib.suppress(DomainError):
+                await self._kv.incr(f"open-streams:{session.user_id}", -1, ttl_s=OPEN_STREAMS_TTL_S)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def send_message(
+        self,
+        user_id: str,
+        room_id: str,
+        content: str,
+        client_message_id: str,
+        *,
+        session: Session | None = None,
+    ) -> Accepted:
+        """Stores the message (idempotent on client_message_id) and starts answering it.
+
+        With a `session`, its `message_accepted` is queued there before the reply starts.
+        """
+        self._refuse_if_closing()
+        validate_message(content, client_message_id)
+        await self._rate_limit(user_id)
+        room = await self._room(user_id, room_id)
+        if room.status is not RoomStatus.ACTIVE:
+            raise FailedPrecondition(
+                f"the room is {room.status.value.lower()}; messages are accepted only while it"
+                " is active" + (" (resume it first)" if room.status is RoomStatus.PAUSED else ""),
+                reason=f"ROOM_{room.status.value}",
+                subject=room_id,
+            )
+        digest = hashlib.sha256(f"{room_id}\0{client_message_id}".encode()).hexdigest()
+        message, created = await self._rooms.append_message(
+            user_id,
+            room_id,
+            sender=Sender.HUMAN,
+            content=content,
+            idempotency_key=f"human:{digest[:48]}",
+        )
+        stream_id = uuid.uuid4().hex
+        claimed = await self._bus.set_state_if_absent(
+            reply_key(message.message_id), stream_id, ttl_s=REPLY_CLAIM_TTL_S
+        )
+        accepted = Accepted(message.message_id, stream_id if claimed else "", not created)
+        if session is not None:
+            if claimed:
+                session.expect_stream(stream_id)
+            await session.push(
+                pb.ConverseResponse(
+                    message_accepted=pb.MessageAccepted(
+                        client_message_id=client_message_id,
+                        message_id=message.message_id,
+                        duplicate=accepted.duplicate,
+                    )
+                )
+            )
+        if claimed:
+            self._spawn(self._reply(user_id, room, message, stream_id))
+        return accepted
+
+    async def _rate_limit(self, user_id: str) -> None:
+        now = time.time()
+        window = int(now // 60)
+        limit = self._config.messages_per_minute
+        got = await self._kv.incr_within([Bound(f"msg-rate:{user_id}:{window}", 1, limit, 61)])
+        if not got.allowed:
+            raise ResourceExhausted(
+                f"too many messages: at most {limit} per minute; wait a moment",
+                subject=f"user:{user_id}",
+                retry_after_s=max(0.1, (window + 1) * 60 - now),
+                reason="MESSAGE_RATE",
+            )
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reply(
+        self, user_id: str, room: RoomInfo, message: StoredMessage, stream_id: str
+    ) -> None:
+        gen = Generation(
+            bus=self._bus,
+            rooms=self._rooms,
+            agents=self._agents,
+            provider=self._provider,
+            config=self._config,
+            replica=self.replica,
+            user_id=user_id,
+            room=room,
+            message=message,
+            stream_id=stream_id,
+        )
+        holder = f"{stream_id}|{self.replica}"
+        self._generations[stream_id] = gen
+        try:
+            # Listen before announcing the stream, so no interrupt for it can be missed.
+            async with self._bus.control(room.room_id) as ctl:
+                listener = asyncio.create_task(self._listen(ctl, gen))
+                try:
+                    await self._claim(room.room_id, holder)
+                    await gen.run()
+                finally:
+                    listener.cancel()
+                    await asyncio.wait({listener})
+                    with contextlib.suppress(DomainError):
+                        await self._bus.delete_state(active_key(room.room_id), expected=holder)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reply %s in room %s failed", stream_id, room.room_id)
+        finally:
+            self._generations.pop(stream_id, None)
+
+    async def _listen(self, ctl: ControlSubscription, gen: Generation) -> None:
+        try:
+            while True:
+                c = Control.decode(await ctl.get())
+                if c is None or c.op != "interrupt":
+                    continue
+                if c.stream_id in ("", gen.stream_id):
+                    gen.interrupt(played_chars=c.played_chars, reason=c.reason)
+        except DomainError as exc:
+            log.warning("control channel of room %s lost: %s", gen.room.room_id, exc)
+
+    async def _claim(self, room_id: str, holder: str) -> None:
+        """Becomes the room's running stream, interrupting the one running (barge-in)."""
+        while not await self._bus.set_state_if_absent(
+            active_key(room_id), holder, ttl_s=STREAM_STATE_TTL_S
+        ):
+            current = await self._bus.get_state(active_key(room_id))
+            if current is not None:
+                await self._stop_running(room_id, current, reason="barge_in")
+
+    async def _stop_running(self, room_id: str, holder: str, *, reason: str) -> None:
+        """Interrupts the stream `holder` and waits until its stream_ended is in the log.
+
+        A stream whose replica does not answer in time (it died) is ended here instead.
+        """
+        stream_id = holder.split("|", 1)[0]
+        since = await self._bus.last_event_id(room_id)
+        await self._bus.send_control(room_id, Control("interrupt", stream_id, 0, reason).encode())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.takeover_timeout_s
+        while (left := deadline - loop.time()) > 0:
+            if await self._bus.get_state(active_key(room_id)) != holder:
+                return
+            try:
+                batch = await self._bus.read(room_id, since, block_s=min(left, 1.0))
+            except CursorExpired:
+                since = await self._bus.last_event_id(room_id)
+                continue
+            for e in batch:
+                since = e.event_id
+                if e.kind == events.ENDED and events.decode(e).stream_ended.stream_id == stream_id:
+                    await self._bus.delete_state(active_key(room_id), expected=holder)
+                    return
+        if await self._bus.delete_state(active_key(room_id), expected=holder):
+            log.warning("taking over room %s from unresponsive stream %s", room_id, stream_id)
+            INTERRUPTIONS.labels("takeover").inc()
+            ended = events.ended(stream_id, 0, pb.STREAM_END_REASON_INTERRUPTED, "")
+            await self._bus.publish(room_id, events.ENDED, ended.SerializeToString())
+            await self._bus.set_state(
+                stream_key(stream_id),
+                stream_state(room_id, "interrupted", holder.split("|", 1)[-1]),
+                ttl_s=STREAM_STATE_TTL_S,
+            )
+
+    # -- interrupt, pause, resume, room state -----------------------------------------------
+
+    async def interrupt(
+        self, user_id: str, room_id: str, stream_id: str = "", played_chars: int = 0
+    ) -> bool:
+        """Stops the running reply (or `stream_id` if it is the one running)."""
+        await self._room(user_id, room_id)
+        holder = await self._bus.get_state(active_key(room_id))
+        if holder is None:
+            return False
+        running = holder.split("|", 1)[0]
+        if stream_id and stream_id != running:
+            return False
+        control = Control("interrupt", running, played_chars, "client")
+        await self._bus.send_control(room_id, control.encode())
+        return True
+
+    async def pause(self, user_id: str, room_id: str) -> RoomStatus:
+        await self._room(user_id, room_id)
+        status = await self._rooms.pause_room(user_id, room_id)
+        await self.announce(room_id, RoomStatus.PAUSED)
+        return status
+
+    async def resume(self, user_id: str, room_id: str) -> RoomStatus:
+        await self._room(user_id, room_id)
+        status = await self._rooms.resume_room(user_id, room_id)
+        await self.announce(room_id, RoomStatus.ACTIVE)
+        return status
+
+    async def notify_room_state(self, room_id: str, status: RoomStatus) -> None:
+        """A room changed status outside a stream; ENDED stops its reply and closes its streams."""
+        if status is RoomStatus.ENDED:
+            holder = await self._bus.get_state(active_key(room_id))
+            if holder is not None:
+                await self._stop_running(room_id, holder, reason="room_ended")
+        await self.announce(room_id, status)
+
+    async def announce(self, room_id: str, status: RoomStatus) -> None:
+        """Publishes a room_state event, once per change (the rooms service may repeat it)."""
+        old = await self._bus.set_state(
+            room_status_key(room_id), status.value, ttl_s=ROOM_STATUS_TTL_S
+        )
+        if old == status.value:
+            return
+        event = events.room_state(status)
+        await self._bus.publish(room_id, events.STATE, event.SerializeToString())
+        holder = await self._bus.get_state(active_key(room_id))
+        if holder is not None and status is not RoomStatus.ENDED:
+            stream_id, _, replica = holder.partition("|")
+            state = "paused" if status is RoomStatus.PAUSED else "active"
+            await self._bus.set_state(
+                stream_key(stream_id),
+                stream_state(room_id, state, replica),
+                ttl_s=STREAM_STATE_TTL_S,
+            )
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Interrupts and stores running replies, then ends every session with UNAVAILABLE."""
+        self._closing = True
+        for gen in list(self._generations.values()):
+            gen.interrupt(reason="shutdown")
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self._config.shutdown_timeout_s)
+        for session in list(self._sessions):
+            session.end(
+                Unavailable(
+                    "the server is shutting down; reconnect with the last event_id received",
+                    retry_after_s=0.5,
+                    reason="SHUTTING_DOWN",
+                )
+            )
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+        for session in list(self._sessions):
+            await self.leave(session)

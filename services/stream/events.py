@@ -1,0 +1,155 @@
+"""Room events as they travel: ConverseResponse messages, stored on the bus without event_id.
+
+The bus assigns the event id; a reader sets it on the message it decodes. The kind tag lets
+readers skip events they do not need to decode.
+"""
+
+from __future__ import annotations
+
+import time
+
+from arconv.avatar.v1 import speech_pb2
+from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
+from arconv.stream.v1 import stream_service_pb2 as pb
+from google.protobuf import timestamp_pb2
+
+from services.common.bus import BusEvent
+from services.speech import Cue
+from services.stream.markers import Marker, MarkerType
+from services.stream.ports import RoomStatus
+
+STARTED, CHUNK, CUE, ENDED, ERROR, STATE = "started", "chunk", "cue", "ended", "error", "state"
+
+_KIND_OF_FIELD = {
+    "stream_started": STARTED,
+    "stream_chunk": CHUNK,
+    "speech_cue": CUE,
+    "stream_ended": ENDED,
+    "stream_error": ERROR,
+    "room_state": STATE,
+}
+_MARKER_TYPES = {
+    MarkerType.EMOTION: pb.MARKER_TYPE_EMOTION,
+    MarkerType.GESTURE: pb.MARKER_TYPE_GESTURE,
+    MarkerType.TONE: pb.MARKER_TYPE_TONE,
+    MarkerType.POSE: pb.MARKER_TYPE_POSE,
+}
+ROOM_STATUS_PB = {
+    RoomStatus.ACTIVE: rooms_pb.ROOM_STATUS_ACTIVE,
+    RoomStatus.PAUSED: rooms_pb.ROOM_STATUS_PAUSED,
+    RoomStatus.ENDED: rooms_pb.ROOM_STATUS_ENDED,
+}
+ROOM_STATUS_FROM_PB = {v: k for k, v in ROOM_STATUS_PB.items()}
+
+
+def now_ts() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(time.time_ns())
+    return ts
+
+
+def kind_of(event: pb.ConverseResponse) -> str:
+    which = event.WhichOneof("kind")
+    if which is None or which not in _KIND_OF_FIELD:
+        raise ValueError(f"{which} is not a room event")
+    return _KIND_OF_FIELD[which]
+
+
+def decode(event: BusEvent) -> pb.ConverseResponse:
+    out = pb.ConverseResponse.FromString(event.data)
+    out.event_id = event.event_id
+    return out
+
+
+def started(stream_id: str, message_id: str, agent_id: str) -> pb.ConverseResponse:
+    return pb.ConverseResponse(
+        stream_started=pb.StreamStarted(
+            stream_id=stream_id, message_id=message_id, agent_id=agent_id, start_time=now_ts()
+        )
+    )
+
+
+def chunk(
+    stream_id: str, index: int, text: str, raw: str, markers: tuple[Marker, ...]
+) -> pb.ConverseResponse:
+    return pb.ConverseResponse(
+        stream_chunk=pb.StreamChunk(
+            stream_id=stream_id,
+            chunk_index=index,
+            text=text,
+            raw=raw,
+            markers=[
+                pb.Marker(
+                    type=_MARKER_TYPES[m.type],
+                    value=m.value,
+                    intensity=m.intensity or 0.0,
+                    offset=m.offset,
+                )
+                for m in markers
+            ],
+            time=now_ts(),
+        )
+    )
+
+
+def cue(stream_id: str, c: Cue, text: str, offset: int) -> pb.ConverseResponse:
+    """A speech cue; `text` is the sentence exactly as in the reply's text."""
+    return pb.ConverseResponse(
+        speech_cue=speech_pb2.SpeechCue(
+            text=text,
+            tone=c.tone,
+            rate=c.rate,
+            pitch=c.pitch,
+            emotion=c.emotion,
+            gesture=c.gesture,
+            visemes=[
+                speech_pb2.VisemeKey(
+                    time_ms=k.time_ms,
+                    viseme=f"VISEME_{k.viseme.upper()}",
+                    weight=k.weight,
+                    name=k.viseme,
+                )
+                for k in c.visemes
+            ],
+            duration_ms=c.duration_ms,
+            stream_id=stream_id,
+            text_offset=offset,
+        )
+    )
+
+
+def ended(
+    stream_id: str, total_chunks: int, reason: int, agent_message_id: str
+) -> pb.ConverseResponse:
+    return pb.ConverseResponse(
+        stream_ended=pb.StreamEnded(
+            stream_id=stream_id,
+            total_chunks=total_chunks,
+            reason=reason,  # type: ignore[arg-type]
+            agent_message_id=agent_message_id,
+            end_time=now_ts(),
+        )
+    )
+
+
+def error(
+    code: int,
+    message: str,
+    *,
+    stream_id: str = "",
+    retryable: bool = False,
+    client_message_id: str = "",
+) -> pb.ConverseResponse:
+    return pb.ConverseResponse(
+        stream_error=pb.StreamError(
+            stream_id=stream_id,
+            code=code,
+            message=message,
+            retryable=retryable,
+            client_message_id=client_message_id,
+        )
+    )
+
+
+def room_state(status: RoomStatus) -> pb.ConverseResponse:
+    return pb.ConverseResponse(room_state=pb.RoomState(status=ROOM_STATUS_PB[status]))

@@ -1,0 +1,261 @@
+"""One agent reply: LLM deltas → marker-free chunks and speech cues on the room's log → stored.
+
+A `Generation` runs on the replica that accepted the message. It publishes every event to the
+room's log (so every connection of the room, on any replica, delivers it), stops within one
+provider delta when interrupted (the pending read is cancelled, which closes the provider's
+HTTP stream), and stores what was delivered as the AGENT message, linked to the stream id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+from arconv.stream.v1 import stream_service_pb2 as pb
+from google.rpc import code_pb2
+
+from services.common.bus import Bus
+from services.common.errors import DomainError, Unavailable
+from services.llm import (
+    ChatMessage,
+    LLMProvider,
+    ProviderError,
+    ProviderTimeout,
+    close_stream,
+)
+from services.speech import compute_cue
+from services.stream import events
+from services.stream.markers import MarkerParser, ParsedChunk
+from services.stream.metrics import COMPLETIONS, GENERATIONS, INTERRUPTIONS
+from services.stream.ports import (
+    Agents,
+    MessageStatus,
+    Persona,
+    RoomInfo,
+    Rooms,
+    Sender,
+    StoredMessage,
+)
+from services.stream.prompt import build_messages
+from services.stream.reply import DeliveredReply, cap_delta
+from services.stream.sentences import Sentence, SentenceAccumulator
+from services.stream.state import (
+    STREAM_STATE_TTL_S,
+    CoreConfig,
+    stream_key,
+    stream_state,
+)
+
+log = logging.getLogger("arconv.stream.generation")
+
+_STOPPED: Final = object()
+
+_STATUS = {
+    pb.STREAM_END_REASON_COMPLETED: MessageStatus.COMPLETE,
+    pb.STREAM_END_REASON_INTERRUPTED: MessageStatus.INTERRUPTED,
+    pb.STREAM_END_REASON_FAILED: MessageStatus.FAILED,
+}
+
+
+class Generation:
+    """The reply to one human message, in one room, identified by `stream_id`."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        rooms: Rooms,
+        agents: Agents,
+        provider: LLMProvider,
+        config: CoreConfig,
+        replica: str,
+        user_id: str,
+        room: RoomInfo,
+        message: StoredMessage,
+        stream_id: str,
+    ) -> None:
+        self._bus = bus
+        self._rooms = rooms
+        self._agents = agents
+        self._provider = provider
+        self._config = config
+        self._replica = replica
+        self.user_id = user_id
+        self.room = room
+        self.message = message
+        self.stream_id = stream_id
+        self._stop = asyncio.Event()
+        self.stop_reason = ""
+        self.played_chars = 0
+        self._parser = MarkerParser()
+        self._sentences = SentenceAccumulator()
+        self.reply = DeliveredReply()
+
+    def interrupt(self, *, played_chars: int = 0, reason: str = "client") -> None:
+        """Stops the reply at the next await; the first interrupt's details win."""
+        if self._stop.is_set():
+            return
+        self.stop_reason = reason
+        self.played_chars = played_chars
+        self._stop.set()
+
+    async def _emit(self, event: pb.ConverseResponse) -> int:
+        return await self._bus.publish(
+            self.room.room_id, events.kind_of(event), event.SerializeToString()
+        )
+
+    async def run(self) -> pb.StreamEndReason:
+        """Streams the reply, stores it and publishes stream_ended; returns the end reason."""
+        GENERATIONS.inc()
+        try:
+            await self._emit(
+                events.started(self.stream_id, self.message.message_id, self.room.agent_id)
+            )
+            await self._set_state("active")
+            reason = await self._generate()
+            agent_message_id = await self._store(reason)
+            await self._emit(
+                events.ended(self.stream_id, self.reply.chunks, reason, agent_message_id)
+            )
+            await self._set_state(
+                {
+                    pb.STREAM_END_REASON_COMPLETED: "completed",
+                    pb.STREAM_END_REASON_INTERRUPTED: "interrupted",
+                }.get(reason, "failed")
+            )
+            return reason
+        finally:
+            GENERATIONS.dec()
+
+    async def _set_state(self, state: str) -> None:
+        await self._bus.set_state(
+            stream_key(self.stream_id),
+            stream_state(self.room.room_id, state, self._replica),
+            ttl_s=STREAM_STATE_TTL_S,
+        )
+
+    async def _generate(self) -> pb.StreamEndReason:
+        try:
+            if self._stop.is_set():
+                return self._interrupted()
+            persona = await self._agents.get_persona(self.user_id, self.room.agent_id)
+            history = await self._rooms.recent_messages(
+                self.user_id, self.room.room_id, self._config.history_messages
+            )
+            stopped = await self._produce(build_messages(persona, history, self.message), persona)
+            if stopped:
+                return self._interrupted()
+            COMPLETIONS.labels("completed").inc()
+            return pb.STREAM_END_REASON_COMPLETED
+        except ProviderError as exc:
+            log.warning("reply %s failed: %s", self.stream_id, exc)
+            code = code_pb2.UNAVAILABLE if exc.retryable else code_pb2.INTERNAL
+            if isinstance(exc, ProviderTimeout):
+                code = code_pb2.DEADLINE_EXCEEDED
+            await self._fail(code, f"the language model failed: {exc.message}", exc.retryable)
+        except DomainError as exc:
+            log.warning("reply %s failed: %s", self.stream_id, exc.message)
+            retryable = isinstance(exc, Unavailable)
+            await self._fail(exc.code.value[0], exc.message, retryable)
+        return pb.STREAM_END_REASON_FAILED
+
+    def _interrupted(self) -> pb.StreamEndReason:
+        INTERRUPTIONS.labels(self.stop_reason or "client").inc()
+        return pb.STREAM_END_REASON_INTERRUPTED
+
+    async def _fail(self, code: int, message: str, retryable: bool) -> None:
+        COMPLETIONS.labels("failed").inc()
+        await self._flush(self._sentences.finish())
+        await self._emit(events.error(code, message, stream_id=self.stream_id, retryable=retryable))
+
+    async def _produce(self, messages: list[ChatMessage], persona: Persona) -> bool:
+        """Streams the reply; True if it was interrupted."""
+        deltas = self._provider.stream(messages, model=persona.model or None)
+        fed = 0
+        capped = False
+        try:
+            while True:
+                delta = await self._next(deltas)
+                if delta is _STOPPED:
+                    return True
+                if delta is None:
+                    break
+                assert isinstance(delta, str)
+                piece, capped = cap_delta(delta, fed)
+                fed += len(piece)
+                chunk = self._parser.feed(piece)
+                if chunk is not None:
+                    await self._deliver(chunk)
+                if capped:
+                    # The rooms limit: stop here; a marker cut by the cap is dropped, not spoken.
+                    log.info("reply %s reached the content limit", self.stream_id)
+                    break
+        finally:
+            await close_stream(deltas)
+        if not capped:
+            tail = self._parser.finish()
+            if tail is not None:
+                await self._deliver(tail)
+        await self._flush(self._sentences.finish())
+        return False
+
+    async def _next(self, deltas: AsyncIterator[str]) -> object:
+        """The next delta, None at the end, or _STOPPED if interrupted first."""
+        if self._stop.is_set():
+            return _STOPPED
+        nxt = asyncio.ensure_future(anext(deltas))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not nxt.done():
+                nxt.cancel()
+                await asyncio.wait({nxt})
+        if nxt.cancelled():
+            return _STOPPED
+        exc = nxt.exception()
+        if isinstance(exc, StopAsyncIteration):
+            return None
+        if exc is not None:
+            raise exc
+        return nxt.result()
+
+    async def _deliver(self, chunk: ParsedChunk) -> None:
+        await self._emit(
+            events.chunk(self.stream_id, self.reply.chunks, chunk.text, chunk.raw, chunk.markers)
+        )
+        self.reply.add(chunk)
+        await self._flush(self._sentences.feed(chunk))
+
+    async def _flush(self, sentences: list[Sentence]) -> None:
+        for s in sentences:
+            cue = compute_cue(s.text, s.tone, emotion=s.emotion, gesture=s.gesture)
+            await self._emit(events.cue(self.stream_id, cue, s.text, s.start))
+
+    async def _store(self, reason: pb.StreamEndReason) -> str:
+        """Stores what was delivered (cut where the person stopped listening); its id or ""."""
+        if reason == pb.STREAM_END_REASON_INTERRUPTED:
+            content, text = self.reply.cut(self.played_chars)
+        else:
+            content, text = self.reply.content, self.reply.text
+        if not text.strip():
+            return ""
+        for attempt in (1, 2):
+            try:
+                stored, _ = await self._rooms.append_message(
+                    self.user_id,
+                    self.room.room_id,
+                    sender=Sender.AGENT,
+                    content=content,
+                    text=text,
+                    stream_id=self.stream_id,
+                    status=_STATUS[reason],
+                    idempotency_key=f"agent:{self.stream_id}",
+                )
+                return stored.message_id
+            except DomainError as exc:
+                log.error("storing reply %s failed (attempt %d): %s", self.stream_id, attempt, exc)
+        return ""

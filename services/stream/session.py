@@ -1,0 +1,213 @@
+"""One client connection to a room: the room's events from a cursor, through a bounded queue.
+
+A pump task reads the room's log from the cursor and puts each event in a bounded queue;
+the RPC handler takes them out and writes them to the client. A client that stops reading
+lets the queue fill up and is cut off (`RESOURCE_EXHAUSTED`) by the pump, without slowing
+any other reader: the log is shared, the queues are not.
+
+Pause: after delivering a `room_state` PAUSED event the pump holds delivery and only scans
+ahead for the next `room_state` event (events it passes stay in the log). A later PAUSED
+event releases everything up to it; ACTIVE or ENDED releases everything. So nothing is lost
+or repeated, and a reconnect, a second device or a resume all use the same cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
+from arconv.stream.v1 import stream_service_pb2 as pb
+
+from services.common.bus import Bus, BusEvent
+from services.common.errors import DomainError, ResourceExhausted
+from services.stream import events
+from services.stream.metrics import CHUNK_LATENCY, DISCONNECTS, OPEN_STREAMS
+from services.stream.state import CoreConfig
+
+log = logging.getLogger("arconv.stream.session")
+
+AbortFn = Callable[[DomainError], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    error: DomainError | None
+
+
+class Session:
+    """A client's view of one room from `after_id` on."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        room_id: str,
+        user_id: str,
+        after_id: int,
+        held: bool,
+        config: CoreConfig,
+        on_abort: AbortFn,
+    ) -> None:
+        self._bus = bus
+        self.room_id = room_id
+        self.user_id = user_id
+        self._deliver = after_id
+        self._held = held
+        self._config = config
+        self._on_abort = on_abort
+        self._limit = config.subscriber_queue
+        # One slot more than the limit: the end marker always fits.
+        self._queue: asyncio.Queue[pb.ConverseResponse | _End] = asyncio.Queue(self._limit + 1)
+        self._pending: set[str] = set()
+        self._draining = False
+        self._ended = False
+        self._pump: asyncio.Task[None] | None = None
+        self._abort_task: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        OPEN_STREAMS.inc()
+        self._pump = asyncio.create_task(self._run(), name=f"session-pump-{self.room_id}")
+
+    async def close(self) -> None:
+        if self._pump is None:
+            return
+        pump, self._pump = self._pump, None
+        OPEN_STREAMS.dec()
+        pump.cancel()
+        await asyncio.wait({pump})
+
+    # -- what the handler sees --------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[pb.ConverseResponse]:
+        """Events to write to the client; ends when the session ends (raises its error)."""
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            if item.HasField("stream_chunk"):
+                sent = item.stream_chunk.time.ToNanoseconds()
+                CHUNK_LATENCY.observe(max(0.0, (time.time_ns() - sent) / 1e9))
+            yield item
+
+    async def push(self, event: pb.ConverseResponse) -> None:
+        """A response for this connection only (joined, message_accepted, stream_error)."""
+        await self._put(event)
+
+    def expect_stream(self, stream_id: str) -> None:
+        """A reply to a message of this connection is coming (see `drain`)."""
+        self._pending.add(stream_id)
+
+    def drain(self) -> None:
+        """The client half-closed: end once the replies to its messages have been delivered."""
+        self._draining = True
+        if not self._pending:
+            self.end(None)
+
+    def end(self, error: DomainError | None) -> None:
+        """Ends the session after what is queued (with `error` as its status, if any)."""
+        if self._ended:
+            return
+        self._ended = True
+        if error is not None and self._queue.qsize() >= self._limit:
+            # The reader is stuck behind a full queue; end the call directly.
+            self._abort_task = asyncio.ensure_future(self._on_abort(error))
+            return
+        self._queue.put_nowait(_End(error))
+
+    # -- the pump ---------------------------------------------------------------------------
+
+    async def _put(self, event: pb.ConverseResponse) -> bool:
+        if self._ended:
+            return False
+        if self._queue.qsize() >= self._limit:
+            self._ended = True
+            DISCONNECTS.inc()
+            log.info("cutting off a slow reader", extra={"fields": {"room_id": self.room_id}})
+            await self._on_abort(
+                ResourceExhausted(
+                    f"the client read too slowly: more than {self._limit} events were waiting;"
+                    " reconnect with the last event_id received",
+                    subject=f"stream:{self.room_id}",
+                    reason="SLOW_READER",
+                )
+            )
+            return False
+        self._queue.put_nowait(event)
+        if event.HasField("stream_ended"):
+            self._pending.discard(event.stream_ended.stream_id)
+            if self._draining and not self._pending:
+                self.end(None)
+        return True
+
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except DomainError as exc:
+            self.end(exc)
+        except Exception:
+            log.exception("session pump failed")
+            self.end(None)
+
+    async def _loop(self) -> None:
+        scan = self._deliver
+        block = self._config.read_block_s
+        while not self._ended:
+            if not self._held:
+                for e in await self._bus.read(self.room_id, self._deliver, block_s=block):
+                    event = events.decode(e)
+                    if not await self._put(event):
+                        return
+                    self._deliver = e.event_id
+                    status = _state_of(e, event)
+                    if status == rooms_pb.ROOM_STATUS_ENDED:
+                        self.end(None)
+                        return
+                    if status == rooms_pb.ROOM_STATUS_PAUSED:
+                        self._held, scan = True, e.event_id
+                        break
+                continue
+            for e in await self._bus.read(self.room_id, scan, block_s=block):
+                scan = e.event_id
+                status = _state_of(e, None)
+                if status == rooms_pb.ROOM_STATUS_PAUSED:
+                    if not await self._release(e.event_id):
+                        return
+                elif status is not None:
+                    self._held = False
+                    break
+
+    async def _release(self, until: int) -> bool:
+        """Delivers the held events up to `until` (a later PAUSED event), staying held."""
+        while self._deliver < until:
+            for e in await self._bus.read(self.room_id, self._deliver):
+                if e.event_id > until:
+                    return True
+                if not await self._put(events.decode(e)):
+                    return False
+                self._deliver = e.event_id
+        return True
+
+
+def _state_of(e: BusEvent, decoded: pb.ConverseResponse | None) -> int | None:
+    if e.kind != events.STATE:
+        return None
+    event = decoded if decoded is not None else events.decode(e)
+    return int(event.room_state.status)
+
+
+@contextlib.asynccontextmanager
+async def running(session: Session) -> AsyncIterator[Session]:
+    session.start()
+    try:
+        yield session
+    finally:
+        await session.close()

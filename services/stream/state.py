@@ -1,0 +1,81 @@
+"""Shared conversation state on the bus: key names, control messages, tuning knobs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+STREAM_STATE_TTL_S = 3600.0
+REPLY_CLAIM_TTL_S = 24 * 3600.0
+ROOM_STATUS_TTL_S = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Limits and timings of the conversation core (from StreamSettings)."""
+
+    history_messages: int = 20
+    messages_per_minute: int = 20
+    max_open_streams: int = 5
+    subscriber_queue: int = 256
+    read_block_s: float = 1.0
+    takeover_timeout_s: float = 5.0
+    shutdown_timeout_s: float = 5.0
+
+
+def active_key(room_id: str) -> str:
+    """The stream running in the room now: "<stream_id>|<replica>"."""
+    return f"active:{room_id}"
+
+
+def stream_key(stream_id: str) -> str:
+    """JSON {"room_id", "state", "replica"}: active / paused / interrupted / completed / failed."""
+    return f"stream:{stream_id}"
+
+
+def reply_key(message_id: str) -> str:
+    """The stream that answers a human message; claimed once, so no message is answered twice."""
+    return f"reply:{message_id}"
+
+
+def room_status_key(room_id: str) -> str:
+    """The last room status announced to the room's streams (room_state events)."""
+    return f"room-status:{room_id}"
+
+
+def stream_state(room_id: str, state: str, replica: str) -> str:
+    return json.dumps({"room_id": room_id, "state": state, "replica": replica})
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A control message to the replica running a room's generation."""
+
+    op: str  # "interrupt"
+    stream_id: str = ""  # empty: whatever runs
+    played_chars: int = 0
+    reason: str = "client"  # client, barge_in, room_ended, takeover
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "op": self.op,
+                "stream_id": self.stream_id,
+                "played_chars": self.played_chars,
+                "reason": self.reason,
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Control | None:
+        """The message, or None if it is not one this version understands."""
+        try:
+            doc = json.loads(data)
+            return cls(
+                op=str(doc["op"]),
+                stream_id=str(doc.get("stream_id", "")),
+                played_chars=max(0, int(doc.get("played_chars", 0))),
+                reason=str(doc.get("reason", "client")),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
