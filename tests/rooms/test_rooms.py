@@ -7,6 +7,7 @@ import uuid
 import grpc
 import pytest
 from arconv.avatar.v1 import avatar_service_pb2 as avatar_pb
+from arconv.avatar.v1 import avatar_service_pb2_grpc as avatar_grpc
 from arconv.rooms.v1 import rooms_service_pb2 as pb
 from google.rpc import error_details_pb2
 
@@ -359,3 +360,23 @@ async def test_every_rpc_needs_a_valid_token(rooms: Rooms, authority) -> None:
         ):
             await expect_error(grpc.StatusCode.UNAUTHENTICATED, call)
     assert await rooms.count("SELECT COUNT(*) FROM rooms") == 0
+
+
+async def test_get_room_shows_a_ready_avatar(rooms: Rooms, avatar_port: int, user_md) -> None:
+    md = user_md("alice")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{avatar_port}") as ch:
+        avatars = avatar_grpc.AvatarServiceStub(ch)
+        await avatars.GenerateAvatar(avatar_pb.GenerateAvatarRequest(agent_id="pixel"), metadata=md)
+        final = None
+        async for update in avatars.WatchAvatar(
+            avatar_pb.WatchAvatarRequest(agent_id="pixel"), metadata=md
+        ):
+            final = update.avatar
+        assert final is not None and final.status == avatar_pb.AVATAR_STATUS_READY
+    lod0 = next(lod for lod in final.lods if lod.level == 0)
+
+    room = (await create(rooms, md, "pixel")).room
+    got = (await rooms.stub.GetRoom(pb.GetRoomRequest(room_id=room.room_id), metadata=md)).room
+    assert got.agent.avatar_status == avatar_pb.AVATAR_STATUS_READY
+    assert got.agent.avatar_url == lod0.url != ""
+    assert got.agent.name == "Pixel" and not got.agent.unavailable
