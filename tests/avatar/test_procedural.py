@@ -1,0 +1,599 @@
+"""The procedural avatar generator: real GLBs, checked by a standard loader and Khronos' validator."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pygltflib
+import pytest
+
+from services.avatar.procedural import (
+    ACCESSORIES,
+    EMOTION_NAMES,
+    HAIR_STYLES,
+    LOD_TRIANGLES,
+    MORPH_TARGET_NAMES,
+    STYLES,
+    VISEME_NAMES,
+    ProceduralSpec,
+    generate_glb,
+    read_glb_json,
+    triangle_count,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+GLTF_TOOLS = REPO / "tools" / "gltf"
+VALIDATE = GLTF_TOOLS / "validate.mjs"
+
+DEFAULT = ProceduralSpec(
+    style="realistic",
+    skin_color="#C68642",
+    hair_color="#2a1b10",
+    eye_color="#3d7a4f",
+    clothing_color="#7a2e3b",
+    accent_color="#e0b04a",
+    hair_style="short",
+    body_type="average",
+    seed=7,
+)
+
+# A representative spread: every style, every hair style, every accessory, every body type.
+VARIANTS: list[tuple[str, ProceduralSpec, int]] = [
+    ("anime-long", ProceduralSpec(style="anime", hair_style="long", body_type="slim", seed=1), 2),
+    (
+        "cartoon-ponytail",
+        ProceduralSpec(style="cartoon", hair_style="ponytail", accessories=("earrings",), seed=2),
+        2,
+    ),
+    ("chibi-bun", ProceduralSpec(style="chibi", hair_style="bun", accessories=("headband",)), 2),
+    (
+        "robot-spiky-all",
+        ProceduralSpec(
+            style="robot",
+            hair_style="spiky",
+            body_type="broad",
+            accessories=("necklace", "glasses", "earrings", "headband", "hat"),
+            seed=-3,
+        ),
+        0,
+    ),
+    ("fantasy-curly", ProceduralSpec(style="fantasy", hair_style="curly", seed=4), 1),
+    (
+        "realistic-bald-glasses",
+        ProceduralSpec(style="realistic", hair_style="bald", accessories=("glasses", "hat")),
+        2,
+    ),
+    ("anime-spiky", ProceduralSpec(style="anime", hair_style="spiky", seed=5), 2),
+    ("robot-bald", ProceduralSpec(style="robot", hair_style="bald", seed=6), 2),
+]
+
+
+# --- helpers ----------------------------------------------------------------------
+
+
+def _load(glb: bytes) -> pygltflib.GLTF2:
+    return pygltflib.GLTF2.load_from_bytes(glb)
+
+
+def _read(gltf: pygltflib.GLTF2, index: int) -> list[tuple[float, ...]]:
+    """Decode an accessor (plain, sparse, or all-zero without a buffer view)."""
+    acc = gltf.accessors[index]
+    blob = gltf.binary_blob()
+    width = {"SCALAR": 1, "VEC3": 3}[acc.type]
+    fmt = {5126: "f", 5123: "H", 5125: "I"}[acc.componentType]
+    if acc.bufferView is not None:
+        view = gltf.bufferViews[acc.bufferView]
+        offset = (view.byteOffset or 0) + (acc.byteOffset or 0)
+        flat = list(struct.unpack_from(f"<{acc.count * width}{fmt}", blob, offset))
+    else:
+        flat = [0.0] * (acc.count * width)
+    if acc.sparse is not None:
+        sparse = acc.sparse
+        iview = gltf.bufferViews[sparse.indices.bufferView]
+        vview = gltf.bufferViews[sparse.values.bufferView]
+        ifmt = {5121: "B", 5123: "H", 5125: "I"}[sparse.indices.componentType]
+        idx = struct.unpack_from(f"<{sparse.count}{ifmt}", blob, iview.byteOffset or 0)
+        vals = struct.unpack_from(f"<{sparse.count * width}f", blob, vview.byteOffset or 0)
+        assert list(idx) == sorted(set(idx)), "sparse indices must be strictly increasing"
+        for k, i in enumerate(idx):
+            flat[i * width : (i + 1) * width] = vals[k * width : (k + 1) * width]
+    return [tuple(flat[i : i + width]) for i in range(0, len(flat), width)]
+
+
+def _mesh(gltf: pygltflib.GLTF2, name: str) -> Any:
+    matches = [m for m in gltf.meshes if m.name == name]
+    assert len(matches) == 1, f"expected one mesh named {name}"
+    return matches[0]
+
+
+def _node(gltf: pygltflib.GLTF2, name: str) -> Any:
+    return next(n for n in gltf.nodes if n.name == name)
+
+
+def _material(gltf: pygltflib.GLTF2, prim: Any) -> Any:
+    return gltf.materials[prim.material]
+
+
+def _face_deltas(
+    gltf: pygltflib.GLTF2, target: str
+) -> list[tuple[str, list[tuple[float, ...]], list[tuple[float, ...]]]]:
+    """(material name, rest positions, deltas) for every Face primitive."""
+    face = _mesh(gltf, "Face")
+    t = face.extras["targetNames"].index(target)
+    out = []
+    for prim in face.primitives:
+        rest = _read(gltf, prim.attributes.POSITION)
+        deltas = _read(gltf, prim.targets[t]["POSITION"])
+        out.append((_material(gltf, prim).name, rest, deltas))
+    return out
+
+
+def _moved(deltas: list[tuple[float, ...]], eps: float = 1e-7) -> list[int]:
+    return [i for i, d in enumerate(deltas) if max(abs(c) for c in d) > eps]
+
+
+def _run_validator(paths: list[Path]) -> list[dict[str, Any]]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("Node.js is required to run the glTF validator (node not found on PATH)")
+    if not (GLTF_TOOLS / "node_modules" / "gltf-validator").is_dir():
+        pytest.fail(
+            "tools/gltf/node_modules is missing: run `npm ci --prefix tools/gltf` "
+            "(make setup does) to install the Khronos glTF validator"
+        )
+    proc = subprocess.run(
+        [node, str(VALIDATE), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode not in (0, 1):
+        pytest.fail(f"validator failed to run ({proc.returncode}): {proc.stderr.strip()}")
+    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [r["path"] for r in reports] == [str(p) for p in paths]
+    return reports
+
+
+# --- fixtures -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lods() -> dict[int, tuple[bytes, float]]:
+    """The default spec at every LOD, with its generation time in seconds."""
+    out = {}
+    for lod in range(len(LOD_TRIANGLES)):
+        start = time.perf_counter()
+        glb = generate_glb(DEFAULT, lod)
+        out[lod] = (glb, time.perf_counter() - start)
+    return out
+
+
+@pytest.fixture(scope="module")
+def variants() -> dict[str, tuple[ProceduralSpec, int, bytes]]:
+    return {name: (spec, lod, generate_glb(spec, lod)) for name, spec, lod in VARIANTS}
+
+
+# --- output shape -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lod", [0, 1, 2])
+def test_triangle_count_is_within_ten_percent_of_the_lod_budget(
+    lods: dict[int, tuple[bytes, float]], lod: int
+) -> None:
+    glb, _ = lods[lod]
+    count = triangle_count(glb)
+    target = LOD_TRIANGLES[lod]
+    assert abs(count - target) <= 0.1 * target, (lod, count, target)
+    # The same count from the loader's view of the file.
+    gltf = _load(glb)
+    drawn = 0
+    for node in gltf.nodes:
+        if node.mesh is not None:
+            for prim in gltf.meshes[node.mesh].primitives:
+                assert prim.mode in (None, pygltflib.TRIANGLES)
+                drawn += gltf.accessors[prim.indices].count // 3
+    assert drawn == count
+
+
+def test_lod_table() -> None:
+    assert LOD_TRIANGLES == (15000, 8000, 3000)
+
+
+def test_every_style_and_hair_style_stays_in_the_triangle_band(
+    variants: dict[str, tuple[ProceduralSpec, int, bytes]],
+) -> None:
+    covered_styles = {spec.style for spec, _, _ in variants.values()}
+    covered_hair = {spec.hair_style for spec, _, _ in variants.values()}
+    covered_hair.add(DEFAULT.hair_style)
+    assert covered_styles == set(STYLES)
+    assert covered_hair == set(HAIR_STYLES)
+    for name, (_, lod, glb) in variants.items():
+        count = triangle_count(glb)
+        assert abs(count - LOD_TRIANGLES[lod]) <= 0.1 * LOD_TRIANGLES[lod], (name, count)
+
+
+def test_loads_in_a_standard_loader_with_consistent_accessors(
+    lods: dict[int, tuple[bytes, float]],
+) -> None:
+    gltf = _load(lods[0][0])
+    assert gltf.asset.version == "2.0"
+    assert gltf.asset.generator == "arconv-procedural"
+    assert gltf.asset.extras["style"] == "realistic"
+    assert gltf.asset.extras["lod"] == 0
+    assert gltf.scene == 0
+    assert {m.name for m in gltf.meshes} == {"Body", "Face", "EyeLeft", "EyeRight", "Hair"}
+
+    referenced: set[int] = set()
+    for mesh in gltf.meshes:
+        for prim in mesh.primitives:
+            attrs = prim.attributes
+            assert attrs.POSITION is not None and attrs.NORMAL is not None
+            referenced.update((attrs.POSITION, attrs.NORMAL, prim.indices))
+            count = gltf.accessors[attrs.POSITION].count
+            assert gltf.accessors[attrs.NORMAL].count == count
+            assert max(_read(gltf, prim.indices))[0] < count
+            for target in prim.targets or []:
+                assert gltf.accessors[target["POSITION"]].count == count
+                referenced.add(target["POSITION"])
+    assert referenced == set(range(len(gltf.accessors))), "every accessor is used, none missing"
+    views = {a.bufferView for a in gltf.accessors if a.bufferView is not None}
+    for a in gltf.accessors:
+        if a.sparse is not None:
+            views.update((a.sparse.indices.bufferView, a.sparse.values.bufferView))
+    assert views == set(range(len(gltf.bufferViews)))
+    assert sum(v.byteLength for v in gltf.bufferViews) <= gltf.buffers[0].byteLength
+
+
+def test_normals_are_unit_length_and_positions_have_bounds(
+    variants: dict[str, tuple[ProceduralSpec, int, bytes]],
+) -> None:
+    gltf = _load(variants["robot-spiky-all"][2])  # includes flat-shaded parts
+    for mesh in gltf.meshes:
+        for prim in mesh.primitives:
+            for n in _read(gltf, prim.attributes.NORMAL):
+                assert abs(math.sqrt(n[0] ** 2 + n[1] ** 2 + n[2] ** 2) - 1.0) < 1e-4
+            pos = gltf.accessors[prim.attributes.POSITION]
+            assert pos.min is not None and pos.max is not None
+            for target in prim.targets or []:
+                acc = gltf.accessors[target["POSITION"]]
+                assert acc.min is not None and acc.max is not None
+
+
+def test_face_normals_point_outwards(lods: dict[int, tuple[bytes, float]]) -> None:
+    gltf = _load(lods[1][0])
+    face = _mesh(gltf, "Face")
+    skin = face.primitives[0]
+    assert _material(gltf, skin).name == "Skin"
+    pos = _read(gltf, skin.attributes.POSITION)
+    nrm = _read(gltf, skin.attributes.NORMAL)
+    cx = sum(p[0] for p in pos) / len(pos)
+    cy = sum(p[1] for p in pos) / len(pos)
+    cz = sum(p[2] for p in pos) / len(pos)
+    outward = sum(
+        1 for p, n in zip(pos, nrm, strict=True) if (p[0] - cx) * n[0] + (p[1] - cy) * n[1] + (p[2] - cz) * n[2] > 0
+    )
+    assert outward / len(pos) > 0.95
+
+
+def test_materials_come_from_the_palette(lods: dict[int, tuple[bytes, float]]) -> None:
+    gltf = _load(lods[2][0])
+    by_name = {m.name: m for m in gltf.materials}
+    assert {"Skin", "Hair", "Clothing", "EyeWhite", "Iris", "Pupil", "Lips", "Brows"} <= set(by_name)
+    skin = by_name["Skin"].pbrMetallicRoughness.baseColorFactor
+    # #C68642 in linear RGB
+    expected = [((c / 255 + 0.055) / 1.055) ** 2.4 for c in (0xC6, 0x86, 0x42)]
+    assert skin[:3] == pytest.approx(expected, abs=1e-4)
+    iris = by_name["Iris"].pbrMetallicRoughness.baseColorFactor
+    assert iris[1] > iris[0] and iris[1] > iris[2]  # green eyes
+    for material in gltf.materials:
+        assert material.pbrMetallicRoughness is not None
+        assert not material.pbrMetallicRoughness.baseColorTexture
+
+
+# --- morph targets ------------------------------------------------------------------
+
+
+def test_face_mesh_carries_the_named_morph_targets(lods: dict[int, tuple[bytes, float]]) -> None:
+    assert MORPH_TARGET_NAMES == VISEME_NAMES + EMOTION_NAMES
+    assert len(VISEME_NAMES) == 15
+    assert VISEME_NAMES[0] == "viseme_sil" and VISEME_NAMES[-1] == "viseme_U"
+    assert set(EMOTION_NAMES) == {
+        f"emotion_{e}"
+        for e in (
+            "neutral",
+            "happy",
+            "sad",
+            "angry",
+            "surprised",
+            "calm",
+            "excited",
+            "thoughtful",
+            "concerned",
+        )
+    }
+    for lod in range(3):
+        gltf = _load(lods[lod][0])
+        face = _mesh(gltf, "Face")
+        assert face.extras["targetNames"] == list(MORPH_TARGET_NAMES)
+        assert face.weights == [0.0] * len(MORPH_TARGET_NAMES)
+        for prim in face.primitives:
+            assert len(prim.targets) == len(MORPH_TARGET_NAMES)
+        # Only the face has morph targets.
+        for mesh in gltf.meshes:
+            if mesh.name != "Face":
+                assert all(not p.targets for p in mesh.primitives)
+    # Sparse storage: morph deltas must not dominate the file by being dense.
+    doc = read_glb_json(lods[0][0])
+    face_doc = next(m for m in doc["meshes"] if m["name"] == "Face")
+    for prim in face_doc["primitives"]:
+        for target in prim["targets"]:
+            acc = doc["accessors"][target["POSITION"]]
+            assert "bufferView" not in acc
+            if "sparse" in acc:
+                assert acc["sparse"]["count"] < acc["count"]
+
+
+def test_rest_targets_are_all_zero(lods: dict[int, tuple[bytes, float]]) -> None:
+    gltf = _load(lods[0][0])
+    for name in ("viseme_sil", "emotion_neutral"):
+        for _, _, deltas in _face_deltas(gltf, name):
+            assert _moved(deltas) == []
+
+
+def test_visemes_move_only_the_mouth(lods: dict[int, tuple[bytes, float]]) -> None:
+    gltf = _load(lods[0][0])
+    eye_y = _node(gltf, "EyeLeft").translation[1]
+    for name in VISEME_NAMES[1:]:
+        moved_any = False
+        for material, rest, deltas in _face_deltas(gltf, name):
+            moved = _moved(deltas)
+            moved_any = moved_any or bool(moved)
+            if material == "Brows":
+                assert moved == [], f"{name} moves the brows"
+            for i in moved:
+                assert rest[i][1] < eye_y, f"{name} moves a vertex above the eyes"
+            assert len(moved) < 0.5 * len(rest), f"{name} moves most of {material}"
+        assert moved_any, name
+
+
+def _lip_stats(gltf: pygltflib.GLTF2, name: str) -> dict[str, float]:
+    lips = next(d for d in _face_deltas(gltf, name) if d[0] == "Lips")
+    _, rest, deltas = lips
+    xs = [abs(p[0]) for p in rest]
+    width = max(xs)
+    corners = [d for p, d in zip(rest, deltas, strict=True) if abs(p[0]) > 0.75 * width]
+    middle = [d for p, d in zip(rest, deltas, strict=True) if abs(p[0]) < 0.3 * width]
+    return {
+        "min_dy": min(d[1] for d in deltas),
+        "max_dz": max(d[2] for d in deltas),
+        "corner_dy": sum(d[1] for d in corners) / len(corners),
+        "corner_dx_out": sum(
+            d[0] * (1 if p[0] > 0 else -1)
+            for p, d in zip(rest, deltas, strict=True)
+            if abs(p[0]) > 0.75 * width
+        )
+        / len(corners),
+        "middle_count": float(len(middle)),
+    }
+
+
+def test_viseme_shapes_are_plausible(lods: dict[int, tuple[bytes, float]]) -> None:
+    gltf = _load(lods[0][0])
+    aa = _lip_stats(gltf, "viseme_aa")
+    assert aa["min_dy"] < -0.008, "aa opens the jaw: the lower lip drops by centimetres"
+    pp = _lip_stats(gltf, "viseme_PP")
+    assert -0.004 < pp["min_dy"] < 0.0, "PP presses the lips: small movements only"
+    u = _lip_stats(gltf, "viseme_U")
+    assert u["max_dz"] > 0.004, "U pushes the lips forward"
+    assert u["corner_dx_out"] < -0.002, "U draws the mouth corners in"
+    i = _lip_stats(gltf, "viseme_I")
+    assert i["corner_dx_out"] > 0.002, "I stretches the mouth wide"
+    # Opening order: aa > E > I in how far the lower lip drops.
+    e = _lip_stats(gltf, "viseme_E")
+    assert aa["min_dy"] < e["min_dy"] < i["min_dy"]
+
+
+def test_emotions_move_brows_and_mouth_corners(lods: dict[int, tuple[bytes, float]]) -> None:
+    gltf = _load(lods[0][0])
+    assert _lip_stats(gltf, "emotion_happy")["corner_dy"] > 0.001
+    assert _lip_stats(gltf, "emotion_sad")["corner_dy"] < -0.001
+
+    def brow_dy(name: str, inner: bool) -> float:
+        _, rest, deltas = next(d for d in _face_deltas(gltf, name) if d[0] == "Brows")
+        xs = sorted({round(abs(p[0]), 4) for p in rest})
+        cut = xs[len(xs) // 2]
+        picked = [d[1] for p, d in zip(rest, deltas, strict=True) if (abs(p[0]) < cut) == inner]
+        return sum(picked) / len(picked)
+
+    assert brow_dy("emotion_surprised", inner=True) > 0.002
+    assert brow_dy("emotion_surprised", inner=False) > 0.002
+    assert brow_dy("emotion_angry", inner=True) < -0.001
+    assert brow_dy("emotion_sad", inner=True) > 0.002
+    assert brow_dy("emotion_concerned", inner=True) > 0.002
+
+
+# --- determinism and input --------------------------------------------------------
+
+
+def test_same_spec_and_lod_give_identical_bytes(lods: dict[int, tuple[bytes, float]]) -> None:
+    again = ProceduralSpec(**{f: getattr(DEFAULT, f) for f in DEFAULT.__dataclass_fields__})
+    assert generate_glb(again, 1) == lods[1][0]
+    assert generate_glb(DEFAULT, 1) == lods[1][0]
+
+
+def test_different_specs_give_different_models(lods: dict[int, tuple[bytes, float]]) -> None:
+    base = lods[2][0]
+    for change in (
+        {"seed": 8},
+        {"eye_color": "#112233"},
+        {"style": "anime"},
+        {"hair_style": "long"},
+        {"body_type": "broad"},
+        {"accessories": ("glasses",)},
+    ):
+        fields = {f: getattr(DEFAULT, f) for f in DEFAULT.__dataclass_fields__}
+        fields.update(change)
+        assert generate_glb(ProceduralSpec(**fields), 2) != base, change
+
+
+def test_seed_varies_proportions_deterministically() -> None:
+    a = _load(generate_glb(ProceduralSpec(seed=1), 2))
+    b = _load(generate_glb(ProceduralSpec(seed=2), 2))
+    assert _node(a, "EyeLeft").translation != _node(b, "EyeLeft").translation
+
+
+def test_styles_change_proportions(
+    variants: dict[str, tuple[ProceduralSpec, int, bytes]],
+    lods: dict[int, tuple[bytes, float]],
+) -> None:
+    def face_height(glb: bytes) -> float:
+        gltf = _load(glb)
+        skin = _mesh(gltf, "Face").primitives[0]
+        acc = gltf.accessors[skin.attributes.POSITION]
+        return float(acc.max[1] - acc.min[1])
+
+    def eye_size(glb: bytes) -> float:
+        gltf = _load(glb)
+        acc = gltf.accessors[_mesh(gltf, "EyeLeft").primitives[-1].attributes.POSITION]
+        return float(acc.max[1] - acc.min[1])
+
+    realistic = lods[2][0]
+    chibi = variants["chibi-bun"][2]
+    anime = variants["anime-long"][2]
+    assert face_height(chibi) > 1.5 * face_height(realistic)
+    assert eye_size(anime) > 1.5 * eye_size(realistic)
+    robot = _load(variants["robot-bald"][2])
+    skin = next(m for m in robot.materials if m.name == "Skin")
+    assert skin.pbrMetallicRoughness.metallicFactor >= 0.5
+    # Flat shading: the robot's clothing has one normal per triangle corner group.
+    body = _mesh(robot, "Body").primitives[0]
+    assert gltf_vertex_count(robot, body) == 3 * (robot.accessors[body.indices].count // 3)
+
+
+def gltf_vertex_count(gltf: pygltflib.GLTF2, prim: Any) -> int:
+    return int(gltf.accessors[prim.attributes.POSITION].count)
+
+
+def test_hair_styles_and_accessories_shape_the_model(
+    variants: dict[str, tuple[ProceduralSpec, int, bytes]],
+) -> None:
+    bald = _load(variants["realistic-bald-glasses"][2])
+    assert "Hair" not in {m.name for m in bald.meshes}
+    assert "Headwear" in {m.name for m in bald.meshes}
+    pony = _load(variants["cartoon-ponytail"][2])
+    hair = _mesh(pony, "Hair")
+    assert [_material(pony, p).name for p in hair.primitives] == ["Hair", "Trim"]
+    assert all(_material(pony, p).doubleSided for p in hair.primitives[:1])
+    everything = _load(variants["robot-spiky-all"][2])
+    names = [_material(everything, p).name for p in _mesh(everything, "Body").primitives]
+    assert "Metal" in names  # the necklace
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(ValueError, match="skin_color"):
+        ProceduralSpec(skin_color="red")
+    with pytest.raises(ValueError, match="eye_color"):
+        ProceduralSpec(eye_color="#12345")
+    with pytest.raises(ValueError, match="hair_color"):
+        ProceduralSpec(hair_color="#gg0000")
+    with pytest.raises(ValueError, match="style must be one of"):
+        ProceduralSpec(style="steampunk")
+    with pytest.raises(ValueError, match="body_type"):
+        ProceduralSpec(body_type="giant")
+    with pytest.raises(ValueError, match="seed"):
+        ProceduralSpec(seed=True)
+    with pytest.raises(ValueError, match="accessories"):
+        ProceduralSpec(accessories="glasses")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lod"):
+        generate_glb(ProceduralSpec(), 3)
+
+
+def test_spec_normalises_lenient_fields() -> None:
+    spec = ProceduralSpec(
+        style=" Anime ",
+        skin_color="#AABBCC",
+        hair_style="mohawk",
+        accessories=("hat", "cape", "Glasses", "hat"),
+    )
+    assert spec.style == "anime"
+    assert spec.skin_color == "#aabbcc"
+    assert spec.hair_style == "short"
+    assert spec.accessories == ("glasses", "hat")
+    assert set(ACCESSORIES) >= set(spec.accessories)
+    # Normalised specs compare (and therefore generate) equal.
+    assert spec == ProceduralSpec(
+        style="anime", skin_color="#aabbcc", accessories=("glasses", "hat")
+    )
+
+
+def test_progress_reports_stages_in_order() -> None:
+    seen: list[tuple[str, float]] = []
+    generate_glb(ProceduralSpec(style="cartoon"), 2, lambda stage, f: seen.append((stage, f)))
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions)
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert seen[-1] == ("done", 1.0)
+    assert len({stage for stage, _ in seen}) >= 4
+
+
+# --- Khronos validator, size and speed ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def glb_files(
+    tmp_path_factory: pytest.TempPathFactory,
+    lods: dict[int, tuple[bytes, float]],
+    variants: dict[str, tuple[ProceduralSpec, int, bytes]],
+) -> Iterator[list[Path]]:
+    folder = tmp_path_factory.mktemp("glb")
+    paths = []
+    for lod, (glb, _) in lods.items():
+        path = folder / f"default-lod{lod}.glb"
+        path.write_bytes(glb)
+        paths.append(path)
+    for name, (_, lod, glb) in variants.items():
+        path = folder / f"{name}-lod{lod}.glb"
+        path.write_bytes(glb)
+        paths.append(path)
+    yield paths
+
+
+def test_khronos_validator_reports_no_errors_and_no_warnings(glb_files: list[Path]) -> None:
+    reports = _run_validator(glb_files)
+    summary = {Path(r["path"]).name: (r["numErrors"], r["numWarnings"]) for r in reports}
+    print(f"\nglTF validator (errors, warnings): {summary}")
+    for report in reports:
+        messages = [(m["code"], m["pointer"]) for m in report["messages"]][:10]
+        assert report["numErrors"] == 0, (report["path"], messages)
+        assert report["numWarnings"] == 0, (report["path"], messages)
+        assert report["info"]["hasMorphTargets"] is True
+        assert report["info"]["totalTriangleCount"] == triangle_count(
+            Path(report["path"]).read_bytes()
+        )
+
+
+def test_size_and_generation_time_per_lod(
+    lods: dict[int, tuple[bytes, float]], record_property: Any
+) -> None:
+    lines = []
+    for lod, (glb, seconds) in lods.items():
+        record_property(f"lod{lod}_bytes", len(glb))
+        record_property(f"lod{lod}_seconds", round(seconds, 3))
+        lines.append(
+            f"LOD{lod}: {triangle_count(glb)} triangles, {len(glb) / 1024:.0f} KiB, {seconds:.2f} s"
+        )
+    print("\n" + "\n".join(lines))
+    sizes = [len(lods[lod][0]) for lod in range(3)]
+    assert sizes[0] > sizes[1] > sizes[2]
+    assert sizes[0] < 2 * 1024 * 1024
+    # Generous bound for slow CI machines; typically well under a second.
+    assert lods[0][1] < 5.0
