@@ -212,25 +212,25 @@ class Conversation:
     async def send(self, req: pb.ConverseRequest) -> None:
         await self.call.write(req)
 
-    async def next(self, timeout: float = 10) -> pb.ConverseResponse:
-        async with asyncio.timeout(timeout):
+    async def next(self, wait_s: float = 10) -> pb.ConverseResponse:
+        async with asyncio.timeout(wait_s):
             event = await self.call.read()
         assert event is not grpc.aio.EOF, "the stream ended"
         self.seen.append(event)
         return event
 
     async def until(
-        self, pred: Callable[[pb.ConverseResponse], bool], timeout: float = 10
+        self, pred: Callable[[pb.ConverseResponse], bool], wait_s: float = 10
     ) -> list[pb.ConverseResponse]:
         out = []
         while True:
-            event = await self.next(timeout)
+            event = await self.next(wait_s)
             out.append(event)
             if pred(event):
                 return out
 
-    async def until_kind(self, kind: str, timeout: float = 10) -> list[pb.ConverseResponse]:
-        return await self.until(lambda e: e.WhichOneof("kind") == kind, timeout)
+    async def until_kind(self, kind: str, wait_s: float = 10) -> list[pb.ConverseResponse]:
+        return await self.until(lambda e: e.WhichOneof("kind") == kind, wait_s)
 
 
 async def converse(mesh: Mesh, user: str, room_id: str, after: int = 0, port: int = 0) -> Any:
