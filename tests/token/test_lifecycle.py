@@ -26,10 +26,7 @@ def _reason(err: grpc.aio.AioRpcError) -> str:
 
 
 async def _refresh(mesh: Mesh, user: str, token: str, port: int | None = None) -> Any:
-    if port is None:
-        stub = mesh.token
-    else:
-        stub = pb_grpc.TokenServiceStub(mesh._ch(port))
+    stub = mesh.token if port is None else pb_grpc.TokenServiceStub(mesh._ch(port))
     return await stub.RefreshProviderToken(
         pb.RefreshProviderTokenRequest(token=token), metadata=mesh.md(user)
     )
@@ -216,3 +213,23 @@ async def test_no_audit_or_token_row_holds_a_token(mesh: Mesh) -> None:
             for value in row.values():
                 text = str(value)
                 assert token not in text and parts[1] not in text and parts[2] not in text
+
+
+async def test_unreachable_redis_is_unavailable_not_allowed(mesh: Mesh) -> None:
+    from tests.token.conftest import closed_port
+
+    issued = await mesh.issue("alice", await mesh.room("alice"))
+    down = await mesh.start_token(
+        own_kv=True, redis_url=f"redis://127.0.0.1:{closed_port()}/0", call_timeout_s=2
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await mesh.verify(issued.token, port=down.port)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await pb_grpc.TokenServiceStub(mesh._ch(down.port)).IssueProviderToken(
+            pb.IssueProviderTokenRequest(room_id=issued.room_id, operations=["tts.synthesize"]),
+            metadata=mesh.md("alice"),
+        )
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Nothing was recorded by the failed calls.
+    assert (await mesh.usage("alice")).active_tokens == 1
