@@ -50,7 +50,9 @@ async def test_failure_before_any_text(
 async def test_stall_mid_reply_stores_the_partial_reply_as_failed(
     make_mesh, openai_server: OpenAICompatServer, bus_backend
 ) -> None:
-    openai_server.script = Script(deltas=["[emotion:happy] Hello there. ", "And then"], stall_after=2)
+    openai_server.script = Script(
+        deltas=["[emotion:happy] Hello there. ", "And then"], stall_after=2
+    )
     mesh = await make_mesh(provider=openai_llm(openai_server, idle=0.3), bus=bus_backend)
     room = await mesh.room("alice")
     conv = await converse(mesh, "alice", room)
