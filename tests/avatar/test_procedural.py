@@ -268,26 +268,47 @@ def test_normals_are_unit_length_and_positions_have_bounds(
                 assert acc.min is not None and acc.max is not None
 
 
-def test_face_normals_point_outwards(lods: dict[int, tuple[bytes, float]]) -> None:
+def test_normals_agree_with_winding_and_face_outwards(lods: dict[int, tuple[bytes, float]]) -> None:
     gltf = _load(lods[1][0])
-    face = _mesh(gltf, "Face")
-    skin = face.primitives[0]
-    assert _material(gltf, skin).name == "Skin"
+    for mesh in gltf.meshes:
+        for prim in mesh.primitives:
+            pos = _read(gltf, prim.attributes.POSITION)
+            nrm = _read(gltf, prim.attributes.NORMAL)
+            idx = [i[0] for i in _read(gltf, prim.indices)]
+            agree = 0
+            for t in range(0, len(idx), 3):
+                a, b, c = (pos[int(v)] for v in idx[t : t + 3])
+                u = (b[0] - a[0], b[1] - a[1], b[2] - a[2])
+                v = (c[0] - a[0], c[1] - a[1], c[2] - a[2])
+                face = (
+                    u[1] * v[2] - u[2] * v[1],
+                    u[2] * v[0] - u[0] * v[2],
+                    u[0] * v[1] - u[1] * v[0],
+                )
+                n = [sum(nrm[int(k)][i] for k in idx[t : t + 3]) for i in range(3)]
+                agree += (face[0] * n[0] + face[1] * n[1] + face[2] * n[2]) > 0
+            assert agree / (len(idx) // 3) > 0.98, (mesh.name, _material(gltf, prim).name)
+    # The crown of the head faces up, the front of the chest faces forward.
+    skin = _mesh(gltf, "Face").primitives[0]
     pos = _read(gltf, skin.attributes.POSITION)
     nrm = _read(gltf, skin.attributes.NORMAL)
-    cx = sum(p[0] for p in pos) / len(pos)
-    cy = sum(p[1] for p in pos) / len(pos)
-    cz = sum(p[2] for p in pos) / len(pos)
-    outward = sum(
-        1 for p, n in zip(pos, nrm, strict=True) if (p[0] - cx) * n[0] + (p[1] - cy) * n[1] + (p[2] - cz) * n[2] > 0
-    )
-    assert outward / len(pos) > 0.95
+    top = max(p[1] for p in pos)
+    crown = [n for p, n in zip(pos, nrm, strict=True) if p[1] > top - 0.01]
+    assert crown and all(n[1] > 0.5 for n in crown)
+    clothing = _mesh(gltf, "Body").primitives[0]
+    pos = _read(gltf, clothing.attributes.POSITION)
+    nrm = _read(gltf, clothing.attributes.NORMAL)
+    front = max(p[2] for p in pos)
+    chest = [n for p, n in zip(pos, nrm, strict=True) if p[2] > front - 0.005]
+    assert chest and all(n[2] > 0.5 for n in chest)
 
 
 def test_materials_come_from_the_palette(lods: dict[int, tuple[bytes, float]]) -> None:
     gltf = _load(lods[2][0])
     by_name = {m.name: m for m in gltf.materials}
-    assert {"Skin", "Hair", "Clothing", "EyeWhite", "Iris", "Pupil", "Lips", "Brows"} <= set(by_name)
+    assert {"Skin", "Hair", "Clothing", "EyeWhite", "Iris", "Pupil", "Lips", "Brows"} <= set(
+        by_name
+    )
     skin = by_name["Skin"].pbrMetallicRoughness.baseColorFactor
     # #C68642 in linear RGB
     expected = [((c / 255 + 0.055) / 1.055) ** 2.4 for c in (0xC6, 0x86, 0x42)]
