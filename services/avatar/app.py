@@ -124,10 +124,11 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
     llm = build_llm(settings)
     chain = build_chain(settings)
     agents = AgentRepository(sessions)
+    describer = Describer(llm, model=settings.llm_model)
     manager = AvatarManager(
         agents=agents,
         avatars=AvatarRepository(sessions),
-        describer=Describer(llm, model=settings.llm_model),
+        describer=describer,
         chain=chain,
         store=ModelStore(settings.models_path()),
         config=WorkerConfig(
@@ -141,7 +142,7 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
     servicer = AvatarServicer(
         agents=agents,
         page_tokens=PageTokens(settings.jwt_secret, "ListAgents"),
-        describer=Describer(llm, model=settings.llm_model),
+        describer=describer,
         avatars=manager,
         model_base_url=settings.model_base_url,
     )

@@ -65,6 +65,7 @@ class MeshyServer:
     tasks: list[Task] = field(default_factory=list)
     creates: int = 0
     auth: list[str] = field(default_factory=list)
+    asset_auth: list[str] = field(default_factory=list)
     polled: asyncio.Event = field(default_factory=asyncio.Event)
     _release: asyncio.Event = field(default_factory=asyncio.Event)
     _server: asyncio.Server | None = None
@@ -141,6 +142,7 @@ class MeshyServer:
                 return _json(404, {"message": "no such task"})
             return _json(200, self._task_view(t))
         if method == "GET" and path.startswith("/assets/"):
+            self.asset_auth.append(headers.get("authorization", ""))
             if "bad" in path:
                 return 200, "model/gltf-binary", b"<html>not a model</html>"
             return 200, "model/gltf-binary", self.glb

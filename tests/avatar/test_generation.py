@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 
@@ -197,3 +198,26 @@ async def test_model_base_url_is_used_for_lod_urls(
         assert [lod.url for lod in ready.lods] == [
             f"https://cdn.example.com/models/{lod.sha256}.glb" for lod in ready.lods
         ]
+
+
+async def test_concurrent_requests_converge_on_one_job(avatar: AvatarClient) -> None:
+    await upsert(avatar, make_agent())
+    results = await asyncio.gather(*(generate(avatar) for _ in range(8)))
+    assert sum(r.started for r in results) == 1
+    assert {r.avatar.generation_count for r in results} == {1}
+    assert (await watch_to_end(avatar, "nova"))[-1].status == pb.AVATAR_STATUS_READY
+
+
+async def test_a_watcher_on_another_replica_follows_sql(
+    make_avatar_settings: Callable[..., AvatarSettings],
+) -> None:
+    settings = make_avatar_settings()
+    async with running_avatar(settings) as worker, running_avatar(settings) as other:
+        await upsert(worker, make_agent())
+        started = await generate(worker)
+        assert started.started
+        seen = await watch_to_end(other, "nova")
+        assert seen[-1].status == pb.AVATAR_STATUS_READY
+        assert len(seen) >= 2
+        meta, data = await download(other, "nova", 1)
+        assert hashlib.sha256(data).hexdigest() == meta.sha256

@@ -67,6 +67,7 @@ async def test_meshy_success_with_progress(meshy: MeshyServer, meshy_settings) -
     assert list(final.morph_targets) == []
     assert any(a.progress.provider == "meshy" for a in seen[:-1])
     assert meshy.auth == [f"Bearer {API_KEY}"]
+    assert meshy.asset_auth == [""]  # the key never goes to the asset host
     body = meshy.tasks[0].body
     assert body["mode"] == "preview" and body["art_style"] == "realistic"
     assert "Nova" in body["prompt"] and len(body["prompt"]) <= 600

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import grpc
 import pytest
 from arconv.avatar.v1 import avatar_service_pb2 as pb
@@ -24,7 +26,7 @@ async def test_cue_for_text_with_markers(avatar: AvatarClient) -> None:
     assert cue.tone == "excited" and cue.rate == pytest.approx(1.2)
     keys = list(cue.visemes)
     assert keys[0].name == "sil" and keys[-1].name == "sil" and keys[0].time_ms == 0
-    assert all(a.time_ms < b.time_ms for a, b in zip(keys, keys[1:], strict=False))
+    assert all(a.time_ms < b.time_ms for a, b in itertools.pairwise(keys))
     for key in keys:
         assert speech_pb2.Viseme.Name(key.viseme) == f"VISEME_{key.name.upper()}"
         assert 0.0 <= key.weight <= 1.0

@@ -79,11 +79,10 @@ class MeshyProvider:
         self._poll = poll_interval_s
         self._timeout = timeout_s
         self._max_bytes = max_bytes
+        # The key goes only to the API, never to the host the model is downloaded from.
+        self._auth = {"authorization": f"Bearer {api_key}"}
         self._http = http or httpx.AsyncClient(
-            base_url=base_url,
-            headers={"authorization": f"Bearer {api_key}"},
-            timeout=httpx.Timeout(30.0, connect=10.0),
-            follow_redirects=True,
+            base_url=base_url, timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=True
         )
 
     async def generate(
@@ -108,7 +107,7 @@ class MeshyProvider:
             "should_remesh": True,
         }
         with _translate():
-            resp = await self._http.post(TASKS, json=body)
+            resp = await self._http.post(TASKS, json=body, headers=self._auth)
             resp.raise_for_status()
             data = resp.json()
         task_id = data.get("result") if isinstance(data, dict) else None
@@ -119,7 +118,7 @@ class MeshyProvider:
     async def _wait(self, task_id: str, progress: ProgressFn) -> str:
         while True:
             with _translate():
-                resp = await self._http.get(f"{TASKS}/{task_id}")
+                resp = await self._http.get(f"{TASKS}/{task_id}", headers=self._auth)
                 resp.raise_for_status()
                 task: Any = resp.json()
             if not isinstance(task, dict):
@@ -148,7 +147,7 @@ class MeshyProvider:
         size = 0
         with _translate():
             # The URL is absolute (a signed asset URL); it carries its own authorisation.
-            async with self._http.stream("GET", url, headers={"authorization": ""}) as resp:
+            async with self._http.stream("GET", url) as resp:
                 resp.raise_for_status()
                 async for chunk in resp.aiter_bytes():
                     size += len(chunk)
