@@ -1,4 +1,4 @@
-"""The procedural avatar generator: real GLBs, checked by a standard loader and Khronos' validator."""
+"""The procedural avatar generator: real GLBs, read by a standard loader, checked by Khronos."""
 
 from __future__ import annotations
 
@@ -299,7 +299,10 @@ def test_normals_agree_with_winding_and_face_outwards(lods: dict[int, tuple[byte
     pos = _read(gltf, clothing.attributes.POSITION)
     nrm = _read(gltf, clothing.attributes.NORMAL)
     front = max(p[2] for p in pos)
-    chest = [n for p, n in zip(pos, nrm, strict=True) if p[2] > front - 0.005]
+    bottom = min(p[1] for p in pos)
+    chest = [
+        n for p, n in zip(pos, nrm, strict=True) if p[2] > front - 0.005 and p[1] > bottom + 0.01
+    ]
     assert chest and all(n[2] > 0.5 for n in chest)
 
 
@@ -355,12 +358,14 @@ def test_face_mesh_carries_the_named_morph_targets(lods: dict[int, tuple[bytes, 
     # Sparse storage: morph deltas must not dominate the file by being dense.
     doc = read_glb_json(lods[0][0])
     face_doc = next(m for m in doc["meshes"] if m["name"] == "Face")
+    stored = dense = 0
     for prim in face_doc["primitives"]:
         for target in prim["targets"]:
             acc = doc["accessors"][target["POSITION"]]
             assert "bufferView" not in acc
-            if "sparse" in acc:
-                assert acc["sparse"]["count"] < acc["count"]
+            stored += acc["sparse"]["count"] if "sparse" in acc else 0
+            dense += acc["count"]
+    assert stored < 0.3 * dense
 
 
 def test_rest_targets_are_all_zero(lods: dict[int, tuple[bytes, float]]) -> None:
@@ -382,7 +387,8 @@ def test_visemes_move_only_the_mouth(lods: dict[int, tuple[bytes, float]]) -> No
                 assert moved == [], f"{name} moves the brows"
             for i in moved:
                 assert rest[i][1] < eye_y, f"{name} moves a vertex above the eyes"
-            assert len(moved) < 0.5 * len(rest), f"{name} moves most of {material}"
+            if material == "Skin":
+                assert len(moved) < 0.5 * len(rest), f"{name} moves most of the skin"
         assert moved_any, name
 
 
