@@ -1,0 +1,1 @@
+"""The token service: ephemeral, scoped, revocable TTS provider tokens (EdDSA JWTs)."""

@@ -6,6 +6,7 @@ Keys (under the store's prefix; the user id is always the last part):
   rate:<token id>           consumed requests of a token (a one-hour window from its first use)
   quota:<UTC day>:<user>    characters consumed today
   revoked:<token id>        present while a revoked token would otherwise still be valid
+  room_ended:<room id>      set by RevokeRoomTokens, for issues that raced with it
 """
 
 from __future__ import annotations
@@ -81,3 +82,9 @@ class Limits:
 
     async def is_revoked(self, token_id: str) -> bool:
         return await self._kv.exists(f"revoked:{token_id}")
+
+    async def mark_room_ended(self, room_id: str, *, ttl_s: float) -> None:
+        await self._kv.set(f"room_ended:{room_id}", "1", ttl_s=ttl_s)
+
+    async def room_ended(self, room_id: str) -> bool:
+        return await self._kv.exists(f"room_ended:{room_id}")

@@ -147,7 +147,27 @@ class TokenService:
                 operation=claims.scope,
                 detail=f"refreshed from {parent}" if parent else "",
             )
+        # The room may have ended after the rooms service said it was open. RevokeRoomTokens
+        # marks the room before it looks for tokens, and this looks for the mark after the
+        # token is committed, so one of the two always catches the token.
+        if await self._limits.room_ended(grant.room_id):
+            await self._revoke_late(claims, now)
+            raise _room_ended(grant.room_id)
         return token, claims
+
+    async def _revoke_late(self, claims: Claims, now: float) -> None:
+        await self._limits.revoke(
+            claims.token_id, expires_at=claims.expires_at, now=now, leeway_s=self._codec.leeway_s
+        )
+        async with self._repo.begin() as s:
+            if await self._repo.mark_revoked(s, token_id=claims.token_id, now=at(now)):
+                await self._repo.audit(
+                    s,
+                    action=Action.REVOKE_ROOM,
+                    time=at(now),
+                    claims=claims,
+                    detail="issued while the room ended",
+                )
 
     async def verify(
         self, *, token: str, operation: str, voice_id: str, input_length: int, consume: bool
@@ -245,6 +265,7 @@ class TokenService:
         room_id = validate_room_id(room_id)
         now = self._clock()
         leeway = self._codec.leeway_s
+        await self._limits.mark_room_ended(room_id, ttl_s=self._codec.ttl_s + leeway)
         async with self._repo.begin() as s:
             recs = await self._repo.live_for_room(s, room_id=room_id, now=at(now - leeway))
             for rec in recs:

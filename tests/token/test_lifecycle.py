@@ -233,3 +233,22 @@ async def test_unreachable_redis_is_unavailable_not_allowed(mesh: Mesh) -> None:
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     # Nothing was recorded by the failed calls.
     assert (await mesh.usage("alice")).active_tokens == 1
+
+
+@pytest.mark.parametrize("kv_backend", ["memory", "redis"], indirect=True)
+async def test_issue_racing_with_room_end_is_caught(mesh: Mesh) -> None:
+    room = await mesh.room("alice")
+    # As if the room ended between the rooms service's answer and the token being stored:
+    # RevokeRoomTokens has run, the rooms service still says ACTIVE.
+    resp = await mesh.token.RevokeRoomTokens(
+        pb.RevokeRoomTokensRequest(room_id=room), metadata=mesh.service_md()
+    )
+    assert resp.revoked_count == 0
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await mesh.issue("alice", room)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _reason(e.value) == "ROOM_ENDED"
+    assert (await mesh.usage("alice")).active_tokens == 0
+    rows = await mesh.audit()
+    assert [r["action"] for r in rows] == ["issue", "revoke_room"]
+    assert rows[0]["token_id"] == rows[1]["token_id"]
