@@ -361,7 +361,17 @@ class ConversationCore:
         return status
 
     async def notify_room_state(self, room_id: str, status: RoomStatus) -> None:
-        """A room changed status outside a stream; ENDED stops its reply and closes its streams."""
+        """A room changed status outside a stream; ENDED stops its reply and closes its streams.
+
+        The work goes on if the caller gives up waiting (its deadline is short), so the
+        room's streams always hear about the change.
+        """
+        task = asyncio.ensure_future(self._room_state_changed(room_id, status))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.shield(task)
+
+    async def _room_state_changed(self, room_id: str, status: RoomStatus) -> None:
         if status is RoomStatus.ENDED:
             holder = await self._bus.get_state(active_key(room_id))
             if holder is not None:

@@ -17,7 +17,7 @@ from arconv.stream.v1 import stream_service_pb2 as pb
 from google.rpc import code_pb2
 
 from services.common.bus import Bus
-from services.common.errors import DomainError, Unavailable
+from services.common.errors import DomainError, FailedPrecondition, Unavailable
 from services.llm import (
     ChatMessage,
     LLMProvider,
@@ -256,6 +256,10 @@ class Generation:
                     idempotency_key=f"agent:{self.stream_id}",
                 )
                 return stored.message_id
+            except FailedPrecondition as exc:
+                # The room ended meanwhile: the rooms service keeps no more messages in it.
+                log.warning("reply %s not stored: %s", self.stream_id, exc.message)
+                return ""
             except DomainError as exc:
                 log.error("storing reply %s failed (attempt %d): %s", self.stream_id, attempt, exc)
         return ""

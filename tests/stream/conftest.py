@@ -208,13 +208,20 @@ class Conversation:
     def __init__(self, call: Any) -> None:
         self.call = call
         self.seen: list[pb.ConverseResponse] = []
+        self._reading: asyncio.Future[Any] | None = None
 
     async def send(self, req: pb.ConverseRequest) -> None:
         await self.call.write(req)
 
     async def next(self, wait_s: float = 10) -> pb.ConverseResponse:
-        async with asyncio.timeout(wait_s):
-            event = await self.call.read()
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self.call.read())
+        # Waiting must not cancel the read: that would cancel the call.
+        done, _ = await asyncio.wait({self._reading}, timeout=wait_s)
+        if not done:
+            raise TimeoutError(f"no event within {wait_s} s")
+        event = self._reading.result()
+        self._reading = None
         assert event is not grpc.aio.EOF, "the stream ended"
         self.seen.append(event)
         return event

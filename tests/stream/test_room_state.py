@@ -1,0 +1,204 @@
+"""One cursor for pause/resume, reconnects and second devices; room state from the rooms service."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
+from arconv.stream.v1 import stream_service_pb2 as pb
+from google.rpc import code_pb2
+
+from services.common.errors import status_details
+from tests.llm.openai_server import OpenAICompatServer, Script
+from tests.stream.conftest import converse, join, kinds, message
+from tests.stream.test_interrupts import SLOW, openai_llm
+
+PAUSE = pb.ConverseRequest(pause=pb.Pause())
+RESUME = pb.ConverseRequest(resume=pb.Resume())
+
+
+def is_state(status: int):
+    return lambda e: e.HasField("room_state") and e.room_state.status == status
+
+
+def ids(events: list[pb.ConverseResponse]) -> list[int]:
+    return [e.event_id for e in events if e.event_id]
+
+
+async def test_pause_holds_delivery_and_resume_continues_without_loss_or_repeat(
+    make_mesh, openai_server: OpenAICompatServer, bus_backend
+) -> None:
+    openai_server.script = Script(deltas=SLOW.deltas[:20], delay_s=0.02)
+    mesh = await make_mesh(provider=openai_llm(openai_server), bus=bus_backend)
+    room = await mesh.room("alice")
+    phone = await converse(mesh, "alice", room)
+    glasses = await converse(mesh, "alice", room)
+    await phone.send(message("Hi", "c1"))
+    await phone.until_kind("stream_chunk")
+    await phone.send(PAUSE)
+    paused = (await phone.until(is_state(rooms_pb.ROOM_STATUS_PAUSED)))[-1]
+    await glasses.until(is_state(rooms_pb.ROOM_STATUS_PAUSED))
+
+    # A paused room takes no message; generation carries on into the log.
+    await phone.send(message("more", "c2"))
+    refused = await phone.next()
+    assert refused.stream_error.code == code_pb2.FAILED_PRECONDITION
+    assert refused.stream_error.client_message_id == "c2"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await mesh.stream().SendMessage(
+            pb.SendMessageRequest(room_id=room, content="x", client_message_id="c3"),
+            metadata=mesh.md("alice"),
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    request = await openai_server.request(0)
+    await request.wait_done()
+    assert request.completed
+    # Delivery is held: nothing arrives while the room is paused.
+    with pytest.raises(TimeoutError):
+        await phone.next(wait_s=0.5)
+
+    # A device that joins now starts held at the newest event.
+    late = (
+        await mesh.stream()
+        .Subscribe(pb.SubscribeRequest(room_id=room), metadata=mesh.md("alice"))
+        .read()
+    )
+    assert late.event.joined.status == rooms_pb.ROOM_STATUS_PAUSED
+
+    await phone.send(RESUME)
+    after = await phone.until(is_state(rooms_pb.ROOM_STATUS_ACTIVE))
+    assert ids(after) == list(range(paused.event_id + 1, paused.event_id + 1 + len(ids(after))))
+    assert "stream_ended" in kinds(after)
+    assert after[-1].event_id > max(e.event_id for e in after if e.HasField("stream_ended"))
+
+    seen_phone = [e for e in phone.seen if e.event_id]
+    await glasses.until(is_state(rooms_pb.ROOM_STATUS_ACTIVE))
+    seen_glasses = [e for e in glasses.seen if e.event_id]
+    assert seen_glasses == seen_phone, "every device receives every event"
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await mesh.stream().ResumeStream(
+            pb.ResumeStreamRequest(room_id=room), metadata=mesh.md("alice")
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    r = await mesh.stream().PauseStream(
+        pb.PauseStreamRequest(room_id=room), metadata=mesh.md("alice")
+    )
+    assert r.status == rooms_pb.ROOM_STATUS_PAUSED
+    await phone.until(is_state(rooms_pb.ROOM_STATUS_PAUSED))
+
+
+async def test_reconnect_with_the_cursor_resumes_exactly(
+    make_mesh, openai_server: OpenAICompatServer, bus_backend
+) -> None:
+    openai_server.script = Script(deltas=SLOW.deltas[:30], delay_s=0.01)
+    mesh = await make_mesh(provider=openai_llm(openai_server), bus=bus_backend)
+    room = await mesh.room("alice")
+    watcher = await converse(mesh, "alice", room)
+    flaky = await converse(mesh, "alice", room)
+    await flaky.send(message("Hi", "c1"))
+    await flaky.until(lambda e: e.HasField("stream_chunk") and e.stream_chunk.chunk_index == 3)
+    cursor = flaky.seen[-1].event_id
+    flaky.call.cancel()
+
+    back = await converse(mesh, "alice", room, after=cursor)
+    rest = await back.until_kind("stream_ended")
+    everything = await watcher.until_kind("stream_ended")
+    assert [e for e in flaky.seen if e.event_id] + rest == [e for e in everything if e.event_id]
+
+
+async def test_a_cursor_older_than_the_kept_events_is_out_of_range(make_mesh) -> None:
+    mesh = await make_mesh(stream_events_maxlen=10)
+    room = await mesh.room("alice")
+    conv = await converse(mesh, "alice", room)
+    await conv.send(message("Tell me a story please", "c1"))
+    last = (await conv.until_kind("stream_ended"))[-1].event_id
+    assert last > 11
+    call = mesh.stream().Converse(iter([join(room, after=1)]), metadata=mesh.md("alice"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in call:
+            pass
+    assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    reasons = [d.reason for d in status_details(info.value) if hasattr(d, "reason")]
+    assert "CURSOR_EXPIRED" in reasons
+    ok = await converse(mesh, "alice", room, after=last - 5)
+    assert [e.event_id for e in await ok.until_kind("stream_ended")] == list(
+        range(last - 4, last + 1)
+    )
+
+
+async def test_pause_and_end_from_the_rooms_service(
+    make_mesh, openai_server: OpenAICompatServer, bus_backend
+) -> None:
+    openai_server.script = SLOW
+    mesh = await make_mesh(provider=openai_llm(openai_server), bus=bus_backend)
+    room = await mesh.room("alice")
+    conv = await converse(mesh, "alice", room)
+    sub = mesh.stream().Subscribe(pb.SubscribeRequest(room_id=room), metadata=mesh.md("alice"))
+    assert (await sub.read()).event.HasField("joined")
+
+    await mesh.rooms.PauseRoom(rooms_pb.PauseRoomRequest(room_id=room), metadata=mesh.md("alice"))
+    await conv.until(is_state(rooms_pb.ROOM_STATUS_PAUSED))
+    await mesh.rooms.ResumeRoom(rooms_pb.ResumeRoomRequest(room_id=room), metadata=mesh.md("alice"))
+    await conv.until(is_state(rooms_pb.ROOM_STATUS_ACTIVE))
+
+    await conv.send(message("Hi", "c1"))
+    await conv.until_kind("stream_chunk")
+    await mesh.rooms.EndRoom(rooms_pb.EndRoomRequest(room_id=room), metadata=mesh.md("alice"))
+    tail = await conv.until(is_state(rooms_pb.ROOM_STATUS_ENDED))
+    ended = [e.stream_ended for e in tail if e.HasField("stream_ended")]
+    assert [e.reason for e in ended] == [pb.STREAM_END_REASON_INTERRUPTED]
+    assert await conv.call.read() == grpc.aio.EOF
+    assert await conv.call.code() == grpc.StatusCode.OK
+    sub_events = []
+    while (r := await sub.read()) != grpc.aio.EOF:
+        sub_events.append(r.event)
+    assert sub_events[-1].room_state.status == rooms_pb.ROOM_STATUS_ENDED
+    assert await sub.code() == grpc.StatusCode.OK
+    # Each change is announced once, although both the stream and rooms services report it.
+    states = [e.room_state.status for e in conv.seen if e.HasField("room_state")]
+    assert states == [
+        rooms_pb.ROOM_STATUS_PAUSED,
+        rooms_pb.ROOM_STATUS_ACTIVE,
+        rooms_pb.ROOM_STATUS_ENDED,
+    ]
+    # An ended room keeps no more messages: the interrupted reply is not stored.
+    assert ended[0].agent_message_id == ""
+    assert [m.sender_type for m in await mesh.messages("alice", room)] == [
+        rooms_pb.SENDER_TYPE_HUMAN
+    ]
+
+
+async def test_half_close_ends_after_the_reply_to_the_last_message(make_mesh) -> None:
+    mesh = await make_mesh()
+    room = await mesh.room("alice")
+    call = mesh.stream().Converse(
+        iter([join(room), message("Hello there!", "c1")]), metadata=mesh.md("alice")
+    )
+    events = [e async for e in call]
+    assert await call.code() == grpc.StatusCode.OK
+    assert kinds(events)[:3] == ["joined", "message_accepted", "stream_started"]
+    assert kinds(events)[-1] == "stream_ended"
+
+
+async def test_subscribe_and_send_message_behave_like_converse(make_mesh) -> None:
+    mesh = await make_mesh()
+    room = await mesh.room("alice")
+    stub = mesh.stream()
+    sub = stub.Subscribe(pb.SubscribeRequest(room_id=room), metadata=mesh.md("alice"))
+    joined = (await sub.read()).event
+    assert joined.joined.status == rooms_pb.ROOM_STATUS_ACTIVE
+    sent = await stub.SendMessage(
+        pb.SendMessageRequest(room_id=room, content="Hello!", client_message_id="w1"),
+        metadata=mesh.md("alice"),
+    )
+    events = []
+    async with asyncio.timeout(10):
+        while not events or not events[-1].HasField("stream_ended"):
+            events.append((await sub.read()).event)
+    assert events[0].stream_started.stream_id == sent.stream_id
+    assert events[0].stream_started.message_id == sent.message_id
+    assert events[0].event_id == joined.joined.last_event_id + 1
+    sub.cancel()
