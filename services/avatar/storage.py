@@ -12,6 +12,14 @@ from pathlib import Path
 from services.avatar.errors import ModelCorrupt
 
 
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 class ModelStore:
     """Files named by the sha256 of their content, written atomically (temp file + rename)."""
 
@@ -24,8 +32,8 @@ class ModelStore:
     def _put(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         target = self.path(sha)
-        if target.is_file() and target.stat().st_size == len(data):
-            return sha
+        if target.is_file() and _sha256_of(target) == sha:
+            return sha  # already stored; a damaged copy is replaced below
         self._dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-", suffix=".glb")
         try:

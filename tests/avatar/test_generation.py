@@ -185,6 +185,13 @@ async def test_corrupt_or_missing_model_file_is_data_loss(avatar: AvatarClient) 
         assert word in (exc.value.details() or "")
     _, good = await download(avatar, "nova", 2)
     assert hashlib.sha256(good).hexdigest() == ready.lods[2].sha256
+    # Regenerating (the same profile gives the same bytes) repairs the store.
+    assert (await generate(avatar, force=True)).started
+    again = (await watch_to_end(avatar, "nova"))[-1]
+    assert [lod.sha256 for lod in again.lods] == [lod.sha256 for lod in ready.lods]
+    for level in (0, 1):
+        meta, data = await download(avatar, "nova", level)
+        assert hashlib.sha256(data).hexdigest() == meta.sha256
 
 
 async def test_model_base_url_is_used_for_lod_urls(
@@ -221,3 +228,28 @@ async def test_a_watcher_on_another_replica_follows_sql(
         assert len(seen) >= 2
         meta, data = await download(other, "nova", 1)
         assert hashlib.sha256(data).hexdigest() == meta.sha256
+
+
+async def test_a_slow_watcher_gets_the_latest_state_without_blocking() -> None:
+    from datetime import UTC, datetime
+
+    from services.avatar.jobs import AvatarRecord
+    from services.avatar.progress import QUEUE_SIZE, ProgressBroadcaster
+
+    now = datetime.now(UTC)
+
+    def record(percent: int) -> AvatarRecord:
+        return AvatarRecord(
+            "nova", "j", "GENERATING", "anime", "procedural", (), (), "", "generating",
+            percent, 1, 0, None, None, now, now,
+        )  # fmt: skip
+
+    bus = ProgressBroadcaster()
+    with bus.subscribe("nova") as slow, bus.subscribe("nova") as other:
+        for percent in range(QUEUE_SIZE * 3):
+            bus.publish(record(percent))
+        assert slow.queue.qsize() == QUEUE_SIZE
+        drained = [slow.queue.get_nowait().percent for _ in range(QUEUE_SIZE)]
+        assert drained[-1] == QUEUE_SIZE * 3 - 1
+        assert other.queue.qsize() == QUEUE_SIZE
+    assert bus.watchers("nova") == 0
