@@ -1,4 +1,4 @@
-"""``generate_glb``: a spec and a level of detail in, a validated-shape GLB out."""
+"""``generate_glb``: a spec and a level of detail in, a glTF 2.0 binary out."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def _materials(spec: ProceduralSpec, p: Proportions) -> dict[str, JsonObject]:
     robot = p.style == "robot"
     skin = _pbr("Skin", spec.skin_color, metallic=p.metal, roughness=p.rough)
     if robot:
-        lips = _pbr("MouthTrim", "#1c1c20", metallic=0.6, roughness=0.4)
+        lips = _pbr("MouthTrim", "#4a4e58", metallic=0.8, roughness=0.35)
         mouth = _pbr("MouthInterior", "#060608", roughness=0.9)
         teeth = _pbr("Teeth", "#b8bcc4", metallic=0.9, roughness=0.3)
         brows = _pbr("Brows", spec.accent_color, metallic=0.9, roughness=0.3)

@@ -279,7 +279,6 @@ def build_face(shape: HeadShape, budget: int, detail: float) -> Face:
 
     # --- the head surface, with a slit along the mouth line -----------------
     geom = Geometry()
-    rows = len(thetas) - 2  # rows 1 .. rings - 1
     for j in range(1, rings):
         for phi in phis:
             geom.add_vertex(shape.local(thetas[j], phi))
@@ -297,15 +296,13 @@ def build_face(shape: HeadShape, budget: int, detail: float) -> Face:
         lower_copy[original] = geom.add_vertex(geom.positions[original], TAG_LOWER)
 
     labels: list[int] = []
-    lips_enabled = True
 
     def lip_label(tri: tuple[int, int, int]) -> int:
-        if not lips_enabled:
-            return 0
         cx = sum(geom.positions[v][0] for v in tri) / 3.0
         cy = sum(geom.positions[v][1] for v in tri) / 3.0 - my
+        cz = sum(geom.positions[v][2] for v in tri) / 3.0
         half = p.mouth_w * 1.06
-        if abs(cx) >= half:
+        if abs(cx) >= half or cz < 0.5 * p.rz:
             return 0
         shape_f = math.sqrt(1.0 - (cx / half) ** 2)
         upper = (0.0075 * k) * shape_f + 0.0008 * k
@@ -330,7 +327,6 @@ def build_face(shape: HeadShape, budget: int, detail: float) -> Face:
         tri = (vid(rings - 1, c), bottom, vid(rings - 1, c + 1))
         geom.add_triangle(*tri)
         labels.append(0)
-    del rows
     geom.compute_normals()
     head_parts = split_faces(geom, labels, (0, 1))
 
