@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import json
 import shutil
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +71,12 @@ def render(cfg: EdgeConfig) -> str:
     return text
 
 
+def die_with_parent() -> None:
+    """In a child process (Linux): receive SIGTERM when the parent dies, so none is orphaned."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def _write_config(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -100,6 +109,7 @@ async def start_envoy(
         "--disable-hot-restart",
         stdout=out,
         stderr=out,
+        preexec_fn=die_with_parent,
     )
 
 

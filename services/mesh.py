@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -19,16 +18,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, Settings
 from services.common.db import migrate
 from services.common.server import authority_from
-from services.edge import EdgeConfig, parse_origins, start_envoy, wait_envoy_ready
+from services.edge import (
+    EdgeConfig,
+    die_with_parent,
+    parse_origins,
+    start_envoy,
+    wait_envoy_ready,
+)
 
 SERVICES = ("avatar", "rooms", "token", "stream")
 SQL_SERVICES = ("avatar", "rooms", "token")
-
-
-def _die_with_parent() -> None:
-    # Linux: children get SIGTERM if the runner dies, so nothing is left orphaned.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 async def _wait_healthy(port: int, timeout_s: float = 30.0) -> None:
@@ -47,10 +46,25 @@ async def _wait_healthy(port: int, timeout_s: float = 30.0) -> None:
             await asyncio.sleep(0.2)
 
 
+def service_ports(settings: Settings) -> dict[str, int]:
+    """Each service listens on the port of its ARCONV_<NAME>_ADDR (defaults 50051-50054)."""
+    addrs = {
+        "rooms": settings.rooms_addr,
+        "stream": settings.stream_addr,
+        "avatar": settings.avatar_addr,
+        "token": settings.token_addr,
+    }
+    out = {}
+    for name, addr in addrs.items():
+        port = addr.rsplit(":", 1)[-1]
+        out[name] = int(port) if port.isdigit() else DEFAULT_PORTS[name]
+    return out
+
+
 async def _seed(settings: Settings) -> int:
     from services.avatar.demo import seed_demo_agents
 
-    return await seed_demo_agents(settings, f"127.0.0.1:{DEFAULT_PORTS['avatar']}")
+    return await seed_demo_agents(settings, settings.avatar_addr)
 
 
 async def run() -> int:
@@ -65,27 +79,31 @@ async def run() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        ports = service_ports(settings)
+        metrics_on = os.environ.get("ARCONV_MESH_METRICS", "1") != "0"
         for name in SERVICES:
             env = {
                 **os.environ,
-                "ARCONV_PORT": str(DEFAULT_PORTS[name]),
-                "ARCONV_METRICS_PORT": str(DEFAULT_METRICS_PORTS[name]),
+                "ARCONV_PORT": str(ports[name]),
+                "ARCONV_METRICS_PORT": str(DEFAULT_METRICS_PORTS[name] if metrics_on else -1),
                 "ARCONV_LOG_FORMAT": os.environ.get("ARCONV_LOG_FORMAT", "text"),
             }
             procs[name] = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", f"services.{name}", env=env, preexec_fn=_die_with_parent
+                sys.executable, "-m", f"services.{name}", env=env, preexec_fn=die_with_parent
             )
-        await asyncio.gather(*(_wait_healthy(DEFAULT_PORTS[n]) for n in SERVICES))
+        await asyncio.gather(*(_wait_healthy(ports[n]) for n in SERVICES))
         seeded = await _seed(settings)
         origins = parse_origins(os.environ.get("ARCONV_CORS_ORIGINS", ""))
         edge = EdgeConfig(
             listen_host=os.environ.get("ARCONV_EDGE_HOST", "127.0.0.1"),
             listen_port=int(os.environ.get("ARCONV_EDGE_PORT", "8080")),
+            admin_port=int(os.environ.get("ARCONV_EDGE_ADMIN_PORT", "9901")),
+            upstreams=ports,
             cors_origins=origins,
         )
         procs["envoy"] = await start_envoy(edge, var / "envoy")
         await wait_envoy_ready(edge.admin_port)
-        _banner(settings, edge, seeded)
+        _banner(settings, edge, ports, seeded)
         waiters = {asyncio.ensure_future(p.wait()): n for n, p in procs.items()}
         stopper = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({*waiters, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -114,13 +132,13 @@ async def _stop_all(procs: dict[str, asyncio.subprocess.Process]) -> None:
     print("arconv: stopped", file=sys.stderr)
 
 
-def _banner(settings: Settings, edge: EdgeConfig, seeded: int) -> None:
+def _banner(settings: Settings, edge: EdgeConfig, ports: dict[str, int], seeded: int) -> None:
     token = authority_from(settings).mint("alice", ttl_s=3600)
     port = edge.listen_port
     print(
         f"""
-arconv is up: rooms :{DEFAULT_PORTS["rooms"]}  stream :{DEFAULT_PORTS["stream"]}  \
-avatar :{DEFAULT_PORTS["avatar"]}  token :{DEFAULT_PORTS["token"]}
+arconv is up: rooms :{ports["rooms"]}  stream :{ports["stream"]}  \
+avatar :{ports["avatar"]}  token :{ports["token"]}
 Envoy (gRPC and gRPC-web): {edge.listen_host}:{port}   admin :{edge.admin_port}
 Demo agents seeded: {seeded}
 

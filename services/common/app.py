@@ -40,7 +40,9 @@ def run_service(name: str, settings_cls: type[S], open_spec: SpecFactory[S]) -> 
 async def _serve(name: str, settings: S, open_spec: SpecFactory[S]) -> None:
     async with open_spec(settings) as spec:
         running = await create_server(settings, spec)
-        metrics_port = serve_metrics(settings.metrics_port, settings.host)
+        metrics_port = serve_metrics(
+            -1 if settings.metrics_port is None else settings.metrics_port, settings.host
+        )
         log.info(
             "started",
             extra={"fields": {"grpc_port": running.port, "metrics_port": metrics_port}},

@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     env: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
-    metrics_port: int = Field(default=-1, ge=-1, le=65535)
+    # None: the service's default metrics port; -1 disables the metrics endpoint.
+    metrics_port: int | None = Field(default=None, ge=-1, le=65535)
     var_dir: Path = Path("var")
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -85,7 +86,7 @@ def load_settings(cls: type[Settings], service: str) -> Settings:
     settings = cls()
     if settings.port == 0 and "ARCONV_PORT" not in _env():
         settings.port = DEFAULT_PORTS[service]
-    if settings.metrics_port == -1:
+    if settings.metrics_port is None:
         settings.metrics_port = DEFAULT_METRICS_PORTS[service]
     return settings
 
