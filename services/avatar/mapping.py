@@ -11,7 +11,7 @@ from google.protobuf import timestamp_pb2
 from services.avatar.agents import Agent, AgentInput, Appearance
 from services.avatar.description import CharacterDescription
 from services.avatar.jobs import AvatarRecord
-from services.speech import Cue
+from services.speech import AZURE_TO_OCULUS, OCULUS_TO_ARKIT, POLLY_TO_OCULUS, VISEMES, Cue
 
 _STYLE_TO_PB = {
     "anime": pb.AVATAR_STYLE_ANIME,
@@ -182,4 +182,42 @@ def cue_to_pb(cue: Cue) -> speech_pb2.SpeechCue:
             for k in cue.visemes
         ],
         duration_ms=cue.duration_ms,
+    )
+
+
+def viseme_enum(name: str) -> speech_pb2.Viseme:
+    """The arconv.avatar.v1.Viseme value of an Oculus viseme name ("sil", "PP", ..., "U")."""
+    return speech_pb2.Viseme.Value(f"VISEME_{name.upper()}")  # type: ignore[return-value]
+
+
+def viseme_mappings_to_pb() -> pb.GetVisemeMappingsResponse:
+    """The speech engine's published mapping tables, as protobuf."""
+    return pb.GetVisemeMappingsResponse(
+        oculus_to_arkit=[
+            pb.OculusToArkit(
+                viseme=viseme_enum(name),
+                name=name,
+                blendshapes=[
+                    pb.ArkitBlendshapeWeight(blendshape=shape, weight=weight)
+                    for shape, weight in sorted(OCULUS_TO_ARKIT[name].items())
+                ],
+            )
+            for name in VISEMES
+        ],
+        azure_to_oculus=[
+            pb.ProviderViseme(
+                provider_viseme=str(vid),
+                viseme=viseme_enum(name),
+                name=name,
+            )
+            for vid, name in sorted(AZURE_TO_OCULUS.items())
+        ],
+        polly_to_oculus=[
+            pb.ProviderViseme(
+                provider_viseme=code,
+                viseme=viseme_enum(name),
+                name=name,
+            )
+            for code, name in POLLY_TO_OCULUS.items()
+        ],
     )

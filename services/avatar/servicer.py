@@ -34,6 +34,7 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
         self._describer = describer
         self._avatars = avatars
         self._base_url = model_base_url
+        self._mappings = mapping.viseme_mappings_to_pb()
 
     async def _agent(self, agent_id: str) -> Agent:
         validate_agent_id(agent_id)
@@ -136,3 +137,8 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
     ) -> pb.ComputeVisemesResponse:
         cue = compute_visemes(request.text, request.tone)
         return pb.ComputeVisemesResponse(cue=mapping.cue_to_pb(cue))
+
+    async def GetVisemeMappings(
+        self, request: pb.GetVisemeMappingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetVisemeMappingsResponse:
+        return self._mappings

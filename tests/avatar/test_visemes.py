@@ -60,3 +60,33 @@ async def test_needs_a_token(avatar: AvatarClient) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await avatar.stub.ComputeVisemes(pb.ComputeVisemesRequest(text="hi"))
     assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_viseme_mappings_are_published_complete(avatar: AvatarClient) -> None:
+    resp = await avatar.stub.GetVisemeMappings(pb.GetVisemeMappingsRequest(), metadata=avatar.user)
+    names = [m.name for m in resp.oculus_to_arkit]
+    assert names == ["sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR"] + [
+        "aa",
+        "E",
+        "I",
+        "O",
+        "U",
+    ]
+    by_name = {m.name: m for m in resp.oculus_to_arkit}
+    assert not by_name["sil"].blendshapes
+    jaw = {b.blendshape: b.weight for b in by_name["aa"].blendshapes}
+    assert jaw.get("jawOpen", 0) > 0.3
+    for m in resp.oculus_to_arkit:
+        assert speech_pb2.Viseme.Name(m.viseme) == f"VISEME_{m.name.upper()}"
+        assert all(0 < b.weight <= 1 for b in m.blendshapes)
+    assert [p.provider_viseme for p in resp.azure_to_oculus] == [str(i) for i in range(22)]
+    assert resp.azure_to_oculus[0].name == "sil"
+    polly = {p.provider_viseme: p.name for p in resp.polly_to_oculus}
+    assert polly["p"] == "PP" and polly["f"] == "FF" and polly["sil"] == "sil"
+    assert len(polly) == 17
+
+
+async def test_viseme_mappings_need_a_token(avatar: AvatarClient) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await avatar.stub.GetVisemeMappings(pb.GetVisemeMappingsRequest())
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
