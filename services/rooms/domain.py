@@ -61,15 +61,21 @@ class Action(enum.Enum):
         return self.value[1]
 
 
-def accepting_statuses(sender: SenderType) -> frozenset[RoomStatus]:
+def accepting_statuses(
+    sender: SenderType, status: MessageStatus = MessageStatus.COMPLETE
+) -> frozenset[RoomStatus]:
     """Statuses in which a room accepts a message from `sender`.
 
     An agent reply may finish just as the person pauses, so AGENT messages are accepted
-    while PAUSED; a person speaks only into an ACTIVE room.
+    while PAUSED; a reply cut short because the room ended (INTERRUPTED or FAILED) is
+    still stored in the ENDED room, so the history keeps what the person heard. A person
+    speaks only into an ACTIVE room.
     """
     if sender is SenderType.HUMAN:
         return frozenset({RoomStatus.ACTIVE})
-    return OPEN_STATUSES
+    if status is MessageStatus.COMPLETE:
+        return OPEN_STATUSES
+    return OPEN_STATUSES | {RoomStatus.ENDED}
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,7 +246,7 @@ class RoomRepository:
         stored = await self._message_by_key(session, room_id, message.idempotency_key)
         if stored is not None:
             return stored, False
-        allowed = accepting_statuses(message.sender_type)
+        allowed = accepting_statuses(message.sender_type, message.status)
         # Conditional on the status, so a concurrent pause or end cannot slip in between.
         touched = (
             await session.execute(

@@ -118,6 +118,18 @@ async def test_who_may_append_in_which_status(rooms: Rooms, user_md, service_md)
         )
         assert error_info(err).metadata["status"] == "ROOM_STATUS_ENDED"
     assert await rooms.count("SELECT COUNT(*) FROM messages") == 1
+    # The reply the room's end cut short is still stored, as INTERRUPTED.
+    cut = await append(
+        rooms,
+        as_alice,
+        rid,
+        "a3",
+        sender_type=AGENT,
+        status=pb.MESSAGE_STATUS_INTERRUPTED,
+        stream_id="s-1",
+    )
+    assert cut.created and cut.message.status == pb.MESSAGE_STATUS_INTERRUPTED
+    assert await rooms.count("SELECT COUNT(*) FROM messages") == 2
 
 
 async def test_append_is_internal_and_owner_scoped(rooms: Rooms, user_md, service_md) -> None:

@@ -164,11 +164,17 @@ async def test_pause_and_end_from_the_rooms_service(
         rooms_pb.ROOM_STATUS_ACTIVE,
         rooms_pb.ROOM_STATUS_ENDED,
     ]
-    # An ended room keeps no more messages: the interrupted reply is not stored.
-    assert ended[0].agent_message_id == ""
-    assert [m.sender_type for m in await mesh.messages("alice", room)] == [
-        rooms_pb.SENDER_TYPE_HUMAN
+    # The reply the room's end cut short is stored as INTERRUPTED with what was delivered.
+    assert ended[0].agent_message_id
+    stored = await mesh.messages("alice", room)
+    assert [m.sender_type for m in stored] == [
+        rooms_pb.SENDER_TYPE_HUMAN,
+        rooms_pb.SENDER_TYPE_AGENT,
     ]
+    assert stored[1].message_id == ended[0].agent_message_id
+    assert stored[1].status == rooms_pb.MESSAGE_STATUS_INTERRUPTED
+    delivered = "".join(e.stream_chunk.text for e in conv.seen if e.HasField("stream_chunk"))
+    assert stored[1].text == delivered
 
 
 async def test_half_close_ends_after_the_reply_to_the_last_message(make_mesh) -> None:
