@@ -9,19 +9,9 @@ from typing import Any
 
 from services.avatar.colors import HEX_COLOR, to_hex
 from services.common.errors import InvalidArgument
+from services.common.vocabulary import EMOTIONS
 
 STYLES: tuple[str, ...] = ("anime", "realistic", "cartoon", "chibi", "robot", "fantasy")
-EMOTIONS: tuple[str, ...] = (
-    "neutral",
-    "happy",
-    "sad",
-    "angry",
-    "surprised",
-    "calm",
-    "excited",
-    "thoughtful",
-    "concerned",
-)
 
 AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 VOICE_PROVIDER = re.compile(r"[a-z0-9_-]{1,64}")

@@ -59,6 +59,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from services.common.vocabulary import EMOTIONS, GESTURES, POSES, TONES
+
 __all__ = [
     "EMOTIONS",
     "GESTURES",
@@ -85,51 +87,6 @@ class MarkerType(enum.Enum):
     TONE = "tone"
     POSE = "pose"
 
-
-EMOTIONS: tuple[str, ...] = (
-    "neutral",
-    "happy",
-    "sad",
-    "angry",
-    "surprised",
-    "calm",
-    "excited",
-    "thoughtful",
-    "concerned",
-)
-"""Emotion values, in the order the LLM system prompt lists them."""
-
-GESTURES: tuple[str, ...] = (
-    "wave",
-    "nod",
-    "shake_head",
-    "point",
-    "hand_raise",
-    "thumbs_up",
-    "shrug",
-)
-"""Gesture values."""
-
-TONES: tuple[str, ...] = (
-    "neutral",
-    "excited",
-    "calm",
-    "serious",
-    "friendly",
-    "concerned",
-    "playful",
-)
-"""Tone values (see ``services.speech.prosody`` for their rate and pitch)."""
-
-POSES: tuple[str, ...] = (
-    "standing",
-    "sitting",
-    "leaning_forward",
-    "arms_crossed",
-    "hands_on_hips",
-    "relaxed",
-)
-"""Pose values: a body posture held until the next pose marker."""
 
 VOCABULARY: Mapping[MarkerType, frozenset[str]] = MappingProxyType(
     {

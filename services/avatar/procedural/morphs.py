@@ -12,6 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from services.common.vocabulary import EMOTIONS
+from services.speech.visemes import VISEMES
+
 from .geometry import (
     TAG_BROW,
     TAG_FIELD,
@@ -29,24 +32,8 @@ from .geometry import (
 )
 from .head import FaceLandmarks
 
-VISEME_NAMES: tuple[str, ...] = tuple(
-    f"viseme_{v}"
-    for v in ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "I", "O", "U")
-)
-EMOTION_NAMES: tuple[str, ...] = tuple(
-    f"emotion_{e}"
-    for e in (
-        "neutral",
-        "happy",
-        "sad",
-        "angry",
-        "surprised",
-        "calm",
-        "excited",
-        "thoughtful",
-        "concerned",
-    )
-)
+VISEME_NAMES: tuple[str, ...] = tuple(f"viseme_{v}" for v in VISEMES)
+EMOTION_NAMES: tuple[str, ...] = tuple(f"emotion_{e}" for e in EMOTIONS)
 MORPH_TARGET_NAMES: tuple[str, ...] = VISEME_NAMES + EMOTION_NAMES
 
 # Deformation fields.
