@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint protos bench clean lock node
+.PHONY: setup run test lint protos bench clean lock node breaking api-baseline
 
 setup: $(VENV)/.installed gen/.stamp node
 
@@ -44,6 +44,14 @@ lint: setup
 	$(VENV)/bin/ruff format --check services tests bench scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/buf lint
+
+# The published API: buf breaking compares the protos with api/baseline.binpb (a buf image).
+# After a deliberate, compatible API change: make api-baseline, and commit the new image.
+breaking: setup
+	$(VENV)/bin/buf breaking --against api/baseline.binpb
+
+api-baseline: setup
+	$(VENV)/bin/buf build -o api/baseline.binpb
 
 bench: setup
 	$(PY) -m bench
