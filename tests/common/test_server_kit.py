@@ -220,3 +220,23 @@ async def test_reflection_lists_every_mesh_service(settings, start_server) -> No
         "arconv.token.v1.TokenService",
         "grpc.health.v1.Health",
     } <= names
+
+
+async def test_metrics_endpoint_serves_rpc_metrics(kit, user_md) -> None:
+    import asyncio
+    import urllib.request
+
+    from services.common.metrics import serve_metrics
+
+    await kit.GetRoom(pb.GetRoomRequest(room_id="r"), metadata=user_md("alice"))
+    port = serve_metrics(0)
+    assert port > 0
+    assert serve_metrics(-1) == -1
+
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    body = await asyncio.to_thread(fetch)
+    assert 'arconv_rpc_total{code="OK",method="GetRoom",service="kit"}' in body
+    assert "arconv_rpc_duration_seconds_bucket" in body
