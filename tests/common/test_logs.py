@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -37,10 +38,8 @@ async def test_each_rpc_logs_one_json_line_with_its_request_id(
             stub = pb_grpc.RoomServiceStub(ch)
             md = (*user_md("alice"), ("x-request-id", "req-123"))
             await stub.GetRoom(pb.GetRoomRequest(room_id="r"), metadata=md)
-            try:
+            with contextlib.suppress(grpc.aio.AioRpcError):
                 await stub.GetRoom(pb.GetRoomRequest(room_id="missing"), metadata=user_md("a"))
-            except grpc.aio.AioRpcError:
-                pass
     finally:
         logger.removeHandler(capture)
     ok, failed = capture.lines[-2:]
