@@ -39,7 +39,7 @@ from services.stream.ports import (
     StoredMessage,
 )
 from services.stream.prompt import build_messages
-from services.stream.reply import DeliveredReply, cap_delta
+from services.stream.reply import DeliveredReply, cap_delta, clean_delta
 from services.stream.sentences import Sentence, SentenceAccumulator
 from services.stream.state import (
     STREAM_STATE_TTL_S,
@@ -159,6 +159,13 @@ class Generation:
             log.warning("reply %s failed: %s", self.stream_id, exc.message)
             retryable = isinstance(exc, Unavailable)
             await self._fail(exc.code.value[0], exc.message, retryable)
+        except Exception:
+            # A bug or an unexpected provider answer: the reply still ends, and what was
+            # delivered is still stored, so no client waits for a stream_ended forever.
+            log.exception("reply %s failed unexpectedly", self.stream_id)
+            await self._fail(
+                code_pb2.INTERNAL, "the reply failed unexpectedly; send the message again", True
+            )
         return pb.STREAM_END_REASON_FAILED
 
     def _interrupted(self) -> pb.StreamEndReason:
@@ -183,7 +190,7 @@ class Generation:
                 if delta is None:
                     break
                 assert isinstance(delta, str)
-                piece, capped = cap_delta(delta, fed)
+                piece, capped = cap_delta(clean_delta(delta), fed)
                 fed += len(piece)
                 chunk = self._parser.feed(piece)
                 if chunk is not None:

@@ -6,12 +6,26 @@ and asks it what to store.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from services.stream.markers import MarkerParser, ParsedChunk
 
 MAX_REPLY_CHARS = 4000
 """Longest reply content, markers included: the rooms service's message limit."""
+
+# Control characters other than tab, line feed and carriage return, and lone surrogates
+# (a JSON "\ud800" escape decodes to one; protobuf and UTF-8 cannot carry them).
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def clean_delta(delta: str) -> str:
+    """A provider delta without the characters that must not reach clients or storage.
+
+    The LLM's output is untrusted: a NUL would be refused by PostgreSQL and a lone
+    surrogate by every protobuf encoder, ending the reply half-way.
+    """
+    return _UNSAFE.sub("", delta)
 
 
 @dataclass

@@ -111,3 +111,58 @@ def test_settings_validate_the_llm_configuration(tmp_path) -> None:
     )
     assert ok.build_llm().name == "openai+persona"
     assert StreamSettings().build_llm().name == "persona"
+
+
+async def test_unsafe_characters_from_the_provider_are_dropped(
+    make_mesh, openai_server: OpenAICompatServer
+) -> None:
+    # A JSON "\ud800" escape decodes to a lone surrogate, which no protobuf encoder accepts;
+    # a NUL is refused by PostgreSQL. Neither may end the reply half-way.
+    openai_server.script = Script(
+        deltas=["[emotion:happy] Hel\ud800lo", " the\x00re.", " Fine\x07 [gesture:wave] day."]
+    )
+    mesh = await make_mesh(provider=openai_llm(openai_server))
+    room = await mesh.room("alice")
+    conv = await converse(mesh, "alice", room)
+    await conv.send(message("Hello", "c1"))
+    events = await conv.until_kind("stream_ended")
+    assert "stream_error" not in kinds(events)
+    ended = events[-1].stream_ended
+    assert ended.reason == pb.STREAM_END_REASON_COMPLETED
+    assert reply_text(events) == "Hello there. Fine day."
+    agent = (await mesh.messages("alice", room))[-1]
+    assert agent.message_id == ended.agent_message_id
+    assert agent.content == "[emotion:happy] Hello there. Fine [gesture:wave] day."
+    cues = [e.speech_cue.text for e in events if e.HasField("speech_cue")]
+    assert "".join(cues) == agent.text
+
+
+class BrokenProvider:
+    """Says one sentence, then fails with an error outside the provider error tree."""
+
+    name = "broken"
+
+    async def stream(self, messages, *, model=None, max_tokens=None):
+        yield "[emotion:happy] Hello there. "
+        raise RuntimeError("not a ProviderError")
+
+    async def complete(self, messages, *, model=None, json_object=False) -> str:
+        raise RuntimeError("not used")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_an_unexpected_error_still_ends_and_stores_the_reply(make_mesh) -> None:
+    mesh = await make_mesh(provider=BrokenProvider())
+    room = await mesh.room("alice")
+    conv = await converse(mesh, "alice", room)
+    await conv.send(message("Hello", "c1"))
+    events = await conv.until_kind("stream_ended")
+    error = next(e.stream_error for e in events if e.HasField("stream_error"))
+    assert error.code == code_pb2.INTERNAL and error.retryable
+    ended = events[-1].stream_ended
+    assert ended.reason == pb.STREAM_END_REASON_FAILED
+    agent = (await mesh.messages("alice", room))[-1]
+    assert agent.message_id == ended.agent_message_id
+    assert agent.status == rooms_pb.MESSAGE_STATUS_FAILED and agent.text == "Hello there. "
