@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable
@@ -51,6 +52,9 @@ from services.stream.state import (
 log = logging.getLogger("arconv.stream.core")
 
 MAX_CLIENT_MESSAGE_ID = 128
+# C0 control characters other than tab, line feed and carriage return: PostgreSQL refuses
+# NUL in text, and none of them is something a person typed.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 OPEN_STREAMS_TTL_S = 3600.0
 
 
@@ -69,6 +73,10 @@ def validate_message(content: str, client_message_id: str) -> None:
         violations.append(("content", "required: 1 to 4,000 characters"))
     elif len(content) > MAX_REPLY_CHARS:
         violations.append(("content", f"{len(content)} characters; at most 4,000"))
+    elif _CONTROL.search(content):
+        violations.append(
+            ("content", "control characters other than tab and line breaks are not allowed")
+        )
     if not client_message_id or len(client_message_id) > MAX_CLIENT_MESSAGE_ID:
         violations.append(("client_message_id", "required: 1 to 128 characters"))
     if violations:

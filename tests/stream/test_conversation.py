@@ -114,6 +114,8 @@ async def test_resent_message_is_acknowledged_again_and_not_answered_twice(make_
         ("", "c1", "content"),
         ("   ", "c1", "content"),
         ("x" * 4001, "c1", "content"),
+        ("nul\x00byte", "c1", "content"),
+        ("bell\x07", "c1", "content"),
         ("hi", "", "client_message_id"),
         ("hi", "x" * 129, "client_message_id"),
     ],
