@@ -23,6 +23,9 @@ MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX = 50, 200
 _AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _PRINTABLE_KEY = re.compile(r"^[\x21-\x7e]+$")
+# C0 controls other than tab, line feed and carriage return: PostgreSQL refuses NUL in text,
+# and the stream service refuses or strips all of them before a message gets here.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 class RoomStatus(enum.StrEnum):
@@ -213,6 +216,9 @@ def page_size(value: int, *, default: int, maximum: int) -> int:
     return value
 
 
+_NO_CONTROL = "no control characters other than tab, line feed and carriage return"
+
+
 def validate_new_message(
     *,
     sender_type: SenderType | None,
@@ -231,8 +237,12 @@ def validate_new_message(
         violations.append(("content", "required"))
     elif len(content) > MAX_CONTENT_CHARS:
         violations.append(("content", f"at most {MAX_CONTENT_CHARS} characters"))
+    elif _CONTROL.search(content):
+        violations.append(("content", _NO_CONTROL))
     if len(text) > MAX_CONTENT_CHARS:
         violations.append(("text", f"at most {MAX_CONTENT_CHARS} characters"))
+    elif _CONTROL.search(text):
+        violations.append(("text", _NO_CONTROL))
     if len(stream_id) > MAX_STREAM_ID_CHARS or (stream_id and not stream_id.isprintable()):
         violations.append(("stream_id", f"at most {MAX_STREAM_ID_CHARS} printable characters"))
     if status is None:

@@ -156,6 +156,10 @@ async def test_append_is_internal_and_owner_scoped(rooms: Rooms, user_md, servic
         ({"status": 9}, "status"),
         ({"status": pb.MESSAGE_STATUS_FAILED}, "status"),  # a HUMAN message cannot fail
         ({"stream_id": "s" * 129}, "stream_id"),
+        # PostgreSQL refuses NUL in text: refused on every back end before it reaches SQL.
+        ({"content": "hi\x00there"}, "content"),
+        ({"content": "bell\x07"}, "content"),
+        ({"text": "hi\x00"}, "text"),
     ],
 )
 async def test_append_validation(rooms: Rooms, user_md, service_md, fields, bad_field) -> None:
@@ -169,6 +173,13 @@ async def test_append_validation(rooms: Rooms, user_md, service_md, fields, bad_
     )
     assert bad_field in violations(err)
     assert await rooms.count("SELECT COUNT(*) FROM messages") == 0
+
+
+async def test_tabs_and_line_breaks_are_kept(rooms: Rooms, user_md, service_md) -> None:
+    rid = await new_room(rooms, user_md)
+    content = "one\ttwo\r\nthree\n"
+    res = await append(rooms, service_md("alice"), rid, "ws", content, text=content)
+    assert (res.message.content, res.message.text) == (content, content)
 
 
 async def test_content_of_exactly_4000_characters_is_kept_whole(
