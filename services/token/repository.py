@@ -6,6 +6,7 @@ The caller owns the transaction: `async with repo.begin() as s:` then pass `s` t
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,16 @@ class TokenRecord:
     agent_id: str
     expire_time: datetime
     revoke_time: datetime | None
+
+
+# Control characters (NUL among them, which PostgreSQL refuses in text) in values that came
+# from a caller, such as the operation a TTS proxy passes on from its client.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _clean(value: str, limit: int) -> str:
+    """`value` fit for an audit column: control characters replaced, at most `limit` long."""
+    return _CONTROL.sub("\ufffd", value[:limit])
 
 
 def utc(t: datetime) -> datetime:
@@ -163,13 +174,13 @@ class TokenRepository:
             AuditEntry(
                 time=time,
                 action=action.value,
-                user_id=user_id[:128],
-                agent_id=agent_id[:128],
-                room_id=room_id[:128],
-                token_id=token_id[:64],
-                operation=operation[:64],
-                reason=reason[:32],
-                detail=detail[:200],
+                user_id=_clean(user_id, 128),
+                agent_id=_clean(agent_id, 128),
+                room_id=_clean(room_id, 128),
+                token_id=_clean(token_id, 64),
+                operation=_clean(operation, 64),
+                reason=_clean(reason, 32),
+                detail=_clean(detail, 200),
             )
         )
         await s.flush()

@@ -80,6 +80,24 @@ async def test_whole_lifecycle_on_postgresql(mesh_factory: Callable[..., Any], p
     ]
 
 
+@pytest.mark.postgres
+async def test_a_refused_verify_with_a_hostile_operation_is_audited_on_postgresql(
+    mesh_factory: Callable[..., Any], pg_url: str
+) -> None:
+    # The operation comes from the TTS proxy's client; PostgreSQL refuses NUL in text.
+    mesh: Mesh = await mesh_factory(database_url=pg_url)
+    room = await mesh.room("alice")
+    issued = await mesh.issue("alice", room)
+    answer = await mesh.verify(issued.token, "tts.synthesize\x00\x1b[2J" + "x" * 100)
+    assert (answer.allowed, answer.reason) == (False, pb.DENY_REASON_SCOPE)
+    assert await mesh.counters("alice", issued.token_id) == (0, 0)
+    denied = [r for r in await mesh.audit() if r["action"] == "verify_denied"]
+    assert len(denied) == 1
+    op = denied[0]["operation"]
+    assert op.startswith("tts.synthesize\ufffd\ufffd[2J") and len(op) == 64
+    assert (denied[0]["reason"], denied[0]["token_id"]) == ("SCOPE", issued.token_id)
+
+
 def test_production_start_up_refuses_the_development_key(tmp_path: Path) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ARCONV_")},
