@@ -3,6 +3,7 @@
 Run from the repository root: ``python bench/bench_markers.py [--mb 4] [--seed 7]``. Prints one
 JSON line with MB/s (of raw reply input) for whole replies and for replies streamed as
 deltas of about 4 characters (LLM token size) and about 32 characters (batched deltas).
+``make bench`` reports the same measurement as figure (f).
 A benchmark with a report, not a timed test.
 """
 
@@ -99,44 +100,44 @@ def best_seconds(fn: Callable[[], None], repeat: int) -> float:
     return best
 
 
+def measure(mb: float = 4.0, seed: int = 7, repeat: int = 5) -> dict[str, object]:
+    """MB/s (of raw reply input) for whole replies and for 4- and 32-character deltas."""
+    rng = random.Random(seed)
+    replies: list[str] = []
+    total = 0
+    while total < mb * 1_000_000:
+        reply = make_reply(rng, rng.randint(200, 2000))
+        replies.append(reply)
+        total += len(reply.encode())
+    corpus_mb = total / 1_000_000
+    groups = sum(r.count("[") for r in replies)
+    markers = sum(len(parse_markers(r).markers) for r in replies)
+    tokens = [split(r, rng, 4) for r in replies]
+    batched = [split(r, rng, 32) for r in replies]
+
+    whole_s = best_seconds(lambda: run_whole(replies), repeat)
+    tokens_s = best_seconds(lambda: run_streamed(tokens), repeat)
+    batched_s = best_seconds(lambda: run_streamed(batched), repeat)
+    return {
+        "bench": "markers",
+        "python": platform.python_version(),
+        "corpus_mb": round(corpus_mb, 3),
+        "replies": len(replies),
+        "brackets_per_kb": round(groups / (total / 1000), 1),
+        "markers": markers,
+        "whole_mb_s": round(corpus_mb / whole_s, 1),
+        "stream_4char_deltas_mb_s": round(corpus_mb / tokens_s, 1),
+        "stream_32char_deltas_mb_s": round(corpus_mb / batched_s, 1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mb", type=float, default=4.0, help="corpus size in MB (default 4)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=5, help="best of N runs (default 5)")
     args = ap.parse_args()
-
-    rng = random.Random(args.seed)
-    replies: list[str] = []
-    total = 0
-    while total < args.mb * 1_000_000:
-        reply = make_reply(rng, rng.randint(200, 2000))
-        replies.append(reply)
-        total += len(reply.encode())
-    mb = total / 1_000_000
-    groups = sum(r.count("[") for r in replies)
-    markers = sum(len(parse_markers(r).markers) for r in replies)
-    tokens = [split(r, rng, 4) for r in replies]
-    batched = [split(r, rng, 32) for r in replies]
-
-    whole_s = best_seconds(lambda: run_whole(replies), args.repeat)
-    tokens_s = best_seconds(lambda: run_streamed(tokens), args.repeat)
-    batched_s = best_seconds(lambda: run_streamed(batched), args.repeat)
-    print(
-        json.dumps(
-            {
-                "bench": "markers",
-                "python": platform.python_version(),
-                "corpus_mb": round(mb, 3),
-                "replies": len(replies),
-                "brackets_per_kb": round(groups / (total / 1000), 1),
-                "markers": markers,
-                "whole_mb_s": round(mb / whole_s, 1),
-                "stream_4char_deltas_mb_s": round(mb / tokens_s, 1),
-                "stream_32char_deltas_mb_s": round(mb / batched_s, 1),
-            }
-        )
-    )
+    print(json.dumps(measure(args.mb, args.seed, args.repeat)))
 
 
 if __name__ == "__main__":
