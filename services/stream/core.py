@@ -43,6 +43,9 @@ from services.stream.state import (
     Control,
     CoreConfig,
     active_key,
+    cancel_key,
+    parse_stream_state,
+    pending_key,
     reply_key,
     room_status_key,
     stream_key,
@@ -215,6 +218,8 @@ class ConversationCore:
             reply_key(message.message_id), stream_id, ttl_s=REPLY_CLAIM_TTL_S
         )
         accepted = Accepted(message.message_id, stream_id if claimed else "", not created)
+        if claimed:
+            await self._mark_pending(room_id, stream_id)
         if session is not None:
             if claimed:
                 session.expect_stream(stream_id)
@@ -244,6 +249,17 @@ class ConversationCore:
                 reason="MESSAGE_RATE",
             )
 
+    async def _mark_pending(self, room_id: str, stream_id: str) -> None:
+        """Records a reply that is accepted but not running yet, so an interrupt that comes
+        before it starts (SendMessage, then Interrupt at once) still stops it."""
+        state = stream_state(room_id, "pending", self.replica)
+        try:
+            await self._bus.set_state(stream_key(stream_id), state, ttl_s=STREAM_STATE_TTL_S)
+            await self._bus.set_state(pending_key(room_id), stream_id, ttl_s=STREAM_STATE_TTL_S)
+        except DomainError as exc:
+            # The reply must still be answered; only an early interrupt could be missed.
+            log.warning("reply %s not marked pending: %s", stream_id, exc.message)
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -272,6 +288,7 @@ class ConversationCore:
                 listener = asyncio.create_task(self._listen(ctl, gen))
                 try:
                     await self._claim(room.room_id, holder)
+                    await self._take_pending(room.room_id, gen)
                     await gen.run()
                 finally:
                     listener.cancel()
@@ -284,6 +301,22 @@ class ConversationCore:
             log.exception("reply %s in room %s failed", stream_id, room.room_id)
         finally:
             self._generations.pop(stream_id, None)
+
+    async def _take_pending(self, room_id: str, gen: Generation) -> None:
+        """The reply runs now: no longer pending; an interrupt that came before stops it.
+
+        Its control subscription is open already, so an interrupt sent after this check
+        reaches it over the control channel.
+        """
+        try:
+            await self._bus.delete_state(pending_key(room_id), expected=gen.stream_id)
+            early = await self._bus.get_state(cancel_key(gen.stream_id))
+        except DomainError as exc:
+            log.warning("reply %s: pending state unavailable: %s", gen.stream_id, exc.message)
+            return
+        if early is not None:
+            played = int(early) if early.isdigit() else 0
+            gen.interrupt(played_chars=played, reason="client")
 
     async def _listen(self, ctl: ControlSubscription, gen: Generation) -> None:
         try:
@@ -344,17 +377,39 @@ class ConversationCore:
     async def interrupt(
         self, user_id: str, room_id: str, stream_id: str = "", played_chars: int = 0
     ) -> bool:
-        """Stops the running reply (or `stream_id` if it is the one running)."""
+        """Stops `stream_id`, or without one the running reply and the one accepted after it.
+
+        A reply that was accepted but has not started yet (it waits for the running one to
+        stop, or for its task to be scheduled) is stopped as soon as it starts. True if a
+        reply was stopped.
+        """
         await self._room(user_id, room_id)
         holder = await self._bus.get_state(active_key(room_id))
-        if holder is None:
-            return False
-        running = holder.split("|", 1)[0]
-        if stream_id and stream_id != running:
-            return False
-        control = Control("interrupt", running, played_chars, "client")
+        running = holder.split("|", 1)[0] if holder else ""
+        stopped = False
+        if running and stream_id in ("", running):
+            await self._send_interrupt(room_id, running, played_chars)
+            stopped = True
+        waiting = await self._waiting(room_id, stream_id, running)
+        if waiting:
+            await self._bus.set_state(
+                cancel_key(waiting), str(played_chars), ttl_s=STREAM_STATE_TTL_S
+            )
+            await self._send_interrupt(room_id, waiting, played_chars)
+            stopped = True
+        return stopped
+
+    async def _send_interrupt(self, room_id: str, stream_id: str, played_chars: int) -> None:
+        control = Control("interrupt", stream_id, played_chars, "client")
         await self._bus.send_control(room_id, control.encode())
-        return True
+
+    async def _waiting(self, room_id: str, stream_id: str, running: str) -> str:
+        """`stream_id` (without one, the room's newest reply) if it is accepted, not running."""
+        candidate = stream_id or await self._bus.get_state(pending_key(room_id)) or ""
+        if not candidate or candidate == running:
+            return ""
+        room, state = parse_stream_state(await self._bus.get_state(stream_key(candidate)))
+        return candidate if room == room_id and state == "pending" else ""
 
     async def pause(self, user_id: str, room_id: str) -> RoomStatus:
         await self._room(user_id, room_id)

@@ -29,8 +29,31 @@ def active_key(room_id: str) -> str:
 
 
 def stream_key(stream_id: str) -> str:
-    """JSON {"room_id", "state", "replica"}: active / paused / interrupted / completed / failed."""
+    """JSON {"room_id", "state", "replica"}: pending (accepted, not running yet) / active /
+    paused / interrupted / completed / failed."""
     return f"stream:{stream_id}"
+
+
+def pending_key(room_id: str) -> str:
+    """The newest reply accepted in the room that is not running yet (it may be waiting for
+    the running one to stop)."""
+    return f"pending:{room_id}"
+
+
+def cancel_key(stream_id: str) -> str:
+    """An interrupt that arrived before the reply started: the played_chars it carried."""
+    return f"cancel:{stream_id}"
+
+
+def parse_stream_state(raw: str | None) -> tuple[str, str]:
+    """(room_id, state) of a `stream_key` value; ("", "") if absent or unreadable."""
+    if raw is None:
+        return "", ""
+    try:
+        doc = json.loads(raw)
+        return str(doc["room_id"]), str(doc["state"])
+    except (ValueError, KeyError, TypeError):
+        return "", ""
 
 
 def reply_key(message_id: str) -> str:

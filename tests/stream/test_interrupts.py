@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 
+from services.common.bus import ControlSubscription, InProcessBus
 from services.stream.llm import build_llm
 from services.stream.markers import strip_markers
 from tests.llm.openai_server import OpenAICompatServer, Script
@@ -190,3 +195,87 @@ async def test_converse_kinds_of_an_interrupted_reply(
     await conv.send(interrupt())
     events = await conv.until_kind("stream_ended")
     assert "stream_error" not in kinds(events)
+
+
+class GatedBus(InProcessBus):
+    """Holds every reply before it starts (it subscribes to the room's control channel
+    first) until `go` is set; `sent` is set when a control message is sent."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.go = asyncio.Event()
+        self.sent = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def control(self, room: str) -> AsyncIterator[ControlSubscription]:
+        await self.go.wait()
+        async with super().control(room) as sub:
+            yield sub
+
+    async def send_control(self, room: str, data: bytes) -> None:
+        await super().send_control(room, data)
+        self.sent.set()
+
+
+@pytest.fixture
+def gated_bus(monkeypatch: pytest.MonkeyPatch) -> GatedBus:
+    bus = GatedBus()
+    monkeypatch.setattr("services.stream.app.open_bus", lambda *a, **kw: bus)
+    return bus
+
+
+async def test_an_interrupt_right_after_send_message_stops_the_reply_before_it_starts(
+    make_mesh, openai_server: OpenAICompatServer, gated_bus: GatedBus
+) -> None:
+    openai_server.script = Script(deltas=["[emotion:happy] Sure thing."])
+    mesh = await make_mesh(provider=openai_llm(openai_server))
+    room = await mesh.room("alice")
+    stub = mesh.stream()
+    sub = stub.Subscribe(pb.SubscribeRequest(room_id=room), metadata=mesh.md("alice"))
+    assert (await sub.read()).event.HasField("joined")
+    sent = await stub.SendMessage(
+        pb.SendMessageRequest(room_id=room, content="Hi", client_message_id="w1"),
+        metadata=mesh.md("alice"),
+    )
+    resp = await stub.Interrupt(
+        pb.InterruptRequest(room_id=room, stream_id=sent.stream_id), metadata=mesh.md("alice")
+    )
+    assert resp.interrupted
+    gated_bus.go.set()
+    events = []
+    while not events or not events[-1].HasField("stream_ended"):
+        events.append((await sub.read()).event)
+    assert kinds(events) == ["stream_started", "stream_ended"]
+    ended = events[-1].stream_ended
+    assert ended.stream_id == sent.stream_id
+    assert ended.reason == pb.STREAM_END_REASON_INTERRUPTED and ended.total_chunks == 0
+    assert not openai_server.requests, "the provider is not even asked"
+
+    # The room goes on normally.
+    await stub.SendMessage(
+        pb.SendMessageRequest(room_id=room, content="Hi again", client_message_id="w2"),
+        metadata=mesh.md("alice"),
+    )
+    events = []
+    while not events or not events[-1].HasField("stream_ended"):
+        events.append((await sub.read()).event)
+    assert events[-1].stream_ended.reason == pb.STREAM_END_REASON_COMPLETED
+    sub.cancel()
+
+
+async def test_an_interrupt_without_stream_id_stops_a_reply_not_started_yet(
+    make_mesh, openai_server: OpenAICompatServer, gated_bus: GatedBus
+) -> None:
+    openai_server.script = Script(deltas=["[emotion:happy] Sure thing."])
+    mesh = await make_mesh(provider=openai_llm(openai_server))
+    room = await mesh.room("alice")
+    conv = await converse(mesh, "alice", room)
+    await conv.send(message("Hi", "c1"))
+    assert (await conv.next()).HasField("message_accepted")
+    await conv.send(interrupt())
+    await gated_bus.sent.wait()
+    gated_bus.go.set()
+    events = await conv.until_kind("stream_ended")
+    assert kinds(events) == ["stream_started", "stream_ended"]
+    assert events[-1].stream_ended.reason == pb.STREAM_END_REASON_INTERRUPTED
+    assert not openai_server.requests
