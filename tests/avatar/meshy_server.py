@@ -2,7 +2,8 @@
 
 POST /openapi/v2/text-to-3d → {"result": task_id}; GET /openapi/v2/text-to-3d/{id} → the
 task, moving through `progress_steps` one poll at a time; GET /assets/{id}.glb → the model.
-`mode` scripts the outcome of new tasks: "succeed", "fail" (task FAILED), "error" (HTTP 500
+`progress_steps` may hold NaN or Infinity (sent as Python's json writes them) and
+`error_message` is the reason of a FAILED task. `mode` scripts the outcome of new tasks: "succeed", "fail" (task FAILED), "error" (HTTP 500
 on create), "hang" (create never answers), "bad_glb" (the asset is not a GLB), "hold" (stays
 IN_PROGRESS until `release()`). Runs on the test's event loop on 127.0.0.1, a free port.
 """
@@ -60,7 +61,8 @@ class Task:
 @dataclass
 class MeshyServer:
     mode: str = "succeed"
-    progress_steps: tuple[int, ...] = (0, 25, 60, 90)
+    progress_steps: tuple[float, ...] = (0, 25, 60, 90)
+    error_message: str = "nope"
     glb: bytes = field(default_factory=tiny_glb)
     tasks: list[Task] = field(default_factory=list)
     creates: int = 0
@@ -158,7 +160,7 @@ class MeshyServer:
             step = self.progress_steps[t.polls - 1]
             return {**view, "status": "IN_PROGRESS" if step else "PENDING", "progress": step}
         if t.mode == "fail":
-            return {**view, "status": "FAILED", "progress": 0, "task_error": {"message": "nope"}}
+            return {**view, "status": "FAILED", "progress": 0, "task_error": {"message": self.error_message}}
         asset = "bad" if t.mode == "bad_glb" else "ok"
         url = f"{self.base_url}/assets/{t.task_id}-{asset}.glb"
         return {**view, "status": "SUCCEEDED", "progress": 100, "model_urls": {"glb": url}}

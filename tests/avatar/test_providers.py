@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from arconv.avatar.v1 import avatar_service_pb2 as pb
 from services.avatar.agents import Agent, Appearance
 from services.avatar.description import derive
 from services.avatar.providers.chain import CircuitBreaker, ProviderChain, parse_routes
+from services.avatar.providers.base import ProviderFailure
 from services.avatar.providers.meshy import MeshyProvider
 from services.avatar.providers.procedural import ProceduralProvider
 from tests.avatar.conftest import (
@@ -167,6 +169,39 @@ async def test_breaker_half_open_probe_closes_on_success(meshy: MeshyServer) -> 
         assert result.failures == ()
     finally:
         await chain.aclose()
+
+
+def _meshy_provider(meshy: MeshyServer) -> MeshyProvider:
+    return MeshyProvider(base_url=meshy.base_url, api_key=API_KEY, poll_interval_s=0.01)
+
+
+async def test_meshy_progress_that_is_not_a_finite_number_is_ignored(meshy: MeshyServer) -> None:
+    meshy.progress_steps = (math.nan, 20, math.inf, -math.inf, 150, 60)
+    reported: list[float] = []
+    provider = _meshy_provider(meshy)
+    try:
+        lods = await provider.generate(derive(_agent()), reported.append)
+    finally:
+        await provider.aclose()
+    assert len(lods) == 1
+    # 20, 150 (clamped to 100), 60, then SUCCEEDED at 100; NaN and the infinities are skipped.
+    assert reported == pytest.approx([0.18, 0.9, 0.54, 0.9])
+
+
+async def test_meshy_failure_reason_is_kept_without_control_characters(
+    meshy: MeshyServer,
+) -> None:
+    meshy.mode = "fail"
+    meshy.error_message = "bad\x00prompt\x1b[31m" + "!" * 500
+    provider = _meshy_provider(meshy)
+    try:
+        with pytest.raises(ProviderFailure) as info:
+            await provider.generate(derive(_agent()), lambda f: None)
+    finally:
+        await provider.aclose()
+    message = str(info.value)
+    assert "bad prompt [31m" in message
+    assert not any(ord(c) < 32 for c in message) and len(message) < 400
 
 
 def test_breaker_lets_one_probe_through_when_half_open() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +29,7 @@ NAME = "meshy"
 TASKS = "/openapi/v2/text-to-3d"
 MAX_PROMPT = 600
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _ART_STYLE = {"realistic": "realistic", "fantasy": "realistic"}  # others: "sculpture"
 _STYLE_WORDS = {
     "anime": "anime style, cel shaded, large expressive eyes",
@@ -125,7 +127,8 @@ class MeshyProvider:
                 raise ProviderFailure(NAME, "task status is not a JSON object")
             status = task.get("status")
             pct = task.get("progress")
-            if isinstance(pct, int | float) and not isinstance(pct, bool):
+            # JSON from the provider may hold NaN or Infinity; only a finite number is progress.
+            if isinstance(pct, int | float) and not isinstance(pct, bool) and math.isfinite(pct):
                 progress(min(max(float(pct), 0.0), 100.0) / 100.0 * 0.9)
             if status == "SUCCEEDED":
                 urls = task.get("model_urls")
@@ -136,7 +139,8 @@ class MeshyProvider:
             if status in ("FAILED", "CANCELED", "EXPIRED"):
                 err = task.get("task_error")
                 msg = err.get("message") if isinstance(err, dict) else None
-                detail = str(msg)[:300] if msg else "no reason given"
+                # The reason ends up in the avatar's stored error: no NUL or other controls.
+                detail = _CONTROL.sub(" ", str(msg)[:300]) if msg else "no reason given"
                 raise ProviderFailure(NAME, f"task {status.lower()}: {detail}")
             if status not in ("PENDING", "IN_PROGRESS"):
                 raise ProviderFailure(NAME, f"unknown task status {str(status)[:40]!r}")
