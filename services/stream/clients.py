@@ -126,6 +126,8 @@ class GrpcRooms:
     async def recent_messages(
         self, user_id: str, room_id: str, limit: int
     ) -> Sequence[StoredMessage]:
+        if limit <= 0:
+            return []  # a page_size of 0 would ask the rooms service for its default page
         with _translate("rooms", "room", room_id):
             r = await self._stub.ListMessages(
                 rooms_pb.ListMessagesRequest(room_id=room_id, page_size=limit, latest=True),

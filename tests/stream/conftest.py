@@ -89,14 +89,16 @@ class Mesh:
         )
         return list(resp.messages)
 
-    async def add_agent(self, agent_id: str = "nova", prompt: str = NOVA_PROMPT) -> None:
+    async def add_agent(
+        self, agent_id: str = "nova", prompt: str = NOVA_PROMPT, model: str = ""
+    ) -> None:
         stub = avatar_grpc.AvatarServiceStub(self.ch(self.avatar_port))
         await stub.UpsertAgent(
             avatar_pb.UpsertAgentRequest(
                 agent=avatar_pb.Agent(
                     agent_id=agent_id,
                     name=agent_id.title(),
-                    persona=avatar_pb.Persona(system_prompt=prompt),
+                    persona=avatar_pb.Persona(system_prompt=prompt, model=model),
                     appearance=avatar_pb.Appearance(
                         style=avatar_pb.AVATAR_STYLE_REALISTIC, species="human"
                     ),

@@ -11,8 +11,12 @@ from arconv.stream.v1 import stream_service_pb2 as pb
 from google.rpc import code_pb2
 
 from services.common.errors import status_details
+from services.common.vocabulary import EMOTIONS, GESTURES, POSES, TONES
 from services.stream.markers import parse_markers
+from services.stream.prompt import MARKER_INSTRUCTIONS
+from tests.llm.openai_server import OpenAICompatServer, Script
 from tests.stream.conftest import converse, join, kinds, message, reply_text
+from tests.stream.test_interrupts import openai_llm
 
 
 async def test_a_message_is_stored_acknowledged_and_answered(make_mesh, bus_backend) -> None:
@@ -232,3 +236,36 @@ async def test_history_reaches_the_llm_as_turns(make_mesh) -> None:
     second = await conv.until_kind("stream_ended")
     # The persona never repeats its previous template, which it can only know from history.
     assert reply_text(first) != reply_text(second)
+
+
+@pytest.mark.parametrize("history", [3, 0])
+async def test_the_llm_gets_the_persona_the_marker_vocabulary_and_recent_history(
+    make_mesh, openai_server: OpenAICompatServer, history: int
+) -> None:
+    openai_server.script = Script(deltas=["[emotion:happy] Okay."])
+    mesh = await make_mesh(provider=openai_llm(openai_server), stream_history_messages=history)
+    await mesh.add_agent("sage", prompt="You are a calm tutor.", model="sage-model")
+    room = await mesh.room("alice", "sage")
+    conv = await converse(mesh, "alice", room)
+    for i in range(3):
+        await conv.send(message(f"message {i}", f"c{i}"))
+        await conv.until_kind("stream_ended")
+
+    request = await openai_server.request(2)
+    assert request.model == "sage-model", "the agent's model, not the provider default"
+    system, *turns = request.messages
+    assert system["role"] == "system"
+    assert system["content"].startswith("Your name is Sage.\nYou are a calm tutor.\n\n")
+    assert MARKER_INSTRUCTIONS in system["content"]
+    for value in (*EMOTIONS, *GESTURES, *TONES, *POSES):
+        assert value in system["content"]
+    reply = {"role": "assistant", "content": "[emotion:happy] Okay."}
+    if history:
+        # The newest `history` messages of the room, the one answered last.
+        assert turns == [
+            {"role": "user", "content": "message 1"},
+            reply,
+            {"role": "user", "content": "message 2"},
+        ]
+    else:
+        assert turns == [{"role": "user", "content": "message 2"}]
