@@ -3,9 +3,10 @@
 POST /openapi/v2/text-to-3d → {"result": task_id}; GET /openapi/v2/text-to-3d/{id} → the
 task, moving through `progress_steps` one poll at a time; GET /assets/{id}.glb → the model.
 `progress_steps` may hold NaN or Infinity (sent as Python's json writes them) and
-`error_message` is the reason of a FAILED task. `mode` scripts the outcome of new tasks: "succeed", "fail" (task FAILED), "error" (HTTP 500
-on create), "hang" (create never answers), "bad_glb" (the asset is not a GLB), "hold" (stays
-IN_PROGRESS until `release()`). Runs on the test's event loop on 127.0.0.1, a free port.
+`error_message` is the reason of a FAILED task. `mode` scripts the outcome of new tasks:
+"succeed", "fail" (task FAILED), "error" (HTTP 500 on create), "hang" (create never
+answers), "bad_glb" (the asset is not a GLB), "hold" (stays IN_PROGRESS until `release()`).
+Runs on the test's event loop on 127.0.0.1, a free port.
 """
 
 from __future__ import annotations
@@ -160,7 +161,12 @@ class MeshyServer:
             step = self.progress_steps[t.polls - 1]
             return {**view, "status": "IN_PROGRESS" if step else "PENDING", "progress": step}
         if t.mode == "fail":
-            return {**view, "status": "FAILED", "progress": 0, "task_error": {"message": self.error_message}}
+            return {
+                **view,
+                "status": "FAILED",
+                "progress": 0,
+                "task_error": {"message": self.error_message},
+            }
         asset = "bad" if t.mode == "bad_glb" else "ok"
         url = f"{self.base_url}/assets/{t.task_id}-{asset}.glb"
         return {**view, "status": "SUCCEEDED", "progress": 100, "model_urls": {"glb": url}}

@@ -65,7 +65,17 @@ async def test_needs_a_token(avatar: AvatarClient) -> None:
 async def test_viseme_mappings_are_published_complete(avatar: AvatarClient) -> None:
     resp = await avatar.stub.GetVisemeMappings(pb.GetVisemeMappingsRequest(), metadata=avatar.user)
     names = [m.name for m in resp.oculus_to_arkit]
-    assert names == ["sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR"] + [
+    assert names == [
+        "sil",
+        "PP",
+        "FF",
+        "TH",
+        "DD",
+        "kk",
+        "CH",
+        "SS",
+        "nn",
+        "RR",
         "aa",
         "E",
         "I",
