@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import os
 import shutil
 import signal
 import sys
@@ -77,6 +78,18 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
+# Execs argv[2:] with SIGTERM as its parent-death signal, unless the parent (argv[1]) is gone.
+# A launcher rather than preexec_fn: preexec_fn forces fork() instead of vfork(), and a fork of
+# a process running gRPC threads can abort the child before it execs (gRPC's fork handlers
+# restart its poller, whose descriptors the child then closes).
+_EXEC_WITH_PDEATHSIG = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
 def _write_config(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -100,7 +113,11 @@ async def start_envoy(
     path = workdir / f"envoy-{cfg.listen_port}.yaml"
     await asyncio.to_thread(_write_config, path, render(cfg))
     out = asyncio.subprocess.DEVNULL if quiet else None
+    launcher: list[str] = []
+    if sys.platform == "linux":
+        launcher = [sys.executable, "-I", "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid())]
     return await asyncio.create_subprocess_exec(
+        *launcher,
         envoy_binary(),
         "-c",
         str(path),
@@ -109,7 +126,6 @@ async def start_envoy(
         "--disable-hot-restart",
         stdout=out,
         stderr=out,
-        preexec_fn=die_with_parent,
     )
 
 
