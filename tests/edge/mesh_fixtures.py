@@ -76,7 +76,12 @@ class EdgeMesh:
         return (("authorization", f"Bearer {self.token(user)}"),)
 
     async def buf_curl(
-        self, method: str, body: object = None, *, token: str | None = None, args: Sequence[str] = ()
+        self,
+        method: str,
+        body: object = None,
+        *,
+        token: str | None = None,
+        args: Sequence[str] = (),
     ) -> BufResult:
         """`buf curl --protocol grpcweb` over HTTP/1.1, schema from protos/."""
         return await buf_curl(self.url, method, body, token=token, args=args)
@@ -205,7 +210,12 @@ def _json_documents(text: str) -> list[Any]:
 
 
 def buf_curl_argv(
-    url: str, method: str, body: object = None, *, token: str | None = None, args: Sequence[str] = ()
+    url: str,
+    method: str,
+    body: object = None,
+    *,
+    token: str | None = None,
+    args: Sequence[str] = (),
 ) -> list[str]:
     argv = [BUF, "curl", "--protocol", "grpcweb", "--schema", PROTOS, *args]
     if token:
@@ -216,7 +226,12 @@ def buf_curl_argv(
 
 
 async def buf_curl(
-    url: str, method: str, body: object = None, *, token: str | None = None, args: Sequence[str] = ()
+    url: str,
+    method: str,
+    body: object = None,
+    *,
+    token: str | None = None,
+    args: Sequence[str] = (),
 ) -> BufResult:
     proc = await asyncio.to_thread(
         subprocess.run,
