@@ -110,20 +110,22 @@ class Generation:
         """Streams the reply, stores it and publishes stream_ended; returns the end reason."""
         GENERATIONS.inc()
         try:
+            # The state is written before the event that announces it, so a client that
+            # saw the event finds the state (on any replica) already there.
+            await self._set_state("active")
             await self._emit(
                 events.started(self.stream_id, self.message.message_id, self.room.agent_id)
             )
-            await self._set_state("active")
             reason = await self._generate()
             agent_message_id = await self._store(reason)
-            await self._emit(
-                events.ended(self.stream_id, self.reply.chunks, reason, agent_message_id)
-            )
             await self._set_state(
                 {
                     pb.STREAM_END_REASON_COMPLETED: "completed",
                     pb.STREAM_END_REASON_INTERRUPTED: "interrupted",
                 }.get(reason, "failed")
+            )
+            await self._emit(
+                events.ended(self.stream_id, self.reply.chunks, reason, agent_message_id)
             )
             return reason
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 import pytest
@@ -208,3 +209,43 @@ async def test_subscribe_and_send_message_behave_like_converse(make_mesh) -> Non
     assert events[0].stream_started.message_id == sent.message_id
     assert events[0].event_id == joined.joined.last_event_id + 1
     sub.cancel()
+
+
+async def test_stream_state_on_redis_follows_the_reply_and_expires_in_an_hour(
+    make_mesh, openai_server: OpenAICompatServer, redis_base_url: str, redis_prefix: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    openai_server.push(SLOW, Script(deltas=["[emotion:happy] Done."]))
+    bus = {"redis_url": redis_base_url, "redis_prefix": redis_prefix}
+    mesh = await make_mesh(provider=openai_llm(openai_server), bus=bus)
+    room = await mesh.room("alice")
+    client = aioredis.Redis.from_url(redis_base_url)
+
+    async def state(stream_id: str) -> tuple[str, str, int]:
+        key = f"{redis_prefix}bus:state:stream:{stream_id}"
+        doc = json.loads(await client.get(key))
+        return doc["room_id"], doc["state"], await client.pttl(key)
+
+    try:
+        stub = mesh.stream()
+        conv = await converse(mesh, "alice", room)
+        await conv.send(message("Hi", "c1"))
+        started = (await conv.until_kind("stream_started"))[-1].stream_started
+        sid = started.stream_id
+        room_id, current, ttl = await state(sid)
+        assert (room_id, current) == (room, "active") and 0 < ttl <= 3600_000
+        await stub.PauseStream(pb.PauseStreamRequest(room_id=room), metadata=mesh.md("alice"))
+        assert (await state(sid))[1] == "paused"
+        await stub.ResumeStream(pb.ResumeStreamRequest(room_id=room), metadata=mesh.md("alice"))
+        assert (await state(sid))[1] == "active"
+        await conv.send(pb.ConverseRequest(interrupt=pb.Interrupt(stream_id=sid)))
+        await conv.until(lambda e: e.HasField("stream_ended") and e.stream_ended.stream_id == sid)
+        assert (await state(sid))[1] == "interrupted"
+
+        await conv.send(message("Again", "c2"))
+        ended = (await conv.until_kind("stream_ended"))[-1].stream_ended
+        room_id, current, ttl = await state(ended.stream_id)
+        assert (room_id, current) == (room, "completed") and 0 < ttl <= 3600_000
+    finally:
+        await client.aclose()
