@@ -6,6 +6,8 @@ from typing import Any
 
 import grpc
 import pytest
+from arconv.avatar.v1 import avatar_service_pb2 as avatar_pb
+from arconv.avatar.v1 import avatar_service_pb2_grpc as avatar_grpc
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 from google.rpc import code_pb2
@@ -269,3 +271,24 @@ async def test_the_llm_gets_the_persona_the_marker_vocabulary_and_recent_history
         ]
     else:
         assert turns == [{"role": "user", "content": "message 2"}]
+
+
+async def test_stream_cues_match_compute_visemes(make_mesh) -> None:
+    mesh = await make_mesh()
+    room = await mesh.room("alice")
+    conv = await converse(mesh, "alice", room)
+    await conv.send(message("Tell me a story, please", "c1"))
+    events = await conv.until_kind("stream_ended")
+    cues = [e.speech_cue for e in events if e.HasField("speech_cue")]
+    assert len(cues) >= 3
+    avatar = avatar_grpc.AvatarServiceStub(mesh.ch(mesh.avatar_port))
+    for cue in cues:
+        resp = await avatar.ComputeVisemes(
+            avatar_pb.ComputeVisemesRequest(text=cue.text, tone=cue.tone),
+            metadata=mesh.md("alice"),
+        )
+        same = resp.cue
+        assert same.text == cue.text.strip()
+        assert (same.tone, same.rate, same.pitch) == (cue.tone, cue.rate, cue.pitch)
+        assert list(same.visemes) == list(cue.visemes)
+        assert same.duration_ms == cue.duration_ms
