@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -54,6 +55,53 @@ def principal() -> Principal:
     return p
 
 
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+class VerifiedTokens:
+    """Recently verified JWTs and their claims, so a token seen again skips decoding.
+
+    Clients send the same token on every call (a service token lives for minutes, a user's
+    for a session), and decoding is most of the cost of a small RPC. Whether the signature,
+    issuer, audience and required claims pass depends only on the token text and on the
+    verifier's fixed keys and settings (each verifier owns its cache), so it cannot change
+    between calls; the time claims can, so a hit is returned only while `exp`, `nbf` and
+    `iat` still pass with the same leeway PyJWT applies. Otherwise the caller verifies from
+    scratch and gets the exact error. Only tokens that passed are stored; oldest out first.
+    """
+
+    def __init__(self, *, leeway_s: float, size: int = 4096) -> None:
+        self._leeway = leeway_s
+        self._size = size
+        self._items: dict[str, tuple[dict[str, Any], float, float]] = {}
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        """The claims of `token` if it passed before and its time claims still pass."""
+        hit = self._items.get(token)
+        if hit is None:
+            return None
+        claims, not_before, expires = hit
+        now = time.time()
+        if now >= expires + self._leeway or not_before > now + self._leeway:
+            return None
+        return dict(claims)
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        """Remembers a token that passed every check."""
+        expires = _number(claims.get("exp"))
+        if expires is None:
+            return
+        starts = [
+            n for n in (_number(claims.get("nbf")), _number(claims.get("iat"))) if n is not None
+        ]
+        if len(self._items) >= self._size:
+            self._items.pop(next(iter(self._items)))
+        self._items[token] = (dict(claims), max(starts, default=float("-inf")), expires)
+
+
 class JwtAuthority:
     """Verifies and mints the mesh's HS256 JWTs."""
 
@@ -62,9 +110,13 @@ class JwtAuthority:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_s
+        self._verified = VerifiedTokens(leeway_s=leeway_s)
 
     def verify(self, token: str) -> dict[str, object]:
         """The claims of a valid token; raises Unauthenticated with the reason otherwise."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -90,6 +142,7 @@ class JwtAuthority:
             raise Unauthenticated("token signature is invalid", reason="TOKEN_SIGNATURE") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"token rejected: {exc}", reason="TOKEN_INVALID") from exc
+        self._verified.put(token, claims)
         return claims
 
     def principal_for(self, token: str, on_behalf_of: str | None) -> Principal:

@@ -14,6 +14,7 @@ from typing import Any
 
 import jwt
 
+from services.common.auth import VerifiedTokens
 from services.token.domain import MAX_TOKEN_CHARS, Claims, Grant, Reason, parse_scope
 from services.token.keys import KeyRing
 
@@ -46,6 +47,8 @@ class TokenCodec:
         self._audience = audience
         self.ttl_s = ttl_s
         self._leeway = leeway_s
+        # A TTS proxy verifies the same token on every request; see VerifiedTokens.
+        self._verified = VerifiedTokens(leeway_s=leeway_s)
         self.max_input_length = max_input_length
 
     @property
@@ -91,6 +94,9 @@ class TokenCodec:
         """Verifies `token`; never raises for bad input."""
         if len(token) > MAX_TOKEN_CHARS:
             return Decoded(None, Reason.INVALID, "token is too long")
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -130,7 +136,14 @@ class TokenCodec:
         claims = _claims(payload)
         if claims is None:
             return Decoded(None, Reason.INVALID, "token claims are malformed")
+        self._verified.put(token, payload)
         return Decoded(claims, None)
+
+    def _cached(self, token: str) -> Decoded | None:
+        """A token that passed before and is still in its time window (the key ring is fixed)."""
+        payload = self._verified.get(token)
+        claims = None if payload is None else _claims(payload)
+        return None if claims is None else Decoded(claims, None)
 
     def _decode(self, token: str, key: Any, options: Any) -> dict[str, Any]:
         payload: dict[str, Any] = jwt.decode(
