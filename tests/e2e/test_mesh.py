@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -69,6 +70,7 @@ async def test_mesh_starts_five_healthy_processes_and_stops_cleanly(tmp_path: Pa
         text = "".join(banner)
         assert f"127.0.0.1:{edge_port}" in text
         assert "export TOKEN=" in text
+        assert "Demo agents seeded: 3" in text
         children = _children(proc.pid)
         assert len(children) == 5, text
         listed = await asyncio.to_thread(
@@ -85,6 +87,8 @@ async def test_mesh_starts_five_healthy_processes_and_stops_cleanly(tmp_path: Pa
             "arconv.token.v1.TokenService",
         ):
             assert svc in listed.stdout.split(), listed.stderr
+        token = next(ln.split("=", 1)[1].strip() for ln in banner if "export TOKEN=" in ln)
+        await _converse_through_the_edge(edge_port, token)
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(60):
             rc = await proc.wait()
@@ -98,3 +102,62 @@ async def test_mesh_starts_five_healthy_processes_and_stops_cleanly(tmp_path: Pa
             drain = asyncio.ensure_future(proc.stdout.read())
         # The children follow the runner (SIGTERM on parent death) and close the pipe.
         await asyncio.wait_for(drain, timeout=60)
+
+
+async def _grpcurl(*args: str, stdin: str | None = None) -> str:
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [GRPCURL, "-plaintext", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _objects(text: str) -> list[dict[str, object]]:
+    decoder, objs, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        obj, i = decoder.raw_decode(text, i)
+        objs.append(obj)
+    return objs
+
+
+async def _converse_through_the_edge(port: int, token: str) -> None:
+    """The newcomer's session from the README: agents, a room, a conversation with Nova."""
+    auth = ["-H", f"authorization: Bearer {token}"]
+    target = f"127.0.0.1:{port}"
+    agents = json.loads(await _grpcurl(*auth, target, "arconv.avatar.v1.AvatarService/ListAgents"))
+    assert {a["agent_id"] for a in agents["agents"]} == {"nova", "atlas", "willow"}
+    room = json.loads(
+        await _grpcurl(
+            *auth, "-d", '{"agent_id": "nova"}', target, "arconv.rooms.v1.RoomService/CreateRoom"
+        )
+    )["room"]["room_id"]
+    lines = (
+        json.dumps({"join": {"room_id": room}})
+        + "\n"
+        + json.dumps({"message": {"content": "Hello Nova!", "client_message_id": "m1"}})
+        + "\n"
+    )
+    events = _objects(
+        await _grpcurl(
+            *auth, "-d", "@", target, "arconv.stream.v1.StreamService/Converse", stdin=lines
+        )
+    )
+    kinds = [next(k for k in e if k != "event_id") for e in events]
+    assert kinds[:3] == ["joined", "message_accepted", "stream_started"]
+    assert kinds[-1] == "stream_ended" and "speech_cue" in kinds
+    text = "".join(
+        str(e["stream_chunk"].get("text", ""))  # type: ignore[union-attr]
+        for e in events
+        if "stream_chunk" in e
+    )
+    assert text and "[" not in text
+    ended = events[-1]["stream_ended"]
+    assert ended["reason"] == "STREAM_END_REASON_COMPLETED"  # type: ignore[index]
