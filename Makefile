@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint protos bench clean lock node breaking api-baseline
+.PHONY: setup run test lint protos bench clean lock node breaking api-baseline web browser-setup
 
 setup: $(VENV)/.installed gen/.stamp node
 
@@ -32,6 +32,33 @@ node: tools/gltf/node_modules/.installed
 tools/gltf/node_modules/.installed: tools/gltf/package-lock.json
 	npm ci --prefix tools/gltf --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# The browser client (web/): npm packages, TypeScript generated from the protos by
+# protoc-gen-es (web/gen), type-checked and bundled by esbuild (web/dist). Neither is committed.
+WEB_SRC := $(wildcard web/src/*.ts) web/index.html web/tsconfig.json web/buf.gen.yaml
+
+web: web/dist/.stamp
+
+web/node_modules/.installed: web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	@touch $@
+
+web/dist/.stamp: web/node_modules/.installed $(VENV)/.installed $(PROTOS) $(WEB_SRC)
+	cd web && ../$(VENV)/bin/buf generate
+	npm run --prefix web --silent build
+	@touch $@
+
+# The browser test's needs: the web client, and Debian's Chromium (installed when we are root).
+browser-setup: setup web
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "Chromium is missing: install Debian's chromium package as root (apt-get install chromium)"; \
+	    exit 1; \
+	  fi; \
+	fi
 
 run: setup
 	$(PY) -m services.mesh
