@@ -95,6 +95,26 @@ class KV(abc.ABC):
         """True if `member` is in the set."""
 
     @abc.abstractmethod
+    async def acquire_lease(self, key: str, holder: str, *, limit: int, ttl_s: float) -> bool:
+        """Takes one of `limit` slots of `key` for `holder` until `ttl_s` from now.
+
+        Expired leases free their slots by themselves, so a holder that dies without
+        releasing costs a slot for at most `ttl_s`. Re-acquiring a held lease renews it.
+        """
+
+    @abc.abstractmethod
+    async def renew_lease(self, key: str, holder: str, *, ttl_s: float) -> None:
+        """Extends `holder`'s lease on `key` to `ttl_s` from now (taking it again if it lapsed)."""
+
+    @abc.abstractmethod
+    async def release_lease(self, key: str, holder: str) -> None:
+        """Frees `holder`'s slot of `key` now."""
+
+    @abc.abstractmethod
+    async def lease_count(self, key: str) -> int:
+        """How many unexpired leases `key` holds."""
+
+    @abc.abstractmethod
     async def ping(self) -> None:
         """Raises Unavailable if the store cannot be reached."""
 
@@ -139,6 +159,7 @@ class InProcessKV(KV):
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._data: dict[str, _Entry] = {}
+        self._leases: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
         self._writes = 0
 
@@ -262,6 +283,43 @@ class InProcessKV(KV):
                 raise Internal(f"kv key {key!r} does not hold a set")
             return member in e.value
 
+    def _holders(self, key: str, now: float) -> dict[str, float]:
+        holders = self._leases.setdefault(key, {})
+        for h in [h for h, until in holders.items() if until <= now]:
+            del holders[h]
+        return holders
+
+    async def acquire_lease(self, key: str, holder: str, *, limit: int, ttl_s: float) -> bool:
+        _check_ttl(ttl_s)
+        with self._lock:
+            now = self._clock()
+            holders = self._holders(key, now)
+            if holder not in holders and len(holders) >= limit:
+                return False
+            holders[holder] = now + ttl_s
+            return True
+
+    async def renew_lease(self, key: str, holder: str, *, ttl_s: float) -> None:
+        _check_ttl(ttl_s)
+        with self._lock:
+            now = self._clock()
+            self._holders(key, now)[holder] = now + ttl_s
+
+    async def release_lease(self, key: str, holder: str) -> None:
+        with self._lock:
+            holders = self._leases.get(key)
+            if holders is not None:
+                holders.pop(holder, None)
+                if not holders:
+                    del self._leases[key]
+
+    async def lease_count(self, key: str) -> int:
+        with self._lock:
+            holders = self._holders(key, self._clock())
+            if not holders:
+                del self._leases[key]
+            return len(holders)
+
     async def ping(self) -> None:
         return None
 
@@ -314,6 +372,32 @@ return n
 """
 
 
+# Leases: a sorted set of holders scored by expiry (ms, Redis server time); the key itself
+# expires with its last lease. KEYS[1]; ARGV: holder, limit (0: no limit), ttl_ms.
+_LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local limit = tonumber(ARGV[2])
+if limit > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[1])
+    and redis.call('ZCARD', KEYS[1]) >= limit then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+local last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+redis.call('PEXPIREAT', KEYS[1], last)
+return 1
+"""
+
+# KEYS[1]. The number of unexpired leases.
+_LEASE_COUNT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
 def _ms(ttl_s: float) -> int:
     return max(1, round(ttl_s * 1000))
 
@@ -349,6 +433,8 @@ class RedisKV(KV):
         self._incr = self._client.register_script(_INCR)
         self._incr_within = self._client.register_script(_INCR_WITHIN)
         self._sadd = self._client.register_script(_SADD)
+        self._lease = self._client.register_script(_LEASE)
+        self._lease_count = self._client.register_script(_LEASE_COUNT)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -412,6 +498,27 @@ class RedisKV(KV):
     async def sismember(self, key: str, member: str) -> bool:
         with redis_errors():
             return bool(await self._client.sismember(self._k(key), member))  # type: ignore[misc]
+
+    async def acquire_lease(self, key: str, holder: str, *, limit: int, ttl_s: float) -> bool:
+        _check_ttl(ttl_s)
+        if limit < 1:
+            return False
+        with redis_errors():
+            got = await self._lease(keys=[self._k(key)], args=[holder, limit, _ms(ttl_s)])
+        return bool(int(got))
+
+    async def renew_lease(self, key: str, holder: str, *, ttl_s: float) -> None:
+        _check_ttl(ttl_s)
+        with redis_errors():
+            await self._lease(keys=[self._k(key)], args=[holder, 0, _ms(ttl_s)])
+
+    async def release_lease(self, key: str, holder: str) -> None:
+        with redis_errors():
+            await self._client.zrem(self._k(key), holder)
+
+    async def lease_count(self, key: str) -> int:
+        with redis_errors():
+            return int(await self._lease_count(keys=[self._k(key)]))
 
     async def ping(self) -> None:
         with redis_errors():

@@ -58,7 +58,10 @@ MAX_CLIENT_MESSAGE_ID = 128
 # C0 control characters other than tab, line feed and carriage return: PostgreSQL refuses
 # NUL in text, and none of them is something a person typed.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
-OPEN_STREAMS_TTL_S = 3600.0
+# An open stream holds a lease that its replica renews; a replica that dies without closing
+# its streams frees their slots within one lease.
+OPEN_STREAM_LEASE_S = 60.0
+OPEN_STREAM_RENEW_S = OPEN_STREAM_LEASE_S / 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,8 @@ class ConversationCore:
         self._sessions: set[Session] = set()
         self._generations: dict[str, Generation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._leases: dict[Session, str] = {}
+        self._renewer: asyncio.Task[None] | None = None
         self._closing = False
 
     # -- rooms ------------------------------------------------------------------------------
@@ -136,10 +141,10 @@ class ConversationCore:
             raise FailedPrecondition(
                 "the room has ended; create a new one", reason="ROOM_ENDED", subject=room_id
             )
-        key = f"open-streams:{user_id}"
+        key = _open_streams_key(user_id)
         limit = self._config.max_open_streams
-        got = await self._kv.incr_within([Bound(key, 1, limit, OPEN_STREAMS_TTL_S)])
-        if not got.allowed:
+        lease = uuid.uuid4().hex
+        if not await self._kv.acquire_lease(key, lease, limit=limit, ttl_s=OPEN_STREAM_LEASE_S):
             raise ResourceExhausted(
                 f"too many open streams: at most {limit} per user; close one first",
                 subject=f"user:{user_id}",
@@ -152,7 +157,7 @@ class ConversationCore:
                 last = after_id = await self._bus.last_event_id(room_id)
             holder = await self._bus.get_state(active_key(room_id))
         except BaseException:
-            await self._kv.incr(key, -1, ttl_s=OPEN_STREAMS_TTL_S)
+            await self._kv.release_lease(key, lease)
             raise
         session = Session(
             bus=self._bus,
@@ -164,6 +169,8 @@ class ConversationCore:
             on_abort=on_abort,
         )
         self._sessions.add(session)
+        self._leases[session] = lease
+        self._ensure_renewer()
         joined = pb.Joined(
             room_id=room_id,
             status=events.ROOM_STATUS_PB[room.status],
@@ -176,8 +183,26 @@ class ConversationCore:
         await session.close()
         if session in self._sessions:
             self._sessions.discard(session)
-            with contextlib.suppress(DomainError):
-                await self._kv.incr(f"open-streams:{session.user_id}", -1, ttl_s=OPEN_STREAMS_TTL_S)
+            lease = self._leases.pop(session, None)
+            if lease is not None:
+                with contextlib.suppress(DomainError):
+                    await self._kv.release_lease(_open_streams_key(session.user_id), lease)
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_leases())
+
+    async def _renew_leases(self) -> None:
+        """Keeps the open-stream leases of this replica's sessions alive while they last."""
+        while self._leases:
+            await asyncio.sleep(OPEN_STREAM_RENEW_S)
+            for session, lease in list(self._leases.items()):
+                try:
+                    await self._kv.renew_lease(
+                        _open_streams_key(session.user_id), lease, ttl_s=OPEN_STREAM_LEASE_S
+                    )
+                except DomainError:
+                    log.warning("could not renew an open-stream lease; retrying next round")
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -479,9 +504,17 @@ class ConversationCore:
             )
 
     async def aclose(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks))
         for session in list(self._sessions):
             await self.leave(session)
+
+
+def _open_streams_key(user_id: str) -> str:
+    return f"open-streams:{user_id}"

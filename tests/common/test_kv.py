@@ -229,3 +229,56 @@ async def test_open_kv_chooses_by_settings(tmp_path: Path, redis_base_url: str) 
     assert isinstance(redis_kv, RedisKV)
     await redis_kv.ping()
     await redis_kv.close()
+
+
+async def test_leases_bound_holders_and_free_on_release(kv: KV) -> None:
+    assert await kv.acquire_lease("l", "a", limit=2, ttl_s=60)
+    assert await kv.acquire_lease("l", "b", limit=2, ttl_s=60)
+    assert not await kv.acquire_lease("l", "c", limit=2, ttl_s=60)
+    # A holder re-acquiring its own lease renews it and takes no new slot.
+    assert await kv.acquire_lease("l", "a", limit=2, ttl_s=60)
+    assert await kv.lease_count("l") == 2
+    await kv.release_lease("l", "a")
+    await kv.release_lease("l", "a")  # releasing twice is harmless
+    assert await kv.lease_count("l") == 1
+    assert await kv.acquire_lease("l", "c", limit=2, ttl_s=60)
+    assert not await kv.acquire_lease("other", "x", limit=0, ttl_s=60)
+
+
+async def test_concurrent_acquires_never_overshoot(kv: KV) -> None:
+    got = await asyncio.gather(
+        *(kv.acquire_lease("l", f"h{i}", limit=5, ttl_s=60) for i in range(40))
+    )
+    assert sum(got) == 5
+    assert await kv.lease_count("l") == 5
+
+
+async def test_expired_leases_free_their_slots() -> None:
+    clock = FakeClock()
+    kv = InProcessKV(clock=clock)
+    assert await kv.acquire_lease("l", "dead", limit=1, ttl_s=30)
+    clock.now += 20
+    await kv.renew_lease("l", "dead", ttl_s=30)  # renewed: still holds the slot at +40
+    clock.now += 20
+    assert not await kv.acquire_lease("l", "new", limit=1, ttl_s=30)
+    clock.now += 11  # the holder stopped renewing 31 s ago
+    assert await kv.lease_count("l") == 0
+    assert await kv.acquire_lease("l", "new", limit=1, ttl_s=30)
+
+
+@pytest.mark.redis
+async def test_expired_leases_free_their_slots_on_redis(redis_base_url, redis_prefix) -> None:
+    kv = RedisKV(redis_base_url, prefix=redis_prefix)
+    try:
+        assert await kv.acquire_lease("l", "dead", limit=1, ttl_s=0.2)
+        assert not await kv.acquire_lease("l", "new", limit=1, ttl_s=60)
+        # Expiry runs on Redis's clock: let it pass.
+        await asyncio.sleep(0.3)
+        assert await kv.lease_count("l") == 0
+        assert await kv.acquire_lease("l", "new", limit=1, ttl_s=60)
+        left = await kv.ttl("l")
+        assert left is not None and 50 < left <= 60  # the key lives as long as its last lease
+        await kv.renew_lease("l", "lapsed", ttl_s=0.1)  # renewing a lapsed lease takes it again
+        assert await kv.lease_count("l") == 2
+    finally:
+        await kv.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from arconv.stream.v1 import stream_service_pb2 as pb
@@ -63,6 +65,39 @@ async def test_open_streams_per_user(make_mesh, bus_backend) -> None:
     await first.call.done_writing()
     assert await first.call.code() == grpc.StatusCode.OK
     assert await converse(mesh, "alice", room)
+
+
+async def test_open_stream_slots_are_leased_renewed_and_expire(
+    make_mesh, redis_base_url, redis_prefix, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.common.kv import RedisKV
+    from services.stream import core
+
+    monkeypatch.setattr(core, "OPEN_STREAM_LEASE_S", 0.4)
+    monkeypatch.setattr(core, "OPEN_STREAM_RENEW_S", 0.1)
+    bus = {"redis_url": redis_base_url, "redis_prefix": redis_prefix}
+    mesh = await make_mesh(bus=bus, stream_max_open_streams=2)
+    room = await mesh.room("alice")
+    # A replica that died without closing its streams left this lease behind.
+    kv = RedisKV(redis_base_url, prefix=f"{redis_prefix}stream:")
+    try:
+        assert await kv.acquire_lease("open-streams:alice", "dead", limit=2, ttl_s=0.4)
+        live = await converse(mesh, "alice", room)
+        refused = mesh.stream().Subscribe(
+            pb.SubscribeRequest(room_id=room), metadata=mesh.md("alice")
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await refused.read()
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Several lease lifetimes later the dead lease is gone; the live one was renewed.
+        await asyncio.sleep(1.0)
+        assert await kv.lease_count("open-streams:alice") == 1
+        assert await converse(mesh, "alice", room)
+        assert await kv.lease_count("open-streams:alice") == 2
+        await live.call.done_writing()
+        assert await live.call.code() == grpc.StatusCode.OK
+    finally:
+        await kv.close()
 
 
 async def test_a_stalled_reader_is_cut_off_without_delaying_others(
