@@ -158,13 +158,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if "b" in only:
                 say("(b) latency, in-process bus")
                 figures.setdefault("b", {})["in-process"] = await latency_ladder(
-                    stamps, mesh.ports["stream"], echo.port, rooms, cfg["b_levels"],
-                    len(replies), cfg["b_seconds"], cfg["b_rounds"],
+                    stamps,
+                    mesh.ports["stream"],
+                    echo.port,
+                    rooms,
+                    cfg["b_levels"],
+                    len(replies),
+                    cfg["b_seconds"],
+                    cfg["b_rounds"],
                 )
             if "c" in only:
-                from services.edge import EdgeConfig, start_envoy, wait_envoy_ready
-
                 from bench.util import free_port
+                from services.edge import EdgeConfig, start_envoy, wait_envoy_ready
 
                 say("(c) Envoy vs direct")
                 edge = EdgeConfig(
@@ -173,8 +178,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 envoy = await start_envoy(edge, work / "envoy", quiet=True)
                 await wait_envoy_ready(edge.admin_port)
                 figures["c"] = await edge_latency(
-                    stamps, mesh.ports["stream"], edge.listen_port, rooms,
-                    cfg["c_conversations"], cfg["c_seconds"], cfg["c_rounds"],
+                    stamps,
+                    mesh.ports["stream"],
+                    edge.listen_port,
+                    rooms,
+                    cfg["c_conversations"],
+                    cfg["c_seconds"],
+                    cfg["c_rounds"],
                 )
             if "d" in only:
                 say(f"(d) memory, {cfg['d_streams']} idle streams")
@@ -185,13 +195,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await mesh.start_stream(pacing_ms=30, redis=True)
                 say("(b) latency, Redis bus")
                 figures["b"]["redis"] = await latency_ladder(
-                    stamps, mesh.ports["stream"], echo.port, rooms, cfg["b_levels"],
-                    len(replies), cfg["b_seconds"], cfg["b_rounds"],
+                    stamps,
+                    mesh.ports["stream"],
+                    echo.port,
+                    rooms,
+                    cfg["b_levels"],
+                    len(replies),
+                    cfg["b_seconds"],
+                    cfg["b_rounds"],
                 )
         if "e" in only:
             say("(e) unary calls")
             figures["e"] = await unary_rates(
-                mesh.ports, echo.port, rooms, cfg["e_concurrency"], cfg["e_seconds"],
+                mesh.ports,
+                echo.port,
+                rooms,
+                cfg["e_concurrency"],
+                cfg["e_seconds"],
                 cfg["rounds"],
             )
     finally:

@@ -222,6 +222,7 @@ class WebSubscriber(Subscriber):
         self._buf = b""
         self._resp: Any = None
         self._chunks: Any = None
+        self._closing: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         body = pb.SubscribeRequest(room_id=self.room_id).SerializeToString()
@@ -258,7 +259,7 @@ class WebSubscriber(Subscriber):
 
     def close(self) -> None:
         if self._resp is not None:
-            asyncio.ensure_future(self._resp.aclose())
+            self._closing = asyncio.ensure_future(self._resp.aclose())
 
 
 class Stamps:

@@ -61,7 +61,7 @@ async def spawn(name: str, argv: list[str], env: dict[str, str], workdir: Path, 
     from services.edge import die_with_parent
 
     log = workdir / f"{name}.log"
-    with open(log, "ab") as out:
+    with open(log, "ab") as out:  # noqa: ASYNC230 - opening a log file before a spawn
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             *argv,
@@ -127,8 +127,10 @@ _BENCH_LIMITS = {
 class Mesh:
     """avatar, rooms and token on PostgreSQL; stream restartable with another configuration."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, profile: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        # service name -> cProfile output file (see bench/profiled.py)
+        self.profile = profile or {}
         self.tag = uuid.uuid4().hex[:10]
         self.ports = {n: free_port() for n in ("rooms", "stream", "avatar", "token")}
         self.dbs = {n: f"arconv_bench_{self.tag}_{n}" for n in ("rooms", "avatar", "token")}
@@ -165,8 +167,10 @@ class Mesh:
         for db in self.dbs.values():
             await asyncio.to_thread(self._pg, f'CREATE DATABASE "{db}"')
         for name in ("avatar", "rooms", "token"):
-            p = await spawn(name, ["-m", f"services.{name}"], self._env(name), self.workdir,
-                            self.ports[name])
+            argv = ["-m", f"services.{name}"]
+            if name in self.profile:
+                argv = ["-m", "bench.profiled", f"services.{name}", self.profile[name]]
+            p = await spawn(name, argv, self._env(name), self.workdir, self.ports[name])
             self.procs[name] = p
         for name in ("avatar", "rooms", "token"):
             await wait_healthy(self.procs[name])
@@ -191,8 +195,13 @@ class Mesh:
             extra["ARCONV_REDIS_PREFIX"] = self.redis_prefix
         if profile:
             extra["ARCONV_BENCH_PROFILE"] = profile
-        p = await spawn("stream", ["-m", "bench.stream_server"], self._env("stream", **extra),
-                        self.workdir, self.ports["stream"])
+        p = await spawn(
+            "stream",
+            ["-m", "bench.stream_server"],
+            self._env("stream", **extra),
+            self.workdir,
+            self.ports["stream"],
+        )
         self.procs["stream"] = p
         await wait_healthy(p)
         self.stream_config = {"pacing_ms": pacing_ms, "bus": "redis" if redis else "in-process"}
@@ -215,9 +224,7 @@ class Mesh:
             await p.stop()
         for db in self.dbs.values():
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(
-                    self._pg, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'
-                )
+                await asyncio.to_thread(self._pg, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._clear_redis)
 

@@ -46,7 +46,8 @@ async def record_replies(talkers: list[Talker], path: Path, count: int = 6) -> l
     for i in range(count):
         turn = await talkers[i % len(talkers)].turn(story(new_tag()), record=True)
         replies.append(turn.wire)
-    path.write_text(json.dumps([[base64.b64encode(m).decode() for m in r] for r in replies]))
+    text = json.dumps([[base64.b64encode(m).decode() for m in r] for r in replies])
+    await asyncio.to_thread(path.write_text, text)
     return replies
 
 

@@ -80,7 +80,8 @@ async def unary_rates(
 
     def create_room() -> Call:
         md = next(fresh)
-        return lambda: room_stub.CreateRoom(rooms_pb.CreateRoomRequest(agent_id="nova"), metadata=md)
+        req = rooms_pb.CreateRoomRequest(agent_id="nova")
+        return lambda: room_stub.CreateRoom(req, metadata=md)
 
     def get_room() -> Call:
         u = next(cycle_users)
@@ -94,7 +95,10 @@ async def unary_rates(
     def verify() -> Call:
         t = next(cycle_tokens)
         req = token_pb.VerifyProviderTokenRequest(
-            token=t.token, operation="tts.synthesize", voice_id=t.voice_id, input_length=120,
+            token=t.token,
+            operation="tts.synthesize",
+            voice_id=t.voice_id,
+            input_length=120,
             consume=True,
         )
         return lambda: token_stub.VerifyProviderToken(req, metadata=svc)
@@ -110,7 +114,9 @@ async def unary_rates(
         for name, factory in rpcs.items():
             mesh_s, echo_s = Series(), Series()
 
-            async def run_mesh(rnd: int, f: Callable[[], Call] = factory, s: Series = mesh_s) -> None:
+            async def run_mesh(
+                rnd: int, f: Callable[[], Call] = factory, s: Series = mesh_s
+            ) -> None:
                 premint(rnd + 100 * len(results))
                 s.add(await rate(concurrency, seconds, f))
 

@@ -29,7 +29,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 @dataclass
 class Series:
-    """One figure's value per round: median and min–max over the rounds."""
+    """One figure's value per round: median and min-max over the rounds."""
 
     values: list[float] = field(default_factory=list)
 
