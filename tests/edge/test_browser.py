@@ -12,6 +12,7 @@ import contextlib
 import functools
 import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -31,7 +32,8 @@ from tests.edge.mesh_fixtures import ROOT, EdgeMesh, edge_mesh
 __all__ = ["edge_mesh"]
 pytestmark = [pytest.mark.envoy, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium (`make browser-setup`); ARCONV_CHROMIUM points elsewhere.
+CHROMIUM = Path(os.environ.get("ARCONV_CHROMIUM", "/usr/bin/chromium"))
 WEB = ROOT / "web"
 MARKER = re.compile(r"^(emotion|gesture|tone|pose):[a-z_]+$")
 
@@ -103,7 +105,7 @@ def _drive(
 
 
 async def test_browser_talks_to_an_agent_over_grpc_web(
-    edge_mesh: EdgeMesh, bundle: Path, tmp_path: Path
+    bundle: Path, edge_mesh: EdgeMesh, tmp_path: Path
 ) -> None:
     token = edge_mesh.token("alice")
     with static_server(bundle) as origin:
