@@ -37,6 +37,8 @@ from services.common.kv import redis_errors
 DEFAULT_PREFIX = "arconv:bus:"
 DEFAULT_MAXLEN = 2000
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+# Connections for blocking reads and control subscriptions: one per open stream or reply.
+DEFAULT_BLOCKING_CONNECTIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +321,7 @@ class RedisBus(Bus):
         maxlen: int = DEFAULT_MAXLEN,
         retention_s: float = DEFAULT_RETENTION_S,
         timeout_s: float = 5.0,
+        blocking_connections: int = DEFAULT_BLOCKING_CONNECTIONS,
     ) -> None:
         import redis.asyncio as aioredis
 
@@ -332,8 +335,11 @@ class RedisBus(Bus):
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         # Blocking reads hold their connection for the block time; they get their own pool
-        # without a socket timeout shorter than the block.
-        self._blocking = aioredis.Redis.from_url(url, socket_connect_timeout=timeout_s)
+        # without a socket timeout shorter than the block. Every open client stream and every
+        # running reply holds one, so the pool is sized for them (redis-py's default is 100).
+        self._blocking = aioredis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, max_connections=blocking_connections
+        )
         self._publish = self._client.register_script(_PUBLISH)
         self._delete_if = self._client.register_script(_DELETE_IF)
 
