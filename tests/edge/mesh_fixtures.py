@@ -108,11 +108,13 @@ class BufResult:
 
     def messages(self) -> list[dict[str, Any]]:
         """The response messages (buf curl prints each as a JSON document)."""
-        return list(_json_documents(self.stdout))
+        return json_documents(self.stdout)
 
     def error(self) -> dict[str, Any]:
         """The error buf curl prints on stderr: {code, message, details: [...]}."""
-        docs = list(_json_documents(self.stderr[self.stderr.find("{") :]))
+        # `-v` log lines ("buf: ...") may come before, or right after, the error document.
+        text = re.sub(r"buf: [^\n]*(\n|$)", "", self.stderr)
+        docs = json_documents(text)
         assert docs, f"no error document in {self.stderr!r}"
         return docs[0]
 
@@ -197,7 +199,7 @@ def trailer_status(verbose_stderr: str) -> Any:
     return status_pb2.Status.FromString(base64.b64decode(raw + "=" * (-len(raw) % 4)))
 
 
-def _json_documents(text: str) -> list[Any]:
+def json_documents(text: str) -> list[Any]:
     decoder = json.JSONDecoder()
     out, i = [], 0
     while True:

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from services.common.errors import status_details
-from tests.edge.mesh_fixtures import EdgeMesh, _json_documents, edge_mesh, trailer_status
+from tests.edge.mesh_fixtures import EdgeMesh, edge_mesh, json_documents, trailer_status
 
 __all__ = ["edge_mesh"]
 pytestmark = pytest.mark.envoy
@@ -65,7 +65,7 @@ async def test_grpcurl_converse_exchange_through_envoy(edge_mesh: EdgeMesh) -> N
         token=token, stdin=requests,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    events = _json_documents(out.stdout)
+    events = json_documents(out.stdout)
     kinds = [next(k for k in e if k != "event_id") for e in events]
     assert kinds[0] == "joined" and kinds[1] == "message_accepted"
     assert kinds.index("stream_started") < kinds.index("stream_chunk") < kinds.index("stream_ended")
