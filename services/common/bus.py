@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import OutOfRange
-from services.common.kv import redis_errors
+from services.common.kv import command_client, redis_errors
 
 DEFAULT_PREFIX = "arconv:bus:"
 DEFAULT_MAXLEN = 2000
@@ -331,9 +331,7 @@ class RedisBus(Bus):
         self._maxlen = maxlen
         self._retention_ms = max(1, round(retention_s * 1000))
         self._timeout_s = timeout_s
-        self._client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        self._client = command_client(url, timeout_s=timeout_s)
         # Blocking reads hold their connection for the block time; they get their own pool
         # without a socket timeout shorter than the block. Every open client stream and every
         # running reply holds one, so the pool is sized for them (redis-py's default is 100).

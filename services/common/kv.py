@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from services.common.config import Settings
 from services.common.errors import Internal, Unavailable
@@ -417,19 +418,36 @@ def redis_errors(what: str = "Redis") -> Iterator[None]:
         raise Unavailable(f"{what} is unavailable: {exc.strerror or exc}") from exc
 
 
+# Connections for short commands; more concurrent commands wait for one (see command_client).
+COMMAND_CONNECTIONS = 100
+
+
+def command_client(url: str, *, timeout_s: float, **kwargs: Any) -> Any:
+    """A redis.asyncio client for short commands whose pool waits for a free connection.
+
+    redis-py's default pool raises MaxConnectionsError on the 101st concurrent command, so a
+    burst of concurrent requests failed with UNAVAILABLE; here they queue for up to
+    `timeout_s` (then the pool's ConnectionError becomes `Unavailable` as before).
+    """
+    import redis.asyncio as aioredis
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=COMMAND_CONNECTIONS,
+        timeout=timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        **kwargs,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
 class RedisKV(KV):
     """Redis (redis.asyncio); every key under `prefix`."""
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 5.0) -> None:
-        import redis.asyncio as aioredis
-
         self._prefix = prefix
-        self._client = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-        )
+        self._client = command_client(url, timeout_s=timeout_s, decode_responses=True)
         self._incr = self._client.register_script(_INCR)
         self._incr_within = self._client.register_script(_INCR_WITHIN)
         self._sadd = self._client.register_script(_SADD)

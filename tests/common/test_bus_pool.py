@@ -21,3 +21,14 @@ async def test_more_blocked_readers_than_the_default_pool(
         assert [[e.data for e in batch] for batch in got] == [[r.encode()] for r in rooms]
     finally:
         await bus.close()
+
+
+async def test_a_burst_of_commands_waits_for_connections_instead_of_failing(
+    redis_base_url: str, redis_prefix: str
+) -> None:
+    bus = RedisBus(redis_base_url, prefix=redis_prefix)
+    try:
+        ids = await asyncio.gather(*(bus.publish("room", "chunk", b"x") for _ in range(300)))
+        assert sorted(ids) == list(range(1, 301))
+    finally:
+        await bus.close()
