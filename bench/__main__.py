@@ -26,7 +26,14 @@ from bench.memory import idle_memory
 from bench.notes import NOTES
 from bench.procs import Mesh, Proc, start_echo
 from bench.report import HERE, write
-from bench.streaming import edge_latency, latency_ladder, open_all, record_replies, throughput
+from bench.streaming import (
+    FAILURES,
+    edge_latency,
+    latency_ladder,
+    open_all,
+    record_replies,
+    throughput,
+)
 from bench.unary import unary_rates
 from bench.util import Series, machine
 
@@ -221,6 +228,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if echo is not None:
             await echo.stop()
         await mesh.close()
+        doc["failed_turns"] = {"count": len(FAILURES), "first": FAILURES[:5]}
     return doc
 
 

@@ -84,6 +84,9 @@ def render(doc: dict[str, Any]) -> str:
             for n, r in res.items():
                 if not n.isdigit():
                     continue
+                if "error" in r:
+                    lines.append(f"| {bus} | {n} | failed: {r['error']} | | | |")
+                    continue
                 lines.append(
                     f"| {bus} | {n} | {_s(r['mesh']['p50_ms'])} | {_s(r['mesh']['p99_ms'])} |"
                     f" {_s(r['echo']['p50_ms'])} | {_s(r['echo']['p99_ms'])} |"
@@ -172,6 +175,13 @@ def render(doc: dict[str, Any]) -> str:
         ):
             lines.append(f"| {label} | {_s(f[key], 1)} | >= 10 | {_ok(f[key]['median'] >= 10)} |")
         lines.append("")
+    failed = doc.get("failed_turns") or {}
+    lines += [
+        f"Failed conversation turns over the whole run: {failed.get('count', 0)}"
+        + (f" (first: {'; '.join(failed['first'])})" if failed.get("first") else "")
+        + ".",
+        "",
+    ]
     notes = doc.get("notes") or []
     if notes:
         lines += ["## Notes: profiling, fixes, what still limits", ""]

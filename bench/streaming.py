@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 from arconv.stream.v1 import stream_service_pb2_grpc as pb_grpc
 
@@ -51,10 +52,18 @@ async def record_replies(talkers: list[Talker], path: Path, count: int = 6) -> l
     return replies
 
 
+TURN_TIMEOUT_S = 60.0
+FAILURES: list[str] = []  # turns that failed (call ended, reply never ended): reported
+
+
 async def _drive(
     workers: int, seconds: float, run_turn: Callable[[int, int], Awaitable[Turn]], stagger_s: float
 ) -> tuple[list[Turn], float]:
-    """Each worker runs turns back to back until `seconds` have passed; returns turns, elapsed."""
+    """Each worker runs turns back to back until `seconds` have passed; returns turns, elapsed.
+
+    A worker whose turn fails (its call ended, or no stream_ended within TURN_TIMEOUT_S) stops
+    and the failure is recorded in FAILURES.
+    """
     turns: list[Turn] = []
     started = time.perf_counter()
     end = started + seconds
@@ -64,7 +73,11 @@ async def _drive(
             await asyncio.sleep(random.uniform(0, stagger_s))
         n = 0
         while time.perf_counter() < end:
-            turns.append(await run_turn(w, n))
+            try:
+                turns.append(await asyncio.wait_for(run_turn(w, n), TURN_TIMEOUT_S))
+            except (TimeoutError, RuntimeError, grpc.aio.AioRpcError) as exc:
+                FAILURES.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                return
             n += 1
 
     await asyncio.gather(*(worker(w) for w in range(workers)))
@@ -187,13 +200,16 @@ async def latency_ladder(
             await open_all(talkers)
             await open_all(echoes)
             out[str(n)] = await latency(stamps, talkers, echoes, n_replies, seconds, rounds)
+        except Exception as exc:  # a failed level is reported, the others still run
+            out[str(n)] = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
             for t in (*talkers, *echoes):
                 t.close()
             await mesh_ch.close()
             await echo_ch.close()
-    top = out[str(max(levels))]["mesh"]
-    p50, p99 = top["p50_ms"]["median"], top["p99_ms"]["median"]
+    top = out[str(max(levels))].get("mesh")
+    p50 = top["p50_ms"]["median"] if top else None
+    p99 = top["p99_ms"]["median"] if top else None
     out["target"] = f"p50 <= 1 ms and p99 <= 5 ms at {max(levels)} conversations"
     out["pass"] = p50 is not None and p50 <= 1.0 and p99 <= 5.0
     return out
