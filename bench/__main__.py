@@ -196,7 +196,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if "d" in only:
                 say(f"(d) memory, {cfg['d_streams']} idle streams")
                 figures["d"] = await idle_memory(
-                    mesh, echo, rooms, cfg["d_streams"], cfg["d_rounds"]
+                    mesh, work / "replies.json", rooms, cfg["d_streams"], cfg["d_rounds"]
                 )
             if "b" in only:
                 await mesh.start_stream(pacing_ms=30, redis=True)

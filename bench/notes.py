@@ -59,6 +59,15 @@ NOTES: list[str] = [
     "rows). The stream server saturates one core, so the tail is queueing; the echo floor's "
     "own p99 at the same load shows how much of it grpc.aio alone costs on this machine. "
     "Scaling out is the design's answer: more stream replicas behind Envoy on the Redis bus.",
+    "(d): each round starts a fresh server process, so the growth is what the streams "
+    "take (reusing one process hid it: memory freed by an earlier round was reused, and "
+    "one run gave negative growth). An idle Converse stream holds, beyond what grpc.aio "
+    "holds for any bidi call: the interceptor's and servicer's generator frames, the "
+    "request reader task, a Session with its bounded asyncio.Queue and pump task, and on "
+    "the in-process bus a wait_for task around a Condition that wakes every second "
+    "(read_block_s); on Redis, one blocking connection. Candidates: one task per stream "
+    "(the pump writing straight to the call), and a per-room fan-out instead of a reader "
+    "per stream.",
     "(f): whole replies pass. Streamed replies are bound by Python's per-call cost: a feed "
     "of a ~4-character delta that returns a chunk costs about 1.7 us, and 10 MB/s at 4 "
     "characters per delta would need 0.4 us per call. In the service the parser is below 2% "

@@ -94,6 +94,13 @@ async def wait_healthy(p: Proc, timeout_s: float = 60.0) -> None:
 
 
 async def start_echo(workdir: Path, replies_file: Path | None) -> Proc:
+    try:
+        return await _start_echo(workdir, replies_file)
+    except RuntimeError:  # a free port taken meanwhile, once in a while: one more try
+        return await _start_echo(workdir, replies_file)
+
+
+async def _start_echo(workdir: Path, replies_file: Path | None) -> Proc:
     port = free_port()
     argv = ["-m", "bench.echo_server", "--port", str(port)]
     if replies_file is not None:
@@ -108,6 +115,7 @@ async def start_echo(workdir: Path, replies_file: Path | None) -> Proc:
             return p
         except OSError:
             if loop.time() > deadline or p.proc.returncode is not None:
+                await p.stop()
                 raise RuntimeError(f"echo server did not start; see {p.log}") from None
             await asyncio.sleep(0.1)
 
@@ -139,6 +147,7 @@ class Mesh:
         self.procs: dict[str, Proc] = {}
         self.stream_metrics_port = 0
         self.stream_config: dict[str, Any] = {}
+        self.stream_args: dict[str, Any] = {}
 
     def _env(self, name: str, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ARCONV_")}
@@ -181,6 +190,7 @@ class Mesh:
 
     async def start_stream(self, *, pacing_ms: int, redis: bool, profile: str = "") -> Proc:
         """(Re)starts the stream service with the delta stamp recorder."""
+        self.stream_args = {"pacing_ms": pacing_ms, "redis": redis, "profile": profile}
         old = self.procs.pop("stream", None)
         if old is not None:
             await old.stop()

@@ -123,7 +123,8 @@ def render(doc: dict[str, Any]) -> str:
             "",
             f"{d['streams']} idle streams (Converse joined, {d['bus']} bus) vs {d['streams']}"
             " idle bidi calls on the echo server: RSS growth of the server process / count."
-            " One uncounted warm-up round each first.",
+            " Every round starts a fresh server process and opens and closes 10 streams"
+            " before the baseline reading.",
             "",
             "| figure | mesh | echo | mesh/echo | target | |",
             "|---|---|---|---|---|---|",
