@@ -3,7 +3,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 
@@ -16,7 +15,8 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	@# The generated package and the repository root are importable from anywhere.
-	@printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$(SITE)/arconv-local.pth"
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	  printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$$site/arconv-local.pth"
 	@touch $@
 
 gen/.stamp: $(VENV)/.installed $(PROTOS) scripts/gen_protos.py
