@@ -1,7 +1,8 @@
 """The bare floor: a grpc.aio server with no interceptor, no auth, no bus, no database.
 
-Run as ``python -m bench.echo_server --port N [--replies FILE]``. Methods (raw bytes, no
-protobuf service definition):
+Run as ``python -m bench.echo_server --port N [--replies FILE]`` (or with the port and file in
+ARCONV_BENCH_ECHO_PORT and ARCONV_BENCH_ECHO_REPLIES, as the benchmark starts it). Methods
+(raw bytes, no protobuf service definition):
 
 - ``/bench.Echo/Unary``: returns the request.
 - ``/bench.Echo/Talk`` (bidi): ``J`` → one small "joined" message, then the call stays open
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import signal
 import struct
 import time
@@ -98,8 +100,8 @@ async def serve(port: int, replies: list[list[bytes]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--replies", default="")
+    ap.add_argument("--port", type=int, default=int(os.environ.get("ARCONV_BENCH_ECHO_PORT", 0)))
+    ap.add_argument("--replies", default=os.environ.get("ARCONV_BENCH_ECHO_REPLIES", ""))
     args = ap.parse_args()
     replies: list[list[bytes]] = []
     if args.replies:

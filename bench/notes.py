@@ -3,7 +3,7 @@ what still limits each figure. The numbers quoted here come from the profiling r
 
 NOTES: list[str] = [
     "Profiling: cProfile from the standard library (py-spy is not installed). "
-    "`python -m bench.profiled services.<name> OUT.pstats` runs any service under it (the "
+    "`python -m bench.child services.<name> OUT.pstats` runs any service under it (the "
     "bench's Mesh takes `profile={name: file}`), and `python -m bench --profile FILE` profiles "
     "the stream server during the latency runs. cProfile roughly halves throughput; it was "
     "used to find where time goes, never for the figures.",

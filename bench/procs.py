@@ -58,18 +58,16 @@ class Proc:
 
 
 async def spawn(name: str, argv: list[str], env: dict[str, str], workdir: Path, port: int) -> Proc:
-    from services.edge import die_with_parent
-
+    """Starts `python -m bench.child <argv...>` (see bench/child.py: no preexec_fn)."""
     log = workdir / f"{name}.log"
     with open(log, "ab") as out:  # noqa: ASYNC230 - opening a log file before a spawn
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            *argv,
+            *("-m", "bench.child", *argv),
             env=env,
             cwd=str(ROOT),
             stdout=out,
             stderr=out,
-            preexec_fn=die_with_parent,
         )
     return Proc(name, proc, port, log)
 
@@ -102,10 +100,10 @@ async def start_echo(workdir: Path, replies_file: Path | None) -> Proc:
 
 async def _start_echo(workdir: Path, replies_file: Path | None) -> Proc:
     port = free_port()
-    argv = ["-m", "bench.echo_server", "--port", str(port)]
+    env = {**os.environ, "ARCONV_BENCH_ECHO_PORT": str(port)}
     if replies_file is not None:
-        argv += ["--replies", str(replies_file)]
-    p = await spawn("echo", argv, dict(os.environ), workdir, port)
+        env["ARCONV_BENCH_ECHO_REPLIES"] = str(replies_file)
+    p = await spawn("echo", ["bench.echo_server"], env, workdir, port)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     while True:
@@ -137,7 +135,7 @@ class Mesh:
 
     def __init__(self, workdir: Path, profile: dict[str, str] | None = None) -> None:
         self.workdir = workdir
-        # service name -> cProfile output file (see bench/profiled.py)
+        # service name -> cProfile output file (see bench/child.py)
         self.profile = profile or {}
         self.tag = uuid.uuid4().hex[:10]
         self.ports = {n: free_port() for n in ("rooms", "stream", "avatar", "token")}
@@ -176,9 +174,9 @@ class Mesh:
         for db in self.dbs.values():
             await asyncio.to_thread(self._pg, f'CREATE DATABASE "{db}"')
         for name in ("avatar", "rooms", "token"):
-            argv = ["-m", f"services.{name}"]
+            argv = [f"services.{name}"]
             if name in self.profile:
-                argv = ["-m", "bench.profiled", f"services.{name}", self.profile[name]]
+                argv.append(self.profile[name])
             p = await spawn(name, argv, self._env(name), self.workdir, self.ports[name])
             self.procs[name] = p
         for name in ("avatar", "rooms", "token"):
@@ -207,7 +205,7 @@ class Mesh:
             extra["ARCONV_BENCH_PROFILE"] = profile
         p = await spawn(
             "stream",
-            ["-m", "bench.stream_server"],
+            ["bench.stream_server"],
             self._env("stream", **extra),
             self.workdir,
             self.ports["stream"],

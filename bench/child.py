@@ -1,0 +1,37 @@
+"""Runs a module as a child of the benchmark: ``python -m bench.child MODULE [PROFILE_OUT]``.
+
+The child asks the kernel for SIGTERM when the benchmark dies (so none is orphaned), which it
+does itself after exec: a `preexec_fn` runs Python between fork and exec, and in a parent
+with gRPC threads that can deadlock the child before it ever starts. With PROFILE_OUT the
+module runs under cProfile (the standard library's profiler; py-spy is not available) and the
+stats are written when it exits (SIGTERM stops a service gracefully).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import runpy
+import sys
+
+from services.edge import die_with_parent
+
+
+def main() -> None:
+    die_with_parent()
+    module = sys.argv[1]
+    out = sys.argv[2] if len(sys.argv) > 2 else ""
+    sys.argv = [module]
+    if not out:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        prof.disable()
+        prof.dump_stats(out)
+
+
+if __name__ == "__main__":
+    main()
