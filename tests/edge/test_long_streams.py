@@ -202,5 +202,6 @@ async def test_idle_subscribe_stays_open_for_five_minutes(edge_mesh: EdgeMesh) -
         "http2.tx_reset",
     ):
         assert grew(name) == 0, (name, before.get(name), after.get(name))
-    assert grew("cluster.stream.upstream_cx_total") == 0
+    # (No check on upstream_cx_total: each Envoy worker keeps its own upstream pool, so the
+    # late SendMessage may open a connection on another worker without anything being cut.)
     assert after.get("cluster.stream.upstream_cx_active", 0) >= 1
