@@ -14,7 +14,6 @@ from pydantic import Field, field_validator
 
 from services.avatar.description import Describer
 from services.avatar.generation import AvatarManager, WorkerConfig
-from services.avatar.paging import PageTokens
 from services.avatar.providers.base import ModelProvider
 from services.avatar.providers.chain import ProviderChain, parse_routes
 from services.avatar.providers.meshy import MeshyProvider
@@ -25,6 +24,7 @@ from services.avatar.storage import ModelStore
 from services.common.app import run_service
 from services.common.config import ConfigError, Settings
 from services.common.db import create_engine, migrate_async, sessionmaker
+from services.common.pagetoken import PageTokens
 from services.common.server import ServiceSpec
 from services.llm import LLMProvider, build_provider
 
@@ -141,7 +141,7 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
     )
     servicer = AvatarServicer(
         agents=agents,
-        page_tokens=PageTokens(settings.jwt_secret, "ListAgents"),
+        page_tokens=PageTokens(settings.jwt_secret, "agents"),
         describer=describer,
         avatars=manager,
         model_base_url=settings.model_base_url,

@@ -13,10 +13,11 @@ from services.avatar.agents import Agent, validate_agent, validate_agent_id
 from services.avatar.description import Describer
 from services.avatar.errors import AgentNotFound
 from services.avatar.generation import AvatarManager
-from services.avatar.paging import PageTokens, page_size
+from services.avatar.paging import page_size
 from services.avatar.repository import AgentRepository
 from services.avatar.visemes import compute_visemes
 from services.common.errors import InvalidArgument
+from services.common.pagetoken import PageTokens, invalid_token
 
 
 class AvatarServicer(pb_grpc.AvatarServiceServicer):
@@ -61,18 +62,19 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
         self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAgentsResponse:
         size = page_size(request.page_size)
-        position = self._tokens.decode(request.page_token)
         after: tuple[str, str] | None = None
-        if position is not None:
-            if len(position) != 2:
-                raise InvalidArgument(
-                    "page_token was not issued by this RPC",
-                    violations=[("page_token", "use next_page_token from a previous response")],
-                )
+        if request.page_token:
+            position = self._tokens.decode(request.page_token, user_id="", query={})
+            if len(position) != 2 or not all(isinstance(p, str) for p in position):
+                raise invalid_token("malformed")
             after = (position[0], position[1])
         rows = await self._agents.list_page(limit=size + 1, after=after)
         page, more = rows[:size], len(rows) > size
-        token = self._tokens.encode([page[-1].name, page[-1].agent_id]) if more else ""
+        token = (
+            self._tokens.encode(user_id="", query={}, cursor=[page[-1].name, page[-1].agent_id])
+            if more
+            else ""
+        )
         return pb.ListAgentsResponse(
             agents=[mapping.agent_to_pb(a) for a in page], next_page_token=token
         )

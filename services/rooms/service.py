@@ -9,10 +9,10 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from services.common.pagetoken import PageTokens, invalid_token
 from services.rooms.agents import AgentDirectory
 from services.rooms.domain import Action, AgentSummary, Message, NewMessage, Room
 from services.rooms.notifier import RoomNotifier
-from services.rooms.pagetoken import PageTokens, invalid_token
 from services.rooms.repository import RoomRepository
 
 log = logging.getLogger("arconv.rooms")

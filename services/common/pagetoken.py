@@ -18,7 +18,7 @@ from typing import Any
 from services.common.errors import InvalidArgument
 
 MAX_TOKEN_CHARS = 1024
-_KEY_LABEL = b"arconv.rooms.page_token.v1"
+_KEY_LABEL = b"arconv.page_token.v1"
 
 
 def _b64(data: bytes) -> str:
@@ -38,7 +38,10 @@ def invalid_token(why: str) -> InvalidArgument:
 
 
 class PageTokens:
-    """Signs and checks page tokens of one kind of listing ("rooms", "messages")."""
+    """Signs and checks page tokens of one kind of listing ("rooms", "messages", "agents").
+
+    A listing that is the same for every caller binds its tokens to `user_id=""`.
+    """
 
     def __init__(self, secret: str, kind: str) -> None:
         self._key = hmac.new(secret.encode(), _KEY_LABEL, hashlib.sha256).digest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.rooms.pagetoken import PageTokens
+from services.common.pagetoken import PageTokens
 
 QUERY = {"include_ended": False}
 
