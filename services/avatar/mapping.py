@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from arconv.avatar.v1 import avatar_service_pb2 as pb
-from arconv.avatar.v1 import speech_pb2
 from google.protobuf import timestamp_pb2
 
 from services.avatar.agents import Agent, AgentInput, Appearance
 from services.avatar.description import CharacterDescription
 from services.avatar.jobs import AvatarRecord
-from services.speech import AZURE_TO_OCULUS, OCULUS_TO_ARKIT, POLLY_TO_OCULUS, VISEMES, Cue
+from services.speech import AZURE_TO_OCULUS, OCULUS_TO_ARKIT, POLLY_TO_OCULUS, VISEMES
+from services.speech.pb import viseme_enum
 
 _STYLE_TO_PB = {
     "anime": pb.AVATAR_STYLE_ANIME,
@@ -162,32 +162,6 @@ def avatar_to_pb(rec: AvatarRecord, base_url: str) -> pb.Avatar:
     else:
         out.progress.CopyFrom(pb.AvatarProgress(stage=rec.stage, percent=rec.percent))
     return out
-
-
-def cue_to_pb(cue: Cue) -> speech_pb2.SpeechCue:
-    return speech_pb2.SpeechCue(
-        text=cue.text,
-        tone=cue.tone,
-        rate=cue.rate,
-        pitch=cue.pitch,
-        emotion=cue.emotion,
-        gesture=cue.gesture,
-        visemes=[
-            speech_pb2.VisemeKey(
-                time_ms=k.time_ms,
-                viseme=speech_pb2.Viseme.Value(f"VISEME_{k.viseme.upper()}"),  # type: ignore[arg-type]
-                weight=k.weight,
-                name=k.viseme,
-            )
-            for k in cue.visemes
-        ],
-        duration_ms=cue.duration_ms,
-    )
-
-
-def viseme_enum(name: str) -> speech_pb2.Viseme:
-    """The arconv.avatar.v1.Viseme value of an Oculus viseme name ("sil", "PP", ..., "U")."""
-    return speech_pb2.Viseme.Value(f"VISEME_{name.upper()}")  # type: ignore[return-value]
 
 
 def viseme_mappings_to_pb() -> pb.GetVisemeMappingsResponse:

@@ -18,6 +18,7 @@ from services.avatar.repository import AgentRepository
 from services.avatar.visemes import compute_visemes
 from services.common.errors import InvalidArgument
 from services.common.pagetoken import PageTokens, invalid_token
+from services.speech.pb import cue_to_pb
 
 
 class AvatarServicer(pb_grpc.AvatarServiceServicer):
@@ -138,7 +139,7 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
         self, request: pb.ComputeVisemesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ComputeVisemesResponse:
         cue = compute_visemes(request.text, request.tone)
-        return pb.ComputeVisemesResponse(cue=mapping.cue_to_pb(cue))
+        return pb.ComputeVisemesResponse(cue=cue_to_pb(cue))
 
     async def GetVisemeMappings(
         self, request: pb.GetVisemeMappingsRequest, context: grpc.aio.ServicerContext

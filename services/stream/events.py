@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 
-from arconv.avatar.v1 import speech_pb2
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
 from services.common.bus import BusEvent
 from services.speech import Cue
+from services.speech.pb import cue_to_pb
 from services.stream.markers import Marker, MarkerType
 from services.stream.ports import RoomStatus
 
@@ -95,26 +95,7 @@ def chunk(
 def cue(stream_id: str, c: Cue, text: str, offset: int) -> pb.ConverseResponse:
     """A speech cue; `text` is the sentence exactly as in the reply's text."""
     return pb.ConverseResponse(
-        speech_cue=speech_pb2.SpeechCue(
-            text=text,
-            tone=c.tone,
-            rate=c.rate,
-            pitch=c.pitch,
-            emotion=c.emotion,
-            gesture=c.gesture,
-            visemes=[
-                speech_pb2.VisemeKey(
-                    time_ms=k.time_ms,
-                    viseme=f"VISEME_{k.viseme.upper()}",
-                    weight=k.weight,
-                    name=k.viseme,
-                )
-                for k in c.visemes
-            ],
-            duration_ms=c.duration_ms,
-            stream_id=stream_id,
-            text_offset=offset,
-        )
+        speech_cue=cue_to_pb(c, text=text, stream_id=stream_id, text_offset=offset)
     )
 
 
