@@ -62,12 +62,11 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return _wrap(handler, _Call(self, method, handler_call_details.invocation_metadata))
 
-    def authenticate(self, method: str, metadata: Any) -> None:
+    def authenticate(self, method: str, md: dict[str, Any]) -> None:
         """Sets the call's principal, or raises Unauthenticated / PermissionDenied."""
         if method in self._public:
             current_principal.set(None)
             return
-        md = {k: v for k, v in (metadata or ())}
         header = md.get("authorization", "")
         if not isinstance(header, str) or not header:
             raise Unauthenticated(
@@ -104,7 +103,7 @@ class _Call:
         md = {k: v for k, v in (self.metadata or ())}
         rid = md.get("x-request-id")
         request_id.set(rid if isinstance(rid, str) and 0 < len(rid) <= 128 else uuid.uuid4().hex)
-        self._icpt.authenticate(self.method, self.metadata)
+        self._icpt.authenticate(self.method, md)
         return time.perf_counter()
 
     def finish(self, started: float, code: grpc.StatusCode, error: str = "") -> None:
