@@ -192,5 +192,6 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def write(doc: dict[str, Any], out_dir: Path = HERE) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out_dir / "report.md").write_text(render(doc))
