@@ -43,11 +43,13 @@ DEFAULT_BLOCKING_CONNECTIONS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class BusEvent:
-    """One event of a room's log: its id, a short kind tag and the opaque payload."""
+    """One event of a room's log: its id, a short kind tag, the opaque payload, and when it
+    was published (wall clock, ns; 0 if unknown)."""
 
     event_id: int
     kind: str
     data: bytes
+    time_ns: int = 0
 
 
 class CursorExpired(OutOfRange):
@@ -145,7 +147,13 @@ def _check_read(after_id: int, limit: int) -> None:
 class _Log:
     events: deque[BusEvent]
     last: int = 0
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # Blocked readers: each waits on its own future, resolved by the next publish.
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class _QueueSubscription(ControlSubscription):
@@ -176,9 +184,11 @@ class InProcessBus(Bus):
     async def publish(self, room: str, kind: str, data: bytes) -> int:
         log = self._log(room)
         log.last += 1
-        log.events.append(BusEvent(log.last, kind, data))
-        async with log.changed:
-            log.changed.notify_all()
+        log.events.append(BusEvent(log.last, kind, data, time.time_ns()))
+        if log.waiters:
+            waiters, log.waiters = log.waiters, []
+            for fut in waiters:
+                _wake(fut)
         return log.last
 
     async def last_event_id(self, room: str) -> int:
@@ -210,9 +220,19 @@ class InProcessBus(Bus):
         out = self._after(log, room, after_id, limit)
         if out or not block_s:
             return out
-        async with log.changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(log.changed.wait_for(lambda: log.last > after_id), block_s)
+        # One future and one timer per blocked read; no task, no lock.
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        log.waiters.append(fut)
+        timer = loop.call_later(block_s, _wake, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            if not fut.done():
+                fut.cancel()
+            with contextlib.suppress(ValueError):
+                log.waiters.remove(fut)
         return self._after(log, room, after_id, limit)
 
     async def send_control(self, room: str, data: bytes) -> None:
@@ -270,11 +290,12 @@ class InProcessBus(Bus):
 
 # --- Redis ----------------------------------------------------------------------------------
 
-# KEYS: counter, stream. ARGV: maxlen, kind, data, retention_ms. Ids are gap-free and ordered
-# because the script runs atomically.
+# KEYS: counter, stream. ARGV: maxlen, kind, data, retention_ms, publish time (ns). Ids are
+# gap-free and ordered because the script runs atomically.
 _PUBLISH = """
 local id = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id .. '-0', 'k', ARGV[2], 'd', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id .. '-0', 'k', ARGV[2], 'd', ARGV[3],
+  't', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return id
@@ -350,7 +371,8 @@ class RedisBus(Bus):
     async def publish(self, room: str, kind: str, data: bytes) -> int:
         with redis_errors("the Redis bus"):
             out = await self._publish(
-                keys=list(self._keys(room)), args=[self._maxlen, kind, data, self._retention_ms]
+                keys=list(self._keys(room)),
+                args=[self._maxlen, kind, data, self._retention_ms, time.time_ns()],
             )
         return int(out)
 
@@ -388,7 +410,9 @@ class RedisBus(Bus):
             return []
         entries: list[tuple[Any, dict[bytes, bytes]]] = reply[0][1]  # type: ignore[index,assignment]
         events = [
-            BusEvent(_entry_id(eid), _text(fields[b"k"]), bytes(fields[b"d"]))
+            BusEvent(
+                _entry_id(eid), _text(fields[b"k"]), bytes(fields[b"d"]), int(fields.get(b"t", 0))
+            )
             for eid, fields in entries
         ]
         if events and events[0].event_id != after_id + 1:
