@@ -207,8 +207,21 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
     return factory_s(
         streaming,
         request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
+        response_serializer=_wire_or(handler.response_serializer),
     )
+
+
+def _wire_or(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """A streaming handler may yield a response already in its wire form (bytes), such as
+    an event relayed from the bus; it is written as is instead of serialized again."""
+    if serializer is None:
+        return None
+    encode = serializer
+
+    def serialize(response: Any) -> bytes:
+        return response if type(response) is bytes else encode(response)
+
+    return serialize
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -61,6 +61,29 @@ def decode(event: BusEvent) -> pb.ConverseResponse:
     return out
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def wire(event: BusEvent) -> bytes:
+    """The serialized ConverseResponse of a log event, without decoding it.
+
+    The payload is a ConverseResponse with no event_id (field 1, a varint), so writing that
+    field in front of it gives exactly what `decode(event).SerializeToString()` gives.
+    """
+    return b"\x08" + _varint(event.event_id) + event.data if event.event_id else event.data
+
+
+def subscribe_wire(response: bytes) -> bytes:
+    """A serialized ConverseResponse wrapped as a serialized SubscribeResponse (field 1)."""
+    return b"\x0a" + _varint(len(response)) + response
+
+
 def started(stream_id: str, message_id: str, agent_id: str) -> pb.ConverseResponse:
     return pb.ConverseResponse(
         stream_started=pb.StreamStarted(

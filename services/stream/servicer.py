@@ -50,7 +50,8 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         self,
         request_iterator: AsyncIterator[pb.ConverseRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.ConverseResponse]:
+    ) -> AsyncIterator[pb.ConverseResponse | bytes]:
+        # Room events are yielded in their wire form (see services.common.interceptor).
         user = principal().require_user()
         try:
             first = await anext(aiter(request_iterator))
@@ -136,7 +137,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.SubscribeResponse]:
+    ) -> AsyncIterator[pb.SubscribeResponse | bytes]:
         user = principal().require_user()
         room_id = _room_id(request.room_id)
         session, joined = await self._core.join(
@@ -145,8 +146,9 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         try:
             session.start()
             yield pb.SubscribeResponse(event=joined)
-            async for event in session.events():
-                yield pb.SubscribeResponse(event=event)
+            wrap = events.subscribe_wire
+            async for data in session.events():
+                yield wrap(data)
         finally:
             await self._core.leave(session)
 

@@ -1,7 +1,10 @@
 """One client connection to a room: the room's events from a cursor, through a bounded queue.
 
 A pump task reads the room's log from the cursor and puts each event in a bounded queue;
-the RPC handler takes them out and writes them to the client. A client that stops reading
+the RPC handler takes them out and writes them to the client. Events travel in their wire
+form: the payload on the bus plus the event id (`events.wire`), so an event is never decoded
+or encoded again on its way to a client; only room-state and stream-ended events, which the
+pump acts on, are decoded. A client that stops reading
 lets the queue fill up and is cut off (`RESOURCE_EXHAUSTED`) by the pump, without slowing
 any other reader: the log is shared, the queues are not.
 
@@ -62,7 +65,8 @@ class Session:
         self._on_abort = on_abort
         self._limit = config.subscriber_queue
         # One slot more than the limit: the end marker always fits.
-        self._queue: asyncio.Queue[pb.ConverseResponse | _End] = asyncio.Queue(self._limit + 1)
+        # (serialized ConverseResponse, publish time of a chunk or 0) or the end marker.
+        self._queue: asyncio.Queue[tuple[bytes, int] | _End] = asyncio.Queue(self._limit + 1)
         self._pending: set[str] = set()
         self._draining = False
         self._ended = False
@@ -83,22 +87,25 @@ class Session:
 
     # -- what the handler sees --------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[pb.ConverseResponse]:
-        """Events to write to the client; ends when the session ends (raises its error)."""
+    async def events(self) -> AsyncIterator[bytes]:
+        """Serialized ConverseResponses to write to the client, in order; ends when the
+        session ends (raises its error)."""
+        get = self._queue.get
+        observe = CHUNK_LATENCY.observe
         while True:
-            item = await self._queue.get()
+            item = await get()
             if isinstance(item, _End):
                 if item.error is not None:
                     raise item.error
                 return
-            if item.HasField("stream_chunk"):
-                sent = item.stream_chunk.time.ToNanoseconds()
-                CHUNK_LATENCY.observe(max(0.0, (time.time_ns() - sent) / 1e9))
-            yield item
+            data, sent = item
+            if sent:
+                observe(max(0.0, (time.time_ns() - sent) / 1e9))
+            yield data
 
     async def push(self, event: pb.ConverseResponse) -> None:
         """A response for this connection only (joined, message_accepted, stream_error)."""
-        await self._put(event)
+        await self._put(event.SerializeToString())
 
     def expect_stream(self, stream_id: str) -> None:
         """A reply to a message of this connection is coming (see `drain`)."""
@@ -123,7 +130,8 @@ class Session:
 
     # -- the pump ---------------------------------------------------------------------------
 
-    async def _put(self, event: pb.ConverseResponse) -> bool:
+    async def _put(self, data: bytes, e: BusEvent | None = None) -> bool:
+        """Queues `data` (the wire form of `e`, if from the log); False if the session ended."""
         if self._ended:
             return False
         if self._queue.qsize() >= self._limit:
@@ -139,9 +147,12 @@ class Session:
                 )
             )
             return False
-        self._queue.put_nowait(event)
-        if event.HasField("stream_ended"):
-            self._pending.discard(event.stream_ended.stream_id)
+        if e is None:
+            self._queue.put_nowait((data, 0))
+            return True
+        self._queue.put_nowait((data, e.time_ns if e.kind == events.CHUNK else 0))
+        if e.kind == events.ENDED:
+            self._pending.discard(events.decode(e).stream_ended.stream_id)
             if self._draining and not self._pending:
                 self.end(None)
         return True
@@ -163,11 +174,10 @@ class Session:
         while not self._ended:
             if not self._held:
                 for e in await self._bus.read(self.room_id, self._deliver, block_s=block):
-                    event = events.decode(e)
-                    if not await self._put(event):
+                    if not await self._put(events.wire(e), e):
                         return
                     self._deliver = e.event_id
-                    status = _state_of(e, event)
+                    status = _state_of(e)
                     if status == rooms_pb.ROOM_STATUS_ENDED:
                         self.end(None)
                         return
@@ -177,7 +187,7 @@ class Session:
                 continue
             for e in await self._bus.read(self.room_id, scan, block_s=block):
                 scan = e.event_id
-                status = _state_of(e, None)
+                status = _state_of(e)
                 if status == rooms_pb.ROOM_STATUS_PAUSED:
                     if not await self._release(e.event_id):
                         return
@@ -191,17 +201,16 @@ class Session:
             for e in await self._bus.read(self.room_id, self._deliver):
                 if e.event_id > until:
                     return True
-                if not await self._put(events.decode(e)):
+                if not await self._put(events.wire(e), e):
                     return False
                 self._deliver = e.event_id
         return True
 
 
-def _state_of(e: BusEvent, decoded: pb.ConverseResponse | None) -> int | None:
+def _state_of(e: BusEvent) -> int | None:
     if e.kind != events.STATE:
         return None
-    event = decoded if decoded is not None else events.decode(e)
-    return int(event.room_state.status)
+    return int(events.decode(e).room_state.status)
 
 
 @contextlib.asynccontextmanager
