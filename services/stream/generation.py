@@ -87,6 +87,10 @@ class Generation:
         self.message = message
         self.stream_id = stream_id
         self._stop = asyncio.Event()
+        # While the reply waits for the provider's next delta: the task to cancel on an
+        # interrupt (the read is cancelled, which closes the provider's HTTP stream).
+        self._reading: asyncio.Task[object] | None = None
+        self._cancelled_read = False
         self.stop_reason = ""
         self.played_chars = 0
         self._parser = MarkerParser()
@@ -100,6 +104,9 @@ class Generation:
         self.stop_reason = reason
         self.played_chars = played_chars
         self._stop.set()
+        if self._reading is not None and not self._cancelled_read:
+            self._cancelled_read = True
+            self._reading.cancel()
 
     async def _emit(self, event: pb.ConverseResponse) -> int:
         return await self._bus.publish(
@@ -211,26 +218,35 @@ class Generation:
         return False
 
     async def _next(self, deltas: AsyncIterator[str]) -> object:
-        """The next delta, None at the end, or _STOPPED if interrupted first."""
+        """The next delta, None at the end, or _STOPPED if interrupted first.
+
+        The read runs in the reply's own task (no task per delta); `interrupt` cancels that
+        task while it waits here, and the cancellation is taken back once it has stopped
+        the read. Any other cancellation (a shutdown) propagates.
+        """
         if self._stop.is_set():
             return _STOPPED
-        nxt = asyncio.ensure_future(anext(deltas))
-        stop = asyncio.ensure_future(self._stop.wait())
+        task = asyncio.current_task()
+        assert task is not None
+        self._reading = task
         try:
-            await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not nxt.done():
-                nxt.cancel()
-                await asyncio.wait({nxt})
-        if nxt.cancelled():
-            return _STOPPED
-        exc = nxt.exception()
-        if isinstance(exc, StopAsyncIteration):
+            return await anext(deltas)
+        except StopAsyncIteration:
             return None
-        if exc is not None:
-            raise exc
-        return nxt.result()
+        except asyncio.CancelledError:
+            if not self._cancelled_read:
+                raise
+            self._cancelled_read = False
+            if task.uncancel() > 0:
+                raise  # cancelled from outside as well
+            return _STOPPED
+        finally:
+            self._reading = None
+            if self._cancelled_read:
+                # The interrupt came after the read finished but before this frame left:
+                # the cancel is pending on the task; take it back, the loop sees _stop.
+                self._cancelled_read = False
+                task.uncancel()
 
     async def _deliver(self, chunk: ParsedChunk) -> None:
         await self._emit(
