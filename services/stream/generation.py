@@ -149,10 +149,21 @@ class Generation:
         try:
             if self._stop.is_set():
                 return self._interrupted()
-            persona = await self._agents.get_persona(self.user_id, self.room.agent_id)
-            history = await self._rooms.recent_messages(
-                self.user_id, self.room.room_id, self._config.history_messages
+            # The persona and the history are independent: ask for both at once.
+            persona_call = asyncio.ensure_future(
+                self._agents.get_persona(self.user_id, self.room.agent_id)
             )
+            try:
+                history = await self._rooms.recent_messages(
+                    self.user_id, self.room.room_id, self._config.history_messages
+                )
+            except BaseException:
+                persona_call.cancel()
+                await asyncio.wait({persona_call})
+                if not persona_call.cancelled():
+                    persona_call.exception()  # retrieved: the history's error is the one raised
+                raise
+            persona = await persona_call
             stopped = await self._produce(build_messages(persona, history, self.message), persona)
             if stopped:
                 return self._interrupted()
