@@ -17,7 +17,10 @@ set-if-absent and compare-and-delete.
 Two implementations pass one contract suite (tests/common/test_bus.py): `InProcessBus` (the
 embedded default, one process) and `RedisBus` (ARCONV_REDIS_URL: a Redis Stream per room
 appended by a Lua script doing INCR + XADD with an explicit id, read with XREAD BLOCK;
-pub/sub channels for control; every key under a prefix).
+pub/sub channels for control; every key under a prefix). On Redis, blocking reads of every
+room a replica follows share one XREAD loop (`_Tails`): a replica with thousands of open
+streams holds one connection for them and makes one round trip per batch of events, not one
+per stream and event.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ import abc
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import OutOfRange
+from services.common.errors import OutOfRange, Unavailable
 from services.common.kv import command_client, redis_errors
 
 DEFAULT_PREFIX = "arconv:bus:"
@@ -331,6 +335,136 @@ class _PubSubSubscription(ControlSubscription):
                 return data if isinstance(data, bytes) else str(data).encode()
 
 
+# How many of its newest events a followed room keeps in memory, and how long a room nobody
+# reads any more stays followed.
+TAIL_EVENTS = 512
+TAIL_IDLE_S = 30.0
+TAIL_BLOCK_MS = 1000
+
+
+class _Tail:
+    """What this replica has read of one room's log: the newest events and who waits."""
+
+    __slots__ = ("base", "events", "used", "waiters")
+
+    def __init__(self, base: int, now: float, keep: int) -> None:
+        self.events: deque[BusEvent] = deque(maxlen=keep)
+        self.base = base  # the id just before events[0]
+        self.waiters: list[asyncio.Future[None]] = []
+        self.used = now
+
+    @property
+    def cursor(self) -> int:
+        return self.base + len(self.events)
+
+    def add(self, event: BusEvent) -> None:
+        if event.event_id != self.cursor + 1:
+            # Events in between were trimmed from the log: start again from this one.
+            self.events.clear()
+            self.base = event.event_id - 1
+        if len(self.events) == self.events.maxlen:
+            self.base += 1
+        self.events.append(event)
+
+    def after(self, after_id: int, limit: int) -> list[BusEvent]:
+        start = after_id - self.base
+        return [self.events[i] for i in range(start, min(len(self.events), start + limit))]
+
+    def wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            _wake(fut)
+
+
+class _Tails:
+    """One XREAD BLOCK loop over every room this replica follows.
+
+    A room is followed from the first blocking read that finds nothing new, and dropped
+    after TAIL_IDLE_S without readers. Following a new room wakes the loop through a
+    replica-private wake stream, so the room joins the next XREAD at once.
+    """
+
+    def __init__(self, bus: RedisBus) -> None:
+        self._bus = bus
+        self._tails: dict[str, _Tail] = {}
+        self._wake_key = f"{bus._prefix}wake:{uuid.uuid4().hex}"
+        self._task: asyncio.Task[None] | None = None
+        self._error: Exception | None = None
+
+    def get(self, room: str) -> _Tail | None:
+        return self._tails.get(room)
+
+    async def follow(self, room: str, after_id: int) -> _Tail:
+        tail = self._tails.get(room)
+        if tail is not None:
+            return tail
+        # Never more than the log keeps, so a cursor the log has expired is expired here too.
+        keep = min(TAIL_EVENTS, self._bus._maxlen)
+        tail = self._tails[room] = _Tail(after_id, time.monotonic(), keep)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="redis-bus-tails")
+        else:
+            with redis_errors("the Redis bus"):
+                async with self._bus._client.pipeline(transaction=False) as pipe:
+                    pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1)
+                    pipe.pexpire(self._wake_key, 60_000)
+                    await pipe.execute()
+        return tail
+
+    def check(self) -> None:
+        """Raises the loop's last error while it cannot read (Redis down)."""
+        if self._error is not None:
+            raise self._error
+
+    async def _run(self) -> None:
+        bus = self._bus
+        room_of: dict[str, str] = {}
+        while self._tails:
+            streams: dict[str, str] = {self._wake_key: "$"}
+            for room, tail in self._tails.items():
+                key = bus._keys(room)[1]
+                room_of[key] = room
+                streams[key] = f"{tail.cursor}-0"
+            try:
+                with redis_errors("the Redis bus"):
+                    reply: Any = await bus._blocking.xread(
+                        streams,  # type: ignore[arg-type]
+                        count=TAIL_EVENTS,
+                        block=TAIL_BLOCK_MS,
+                    )
+                self._error = None
+            except Unavailable as exc:
+                self._error = exc
+                for tail in self._tails.values():
+                    tail.wake()
+                await asyncio.sleep(0.5)
+                continue
+            for raw_key, entries in reply or ():
+                got = self._tails.get(room_of.get(_text(raw_key), ""))
+                if got is None:
+                    continue
+                for eid, fields in entries:
+                    got.add(_event(eid, fields))
+                got.wake()
+            now = time.monotonic()
+            for room, tail in list(self._tails.items()):
+                if not tail.waiters and now - tail.used > TAIL_IDLE_S:
+                    del self._tails[room]
+                    room_of.pop(bus._keys(room)[1], None)
+
+    async def close(self) -> None:
+        self._tails.clear()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task})
+
+
+def _event(eid: object, fields: dict[bytes, bytes]) -> BusEvent:
+    return BusEvent(
+        _entry_id(eid), _text(fields[b"k"]), bytes(fields[b"d"]), int(fields.get(b"t", 0))
+    )
+
+
 class RedisBus(Bus):
     """Redis Streams, pub/sub and keys (redis.asyncio); every key under `prefix`."""
 
@@ -359,6 +493,7 @@ class RedisBus(Bus):
         self._blocking = aioredis.Redis.from_url(
             url, socket_connect_timeout=timeout_s, max_connections=blocking_connections
         )
+        self._tails = _Tails(self)
         self._publish = self._client.register_script(_PUBLISH)
         self._delete_if = self._client.register_script(_DELETE_IF)
 
@@ -398,23 +533,50 @@ class RedisBus(Bus):
         self, room: str, after_id: int, *, limit: int = 256, block_s: float | None = None
     ) -> list[BusEvent]:
         _check_read(after_id, limit)
+        if not block_s:
+            return await self._read_now(room, after_id, limit)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + block_s
+        tail: _Tail | None = self._tails.get(room)
+        while True:
+            if tail is not None and after_id >= tail.base:
+                tail.used = time.monotonic()
+                if after_id < tail.cursor:
+                    return tail.after(after_id, limit)
+            else:
+                # Not followed yet, or behind what the replica keeps: read the log itself.
+                events = await self._read_now(room, after_id, limit)
+                if events:
+                    return events
+                if tail is None:
+                    tail = await self._tails.follow(room, after_id)
+                    continue
+            left = deadline - loop.time()
+            if left <= 0:
+                return []
+            self._tails.check()
+            fut: asyncio.Future[None] = loop.create_future()
+            tail.waiters.append(fut)
+            timer = loop.call_later(left, _wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                if not fut.done():
+                    fut.cancel()
+                with contextlib.suppress(ValueError):
+                    tail.waiters.remove(fut)
+            self._tails.check()
+            tail = self._tails.get(room) or tail
+
+    async def _read_now(self, room: str, after_id: int, limit: int) -> list[BusEvent]:
         log = self._keys(room)[1]
         with redis_errors("the Redis bus"):
-            if block_s:
-                reply = await self._blocking.xread(
-                    {log: f"{after_id}-0"}, count=limit, block=max(1, round(block_s * 1000))
-                )
-            else:
-                reply = await self._client.xread({log: f"{after_id}-0"}, count=limit)
+            reply = await self._client.xread({log: f"{after_id}-0"}, count=limit)
         if not reply:
             return []
         entries: list[tuple[Any, dict[bytes, bytes]]] = reply[0][1]  # type: ignore[index,assignment]
-        events = [
-            BusEvent(
-                _entry_id(eid), _text(fields[b"k"]), bytes(fields[b"d"]), int(fields.get(b"t", 0))
-            )
-            for eid, fields in entries
-        ]
+        events = [_event(eid, fields) for eid, fields in entries]
         if events and events[0].event_id != after_id + 1:
             raise CursorExpired(room, after_id, events[0].event_id, events[-1].event_id)
         return events
@@ -466,6 +628,7 @@ class RedisBus(Bus):
             return bool(await self._delete_if(keys=[self._state_key(key)], args=[expected]))
 
     async def close(self) -> None:
+        await self._tails.close()
         await self._client.aclose()
         await self._blocking.aclose()
 

@@ -1,24 +1,106 @@
-"""The Redis bus holds one connection per blocked reader: more than redis-py's default pool."""
+"""The Redis bus under many readers: blocked reads of all rooms share one XREAD loop, and
+bursts of commands wait for a connection instead of failing."""
 
 from __future__ import annotations
 
 import asyncio
 
-from services.common.bus import RedisBus
+import pytest
+
+from services.common import bus as bus_module
+from services.common.bus import CursorExpired, RedisBus
 
 
-async def test_more_blocked_readers_than_the_default_pool(
+def _blocking_connections(bus: RedisBus) -> int:
+    pool = bus._blocking.connection_pool
+    return len(pool._in_use_connections) + len(pool._available_connections)
+
+
+async def test_blocked_readers_of_many_rooms_share_one_connection(
     redis_base_url: str, redis_prefix: str
 ) -> None:
     bus = RedisBus(redis_base_url, prefix=redis_prefix)
     rooms = [f"room-{i}" for i in range(150)]
     try:
         readers = [asyncio.create_task(bus.read(r, 0, block_s=10)) for r in rooms]
-        await asyncio.sleep(0)  # every reader starts its blocking read
+        await asyncio.sleep(0.2)  # every reader starts its blocking read
         for r in rooms:
             await bus.publish(r, "chunk", r.encode())
         got = await asyncio.gather(*readers)
         assert [[e.data for e in batch] for batch in got] == [[r.encode()] for r in rooms]
+        assert _blocking_connections(bus) == 1
+        # Further events reach readers that follow on from their cursor.
+        again = [asyncio.create_task(bus.read(r, 1, block_s=10)) for r in rooms]
+        await asyncio.sleep(0.05)
+        for r in rooms[::-1]:
+            await bus.publish(r, "chunk", b"second " + r.encode())
+        got = await asyncio.gather(*again)
+        assert [[(e.event_id, e.data) for e in b] for b in got] == [
+            [(2, b"second " + r.encode())] for r in rooms
+        ]
+        assert all(e.time_ns > 0 for b in got for e in b)
+    finally:
+        await bus.close()
+
+
+async def test_a_reader_behind_what_the_replica_keeps_still_reads_in_order(
+    redis_base_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus_module, "TAIL_EVENTS", 4)
+    bus = RedisBus(redis_base_url, prefix=redis_prefix, maxlen=1000)
+    try:
+        follower = asyncio.create_task(bus.read("r", 0, block_s=10))
+        await asyncio.sleep(0.05)
+        for i in range(20):
+            await bus.publish("r", "chunk", str(i + 1).encode())
+        await follower
+        seen: list[int] = []
+        cursor = 0
+        while cursor < 20:
+            batch = await bus.read("r", cursor, limit=3, block_s=5)
+            assert batch, "a blocking read with events after the cursor returned nothing"
+            seen += [int(e.data) for e in batch]
+            cursor = batch[-1].event_id
+        assert seen == list(range(1, 21))
+    finally:
+        await bus.close()
+
+
+async def test_trimmed_events_expire_a_followed_cursor(
+    redis_base_url: str, redis_prefix: str
+) -> None:
+    bus = RedisBus(redis_base_url, prefix=redis_prefix, maxlen=5)
+    try:
+        follower = asyncio.create_task(bus.read("r", 0, block_s=10))
+        await asyncio.sleep(0.05)
+        for _ in range(300):
+            await bus.publish("r", "chunk", b"x")
+        await follower
+        with pytest.raises(CursorExpired):
+            await bus.read("r", 1, block_s=1)
+    finally:
+        await bus.close()
+
+
+async def test_an_idle_room_is_no_longer_followed(
+    redis_base_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus_module, "TAIL_IDLE_S", 0.0)
+    monkeypatch.setattr(bus_module, "TAIL_BLOCK_MS", 50)
+    bus = RedisBus(redis_base_url, prefix=redis_prefix)
+    try:
+        assert await bus.read("r", 0, block_s=0.1) == []
+        assert bus._tails.get("r") is not None
+        for _ in range(50):
+            if bus._tails.get("r") is None:
+                break
+            await asyncio.sleep(0.05)
+        assert bus._tails.get("r") is None
+        # Following again starts from the reader's cursor.
+        reader = asyncio.create_task(bus.read("r", 0, block_s=5))
+        await asyncio.sleep(0.05)
+        await bus.publish("r", "chunk", b"late")
+        assert [e.data for e in await reader] == [b"late"]
     finally:
         await bus.close()
 
@@ -32,3 +114,21 @@ async def test_a_burst_of_commands_waits_for_connections_instead_of_failing(
         assert sorted(ids) == list(range(1, 301))
     finally:
         await bus.close()
+
+
+async def test_blocked_readers_hear_when_the_follow_loop_cannot_read(
+    redis_base_url: str, redis_prefix: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    from services.common.errors import Unavailable
+
+    bus = RedisBus(redis_base_url, prefix=redis_prefix, timeout_s=0.5)
+    healthy = bus._blocking
+    bus._blocking = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    try:
+        with pytest.raises(Unavailable):
+            await bus.read("r", 0, block_s=5)
+    finally:
+        await bus.close()
+        await healthy.aclose()
