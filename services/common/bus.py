@@ -31,7 +31,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +109,17 @@ class Bus(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def listen(
+        self, room: str, after_id: int, wake: Callable[[], None]
+    ) -> Callable[[], None]:
+        """Calls `wake()` (on the event loop, without arguments; it must not block or raise)
+        whenever events may have been appended to the room's log after `after_id`; the
+        listener then reads them with `read`. Returns the function that stops it.
+
+        Lets an idle reader hold no task: it is woken instead of blocking in `read`.
+        """
+
+    @abc.abstractmethod
     async def send_control(self, room: str, data: bytes) -> None:
         """Broadcasts a control message to the room's current control subscribers."""
 
@@ -153,6 +164,7 @@ class _Log:
     last: int = 0
     # Blocked readers: each waits on its own future, resolved by the next publish.
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    listeners: set[Callable[[], None]] = field(default_factory=set)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -193,6 +205,8 @@ class InProcessBus(Bus):
             waiters, log.waiters = log.waiters, []
             for fut in waiters:
                 _wake(fut)
+        for wake in tuple(log.listeners):
+            wake()
         return log.last
 
     async def last_event_id(self, room: str) -> int:
@@ -238,6 +252,13 @@ class InProcessBus(Bus):
             with contextlib.suppress(ValueError):
                 log.waiters.remove(fut)
         return self._after(log, room, after_id, limit)
+
+    async def listen(
+        self, room: str, after_id: int, wake: Callable[[], None]
+    ) -> Callable[[], None]:
+        listeners = self._log(room).listeners
+        listeners.add(wake)
+        return lambda: listeners.discard(wake)
 
     async def send_control(self, room: str, data: bytes) -> None:
         for sub in list(self._subs.get(room, ())):
@@ -345,12 +366,13 @@ TAIL_BLOCK_MS = 1000
 class _Tail:
     """What this replica has read of one room's log: the newest events and who waits."""
 
-    __slots__ = ("base", "events", "used", "waiters")
+    __slots__ = ("base", "events", "listeners", "used", "waiters")
 
     def __init__(self, base: int, now: float, keep: int) -> None:
         self.events: deque[BusEvent] = deque(maxlen=keep)
         self.base = base  # the id just before events[0]
         self.waiters: list[asyncio.Future[None]] = []
+        self.listeners: set[Callable[[], None]] = set()
         self.used = now
 
     @property
@@ -374,6 +396,8 @@ class _Tail:
         waiters, self.waiters = self.waiters, []
         for fut in waiters:
             _wake(fut)
+        for listener in tuple(self.listeners):
+            listener()
 
 
 class _Tails:
@@ -448,7 +472,7 @@ class _Tails:
                 got.wake()
             now = time.monotonic()
             for room, tail in list(self._tails.items()):
-                if not tail.waiters and now - tail.used > TAIL_IDLE_S:
+                if not tail.waiters and not tail.listeners and now - tail.used > TAIL_IDLE_S:
                     del self._tails[room]
                     room_of.pop(bus._keys(room)[1], None)
 
@@ -533,11 +557,13 @@ class RedisBus(Bus):
         self, room: str, after_id: int, *, limit: int = 256, block_s: float | None = None
     ) -> list[BusEvent]:
         _check_read(after_id, limit)
+        tail: _Tail | None = self._tails.get(room)
         if not block_s:
+            if tail is not None and tail.base <= after_id < tail.cursor:
+                return tail.after(after_id, limit)  # already read by this replica
             return await self._read_now(room, after_id, limit)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block_s
-        tail: _Tail | None = self._tails.get(room)
         while True:
             if tail is not None and after_id >= tail.base:
                 tail.used = time.monotonic()
@@ -568,6 +594,18 @@ class RedisBus(Bus):
                     tail.waiters.remove(fut)
             self._tails.check()
             tail = self._tails.get(room) or tail
+
+    async def listen(
+        self, room: str, after_id: int, wake: Callable[[], None]
+    ) -> Callable[[], None]:
+        tail = await self._tails.follow(room, after_id)
+        tail.listeners.add(wake)
+
+        def stop() -> None:
+            tail.listeners.discard(wake)
+            tail.used = time.monotonic()
+
+        return stop
 
     async def _read_now(self, room: str, after_id: int, limit: int) -> list[BusEvent]:
         log = self._keys(room)[1]

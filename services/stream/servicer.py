@@ -70,7 +70,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
             user, room_id, first.join.after_event_id, _aborter(context)
         )
         try:
-            session.start()
+            await session.start()
             yield joined
             reader = asyncio.create_task(self._read(request_iterator, session, user, room_id))
             try:
@@ -144,7 +144,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
             user, room_id, request.after_event_id, _aborter(context)
         )
         try:
-            session.start()
+            await session.start()
             yield pb.SubscribeResponse(event=joined)
             wrap = events.subscribe_wire
             async for data in session.events():

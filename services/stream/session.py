@@ -1,7 +1,10 @@
 """One client connection to a room: the room's events from a cursor, through a bounded queue.
 
 A pump task reads the room's log from the cursor and puts each event in a bounded queue;
-the RPC handler takes them out and writes them to the client. Events travel in their wire
+the RPC handler takes them out and writes them to the client. The pump runs only while there
+is something to read: the bus wakes the session when its room's log grows (`Bus.listen`),
+and a pump with nothing to do for PUMP_IDLE_S ends, so an idle stream holds no task of its
+own. Events travel in their wire
 form: the payload on the bus plus the event id (`events.wire`), so an event is never decoded
 or encoded again on its way to a client; only room-state and stream-ended events, which the
 pump acts on, are decoded. A client that stops reading
@@ -35,6 +38,10 @@ from services.stream.state import CoreConfig
 log = logging.getLogger("arconv.stream.session")
 
 AbortFn = Callable[[DomainError], Awaitable[None]]
+
+# A pump with nothing to read for this long ends; events read per bus call.
+PUMP_IDLE_S = 2.0
+READ_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,20 +77,28 @@ class Session:
         self._pending: set[str] = set()
         self._draining = False
         self._ended = False
+        self._scan = after_id  # while held: how far the pump has looked ahead
         self._pump: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[bool] | None = None  # the pump waiting for a wake
+        self._dirty = False  # woken while the pump was reading
+        self._unlisten: Callable[[], None] | None = None
         self._abort_task: asyncio.Future[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        self._unlisten = await self._bus.listen(self.room_id, self._deliver, self._wake)
         OPEN_STREAMS.inc()
-        self._pump = asyncio.create_task(self._run(), name=f"session-pump-{self.room_id}")
+        self._wake()  # whatever is in the log after the cursor already
 
     async def close(self) -> None:
-        if self._pump is None:
+        if self._unlisten is None:
             return
-        pump, self._pump = self._pump, None
+        unlisten, self._unlisten = self._unlisten, None
+        unlisten()
         OPEN_STREAMS.dec()
-        pump.cancel()
-        await asyncio.wait({pump})
+        pump, self._pump = self._pump, None
+        if pump is not None and not pump.done():
+            pump.cancel()
+            await asyncio.wait({pump})
 
     # -- what the handler sees --------------------------------------------------------------
 
@@ -157,9 +172,36 @@ class Session:
                 self.end(None)
         return True
 
+    def _wake(self) -> None:
+        """The room's log may have grown: make sure a pump reads it."""
+        if self._ended or self._unlisten is None:
+            return
+        if self._pump is None or self._pump.done():
+            self._dirty = False
+            self._pump = asyncio.create_task(self._run(), name=f"session-pump-{self.room_id}")
+        elif self._idle is not None and not self._idle.done():
+            self._idle.set_result(True)
+        else:
+            self._dirty = True
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await self._loop()
+            while await self._drain():
+                if self._dirty:
+                    self._dirty = False
+                    continue
+                # Caught up: wait a while for more, then leave (a wake starts a new pump).
+                idle = self._idle = loop.create_future()
+                timer = loop.call_later(PUMP_IDLE_S, _settle, idle, False)
+                try:
+                    woken = await idle
+                finally:
+                    timer.cancel()
+                    self._idle = None
+                if not woken and not self._dirty:
+                    return
+                self._dirty = False
         except asyncio.CancelledError:
             raise
         except DomainError as exc:
@@ -168,32 +210,42 @@ class Session:
             log.exception("session pump failed")
             self.end(None)
 
-    async def _loop(self) -> None:
-        scan = self._deliver
-        block = self._config.read_block_s
+    async def _drain(self) -> bool:
+        """Delivers (or, while held, scans) what the log has now; False once the session
+        has ended."""
+        limit = READ_BATCH
         while not self._ended:
             if not self._held:
-                for e in await self._bus.read(self.room_id, self._deliver, block_s=block):
+                batch = await self._bus.read(self.room_id, self._deliver, limit=limit)
+                for e in batch:
                     if not await self._put(events.wire(e), e):
-                        return
+                        return False
                     self._deliver = e.event_id
                     status = _state_of(e)
                     if status == rooms_pb.ROOM_STATUS_ENDED:
                         self.end(None)
-                        return
+                        return False
                     if status == rooms_pb.ROOM_STATUS_PAUSED:
-                        self._held, scan = True, e.event_id
+                        self._held, self._scan = True, e.event_id
                         break
+                else:
+                    if len(batch) < limit:
+                        return True
                 continue
-            for e in await self._bus.read(self.room_id, scan, block_s=block):
-                scan = e.event_id
+            batch = await self._bus.read(self.room_id, self._scan, limit=limit)
+            for e in batch:
+                self._scan = e.event_id
                 status = _state_of(e)
                 if status == rooms_pb.ROOM_STATUS_PAUSED:
                     if not await self._release(e.event_id):
-                        return
+                        return False
                 elif status is not None:
                     self._held = False
                     break
+            else:
+                if len(batch) < limit:
+                    return True
+        return False
 
     async def _release(self, until: int) -> bool:
         """Delivers the held events up to `until` (a later PAUSED event), staying held."""
@@ -207,6 +259,11 @@ class Session:
         return True
 
 
+def _settle(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
 def _state_of(e: BusEvent) -> int | None:
     if e.kind != events.STATE:
         return None
@@ -215,7 +272,7 @@ def _state_of(e: BusEvent) -> int | None:
 
 @contextlib.asynccontextmanager
 async def running(session: Session) -> AsyncIterator[Session]:
-    session.start()
+    await session.start()
     try:
         yield session
     finally:

@@ -18,7 +18,6 @@ class CoreConfig:
     messages_per_minute: int = 20
     max_open_streams: int = 5
     subscriber_queue: int = 256
-    read_block_s: float = 1.0
     takeover_timeout_s: float = 5.0
     shutdown_timeout_s: float = 5.0
 

@@ -118,6 +118,28 @@ async def test_cursor_from_the_future_is_out_of_range(make_bus: MakeBus) -> None
         await bus.check_cursor("new-room", 2)
 
 
+async def test_listeners_are_woken_by_publish_until_they_stop(make_bus: MakeBus) -> None:
+    writer, reader = make_bus(), make_bus()  # on Redis: two replicas
+    woken = asyncio.Event()
+    count = 0
+
+    def wake() -> None:
+        nonlocal count
+        count += 1
+        woken.set()
+
+    stop = await reader.listen("r", 0, wake)
+    await writer.publish("r", "chunk", b"one")
+    await asyncio.wait_for(woken.wait(), 5)
+    assert [e.data for e in await reader.read("r", 0)] == [b"one"]
+    await writer.publish("other", "chunk", b"elsewhere")
+    stop()
+    seen = count
+    await writer.publish("r", "chunk", b"two")
+    await asyncio.sleep(0.3)
+    assert count == seen
+
+
 async def test_control_reaches_every_subscriber_of_the_room(make_bus: MakeBus) -> None:
     a, b = make_bus(), make_bus()
     async with a.control("r") as sub_a, b.control("r") as sub_b, b.control("other") as sub_o:
