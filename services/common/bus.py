@@ -256,9 +256,17 @@ class InProcessBus(Bus):
     async def listen(
         self, room: str, after_id: int, wake: Callable[[], None]
     ) -> Callable[[], None]:
-        listeners = self._log(room).listeners
-        listeners.add(wake)
-        return lambda: listeners.discard(wake)
+        log = self._log(room)
+        log.listeners.add(wake)
+
+        def stop() -> None:
+            log.listeners.discard(wake)
+            # A log that never had an event is only this listener's: forget it.
+            idle = not log.last and not log.listeners and not log.waiters
+            if idle and self._logs.get(room) is log:
+                del self._logs[room]
+
+        return stop
 
     async def send_control(self, room: str, data: bytes) -> None:
         for sub in list(self._subs.get(room, ())):

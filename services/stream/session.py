@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -49,8 +50,63 @@ class _End:
     error: DomainError | None
 
 
+class _Mailbox:
+    """A FIFO for one consumer, as small as possible while empty (an idle stream holds one):
+    no deques until something is queued, one future while the consumer waits."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[bytes, int] | _End] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items is not None else 0
+
+    def put_nowait(self, item: tuple[bytes, int] | _End) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> tuple[bytes, int] | _End:
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+
 class Session:
     """A client's view of one room from `after_id` on."""
+
+    __slots__ = (
+        "_abort_task",
+        "_bus",
+        "_config",
+        "_deliver",
+        "_dirty",
+        "_draining",
+        "_ended",
+        "_held",
+        "_idle",
+        "_limit",
+        "_on_abort",
+        "_pending",
+        "_pump",
+        "_queue",
+        "_scan",
+        "_unlisten",
+        "room_id",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -71,9 +127,9 @@ class Session:
         self._config = config
         self._on_abort = on_abort
         self._limit = config.subscriber_queue
-        # One slot more than the limit: the end marker always fits.
-        # (serialized ConverseResponse, publish time of a chunk or 0) or the end marker.
-        self._queue: asyncio.Queue[tuple[bytes, int] | _End] = asyncio.Queue(self._limit + 1)
+        # (serialized ConverseResponse, publish time of a chunk or 0) or the end marker; at
+        # most `_limit` events, and the end marker always fits.
+        self._queue = _Mailbox()
         self._pending: set[str] = set()
         self._draining = False
         self._ended = False
