@@ -29,6 +29,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.kv import KV, Bound
+from services.common.memory import ReleaseAfterDrop
 from services.llm import LLMProvider
 from services.stream import events
 from services.stream.generation import Generation
@@ -117,6 +118,8 @@ class ConversationCore:
         self._leases: dict[Session, str] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._closing = False
+        # After a wave of streams closes, their memory goes back to the OS.
+        self._release = ReleaseAfterDrop()
 
     # -- rooms ------------------------------------------------------------------------------
 
@@ -169,6 +172,7 @@ class ConversationCore:
             on_abort=on_abort,
         )
         self._sessions.add(session)
+        self._release.update(len(self._sessions))
         self._leases[session] = lease
         self._ensure_renewer()
         joined = pb.Joined(
@@ -183,6 +187,7 @@ class ConversationCore:
         await session.close()
         if session in self._sessions:
             self._sessions.discard(session)
+            self._release.update(len(self._sessions))
             lease = self._leases.pop(session, None)
             if lease is not None:
                 with contextlib.suppress(DomainError):
@@ -504,6 +509,7 @@ class ConversationCore:
             )
 
     async def aclose(self) -> None:
+        self._release.close()
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
