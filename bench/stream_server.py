@@ -74,7 +74,26 @@ async def open_stamped_spec(settings: StreamSettings) -> AsyncIterator[ServiceSp
         await llm.aclose()
 
 
+def _trace_memory(prefix: str) -> None:
+    """ARCONV_BENCH_TRACEMALLOC=<prefix>: trace allocations; each SIGUSR1 writes a snapshot
+    to <prefix>.<n> (compare them with tracemalloc.Snapshot.load)."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(8)
+    taken = 0
+
+    def snapshot(*_: object) -> None:
+        nonlocal taken
+        taken += 1
+        tracemalloc.take_snapshot().dump(f"{prefix}.{taken}")
+
+    signal.signal(signal.SIGUSR1, snapshot)
+
+
 def main() -> None:
+    if os.environ.get("ARCONV_BENCH_TRACEMALLOC"):
+        _trace_memory(os.environ["ARCONV_BENCH_TRACEMALLOC"])
     # ARCONV_BENCH_PROFILE=<file>: cProfile of the whole server process, written at exit.
     profile_to = os.environ.get("ARCONV_BENCH_PROFILE")
     if not profile_to:
