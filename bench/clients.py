@@ -116,7 +116,11 @@ class Talker:
     async def turn(self, content: str, *, record: bool = False) -> Turn:
         turn = Turn(content)
         msg = pb.UserMessage(content=content, client_message_id=uuid.uuid4().hex)
-        await self.call.write(pb.ConverseRequest(message=msg))
+        try:
+            await self.call.write(pb.ConverseRequest(message=msg))
+        except asyncio.InvalidStateError:
+            code, details = await self.call.code(), await self.call.details()
+            raise RuntimeError(f"Converse ended before a message: {code.name}: {details}") from None
         while True:
             r = await self.call.read()
             now = time.monotonic_ns()
