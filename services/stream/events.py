@@ -43,9 +43,8 @@ ROOM_STATUS_FROM_PB = {v: k for k, v in ROOM_STATUS_PB.items()}
 
 
 def now_ts() -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(time.time_ns())
-    return ts
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
 
 
 def kind_of(event: pb.ConverseResponse) -> str:
