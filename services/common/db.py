@@ -7,11 +7,12 @@ its own version table, so services can share one PostgreSQL database or use one 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from services.common.config import ConfigError
@@ -41,12 +42,31 @@ def normalize_database_url(url: str) -> str:
     return f"{driver}://{rest}"
 
 
+# PostgreSQL pool: room for a burst of concurrent calls without opening and closing a
+# connection per call, capped at 30 connections per process (PostgreSQL's default
+# max_connections is 100).
+POOL_SIZE = 20
+MAX_OVERFLOW = 10
+# A pooled connection unused for this long is pinged before it is handed out, so one that
+# the server or the network dropped meanwhile is replaced instead of failing the call. The
+# pool hands out the most recently returned connection first (LIFO), so under load the same
+# few connections stay busy and are never pinged.
+PING_AFTER_IDLE_S = 1.0
+_IDLE_SINCE = "arconv_idle_since"
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, foreign keys and a busy timeout."""
+def create_engine(
+    url: str, *, ping_after_idle_s: float = PING_AFTER_IDLE_S, **kwargs: Any
+) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, foreign keys and a busy timeout.
+
+    PostgreSQL connections are pinged on checkout only after `ping_after_idle_s` unused:
+    a connection in steady use needs no extra round trip per transaction.
+    """
     url = normalize_database_url(url)
     if is_sqlite(url):
         db = make_url(url).database
@@ -64,10 +84,43 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         return engine
     if "poolclass" not in kwargs:
-        kwargs.setdefault("pool_size", 10)
-        kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+        kwargs.setdefault("pool_size", POOL_SIZE)
+        kwargs.setdefault("max_overflow", MAX_OVERFLOW)
+        kwargs.setdefault("pool_use_lifo", True)
+    engine = create_async_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine, ping_after_idle_s)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
+    """SQLAlchemy's pre-ping, but only for connections that sat in the pool `idle_s` or more.
+
+    A failed ping that means a lost connection invalidates the pool, as pre-ping does: the
+    pool reconnects and the call never sees the dead connection.
+    """
+    dialect: Dialect = engine.sync_engine.dialect
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "connect")
+    def _fresh(_dbapi_conn: Any, record: Any) -> None:
+        record.info.pop(_IDLE_SINCE, None)
+
+    @event.listens_for(pool, "checkin")
+    def _idle(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < idle_s:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as err:
+            if dialect.is_disconnect(err, dbapi_conn, None):
+                raise exc.InvalidatePoolError() from err
+            raise
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
