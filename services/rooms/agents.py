@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import Protocol, TypeVar
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Generic, Protocol, TypeVar
 
 import grpc
 from arconv.avatar.v1 import avatar_service_pb2 as avatar_pb
@@ -16,6 +18,8 @@ from services.rooms.domain import AgentNotFound, AgentSummary, AvatarServiceUnav
 
 log = logging.getLogger("arconv.rooms.agents")
 T = TypeVar("T")
+
+AGENT_CACHE_MAX_ENTRIES = 1024
 
 
 class AgentDirectory(Protocol):
@@ -98,3 +102,117 @@ async def _outcome(call: Awaitable[T]) -> T | grpc.aio.AioRpcError:
         return await call
     except grpc.aio.AioRpcError as exc:
         return exc
+
+
+class CachedAgentDirectory:
+    """An AgentDirectory that remembers the avatar service's answers for `ttl_s` seconds.
+
+    Cached: that an agent exists, and summaries the avatar service gave in full. Never
+    cached: errors (an unknown agent, an unreachable avatar service) and `unavailable`
+    summaries, so a new agent is usable at once and an outage is not remembered. A name
+    or avatar changed in the avatar service shows in GetRoom at most `ttl_s` later.
+    Concurrent misses for one agent share one call to the avatar service. A `ttl_s` of 0
+    turns all of this off: every call goes to the avatar service.
+    """
+
+    def __init__(
+        self,
+        inner: AgentDirectory,
+        *,
+        ttl_s: float,
+        max_entries: int = AGENT_CACHE_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._on = ttl_s > 0
+        self._exists: _TtlCache[bool] = _TtlCache(ttl_s, max_entries, clock)
+        self._summaries: _TtlCache[AgentSummary] = _TtlCache(ttl_s, max_entries, clock)
+
+    async def require_agent(self, agent_id: str) -> None:
+        if not self._on:
+            await self._inner.require_agent(agent_id)
+        elif self._summaries.get(agent_id) is None:
+            await self._exists.get_or_load(agent_id, lambda: self._confirm(agent_id))
+
+    async def _confirm(self, agent_id: str) -> bool:
+        await self._inner.require_agent(agent_id)
+        return True
+
+    async def summary(self, agent_id: str) -> AgentSummary:
+        if not self._on:
+            return await self._inner.summary(agent_id)
+        return await self._summaries.get_or_load(
+            agent_id, lambda: self._inner.summary(agent_id), keep=_complete
+        )
+
+
+def _complete(summary: AgentSummary) -> bool:
+    return not summary.unavailable
+
+
+def _always(_: object) -> bool:
+    return True
+
+
+class _TtlCache(Generic[T]):
+    """Values by key for `ttl_s` seconds, least recently used out first; one load per key."""
+
+    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float]) -> None:
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._clock = clock
+        self._values: OrderedDict[str, tuple[float, T]] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[T]] = {}
+
+    def get(self, key: str) -> T | None:
+        found = self._values.get(key)
+        if found is None:
+            return None
+        expires, value = found
+        if self._clock() >= expires:
+            del self._values[key]
+            return None
+        self._values.move_to_end(key)
+        return value
+
+    async def get_or_load(
+        self,
+        key: str,
+        load: Callable[[], Awaitable[T]],
+        keep: Callable[[T], bool] = _always,
+    ) -> T:
+        """The cached value, or the result of `load()`, stored if `keep` says so.
+
+        Callers missing the same key at once await one `load()`; an exception it raises
+        reaches each of them and is not stored. A cancelled caller does not cancel the load
+        the others wait for.
+        """
+        value = self.get(key)
+        if value is not None:
+            return value
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._load(key, load, keep))
+            self._loading[key] = task
+            task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
+
+    async def _load(
+        self, key: str, load: Callable[[], Awaitable[T]], keep: Callable[[T], bool]
+    ) -> T:
+        try:
+            value = await load()
+        finally:
+            del self._loading[key]
+        if keep(value):
+            self._values[key] = (self._clock() + self._ttl, value)
+            self._values.move_to_end(key)
+            while len(self._values) > self._max:
+                self._values.popitem(last=False)
+        return value
+
+
+def _retrieve(task: asyncio.Task[T]) -> None:
+    """Marks a failed load's exception as seen when every caller gave up waiting."""
+    if not task.cancelled():
+        task.exception()

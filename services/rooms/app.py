@@ -18,7 +18,7 @@ from services.common.clients import ServiceChannels
 from services.common.config import Settings
 from services.common.db import create_engine, is_sqlite, migrate_async, sessionmaker
 from services.common.server import ServiceSpec
-from services.rooms.agents import AgentDirectory, GrpcAgentDirectory
+from services.rooms.agents import AgentDirectory, CachedAgentDirectory, GrpcAgentDirectory
 from services.rooms.notifier import GrpcRoomNotifier, RoomNotifier
 from services.rooms.repository import RoomRepository
 from services.rooms.service import Rooms
@@ -36,6 +36,8 @@ class RoomSettings(Settings):
 
     # Deadline of one GetAgent / GetAvatar call to the avatar service.
     rooms_agent_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    # How long an agent's existence and summary are reused; 0 asks the avatar service each time.
+    rooms_agent_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
     # Deadline of one NotifyRoomState / RevokeRoomTokens attempt, and how many attempts.
     rooms_notify_timeout_s: float = Field(default=1.0, gt=0, le=30)
     rooms_notify_attempts: int = Field(default=3, ge=1, le=10)
@@ -72,7 +74,7 @@ async def open_spec(
     """Opens the database (migrating it when asked), the clients, and yields the spec.
 
     `agents` and `notifier` replace the gRPC collaborators (the avatar, stream and token
-    services) when given.
+    services) when given; what `agents` answers is cached like the avatar service's answers.
     """
     url = settings.service_database_url("rooms")
     if settings.migrate_on_start:
@@ -92,7 +94,7 @@ async def open_spec(
         )
     rooms = Rooms(
         repo=RoomRepository(sessionmaker(engine)),
-        agents=agents,
+        agents=CachedAgentDirectory(agents, ttl_s=settings.rooms_agent_cache_ttl_s),
         notifier=notifier,
         page_secret=settings.jwt_secret,
     )
