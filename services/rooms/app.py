@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.app import run_service
 from services.common.clients import ServiceChannels
 from services.common.config import Settings
-from services.common.db import create_engine, is_sqlite, migrate_async, sessionmaker
+from services.common.db import create_engine, is_sqlite, migrate_async
 from services.common.server import ServiceSpec
 from services.rooms.agents import AgentDirectory, CachedAgentDirectory, GrpcAgentDirectory
 from services.rooms.notifier import GrpcRoomNotifier, RoomNotifier
@@ -93,7 +93,7 @@ async def open_spec(
             attempts=settings.rooms_notify_attempts,
         )
     rooms = Rooms(
-        repo=RoomRepository(sessionmaker(engine)),
+        repo=RoomRepository(engine),
         agents=CachedAgentDirectory(agents, ttl_s=settings.rooms_agent_cache_ttl_s),
         notifier=notifier,
         page_secret=settings.jwt_secret,

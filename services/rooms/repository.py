@@ -3,9 +3,13 @@
     async with repo.transaction() as session:
         room = await repo.transition(session, user_id=..., room_id=..., action=..., now=...)
 
-Uniqueness races are settled by the database, not by reading first: the partial unique index
-on open rooms and the unique (room_id, idempotency_key) constraint turn a lost race into an
-IntegrityError inside a savepoint, after which the winner's row is read back.
+`autocommit()` instead of `transaction()` saves the BEGIN and COMMIT round trips (and the ORM
+session) where each statement stands alone.
+
+Uniqueness races are settled by the database, not by reading first: a new room is inserted
+unless the partial unique index on open rooms already holds one (ON CONFLICT DO NOTHING), and
+the unique (room_id, idempotency_key) constraint turns a lost race into an IntegrityError
+inside a savepoint, after which the winner's row is read back.
 """
 
 from __future__ import annotations
@@ -16,12 +20,27 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, insert, literal, or_, select, update
+from sqlalchemy import (
+    Insert,
+    Table,
+    and_,
+    bindparam,
+    case,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
+from services.common.db import sessionmaker
 from services.common.errors import Unavailable
 from services.rooms.domain import (
     OPEN_STATUSES,
@@ -37,7 +56,10 @@ from services.rooms.domain import (
     SenderType,
     accepting_statuses,
 )
-from services.rooms.models import MessageRow, RoomRow, UtcDateTime
+from services.rooms.models import OPEN_STATUSES_SQL, MessageRow, RoomRow, UtcDateTime
+
+# What runs a statement: a session in a transaction, or a connection in autocommit.
+Executor = AsyncSession | AsyncConnection
 
 rooms = cast(Table, RoomRow.__table__)
 messages = cast(Table, MessageRow.__table__)
@@ -75,9 +97,9 @@ def _message(row: Row[Any]) -> Message:
     )
 
 
-def _touch(now: datetime) -> ColumnElement[Any]:
+def _touch(now: datetime | BindParameter[datetime]) -> ColumnElement[Any]:
     """last_activity_time moves forward only, even if clocks of replicas disagree."""
-    at = literal(now, UtcDateTime())
+    at = now if isinstance(now, BindParameter) else literal(now, UtcDateTime())
     return case((rooms.c.last_activity_time < at, at), else_=rooms.c.last_activity_time)
 
 
@@ -85,9 +107,46 @@ def _statuses(values: frozenset[RoomStatus]) -> list[str]:
     return sorted(s.value for s in values)
 
 
+# The statements of GetRoom and CreateRoom are built once, with bound parameters: building
+# and cache-keying a statement per call cost more CPU than the database round trips.
+_GET_ROOM = select(rooms).where(
+    rooms.c.room_id == bindparam("p_room_id"), rooms.c.user_id == bindparam("p_user_id")
+)
+_RESUME_ROOM = (
+    update(rooms)
+    .where(
+        rooms.c.user_id == bindparam("p_user_id"),
+        rooms.c.agent_id == bindparam("p_agent_id"),
+        text(OPEN_STATUSES_SQL),
+    )
+    .values(last_activity_time=_touch(bindparam("p_now", type_=UtcDateTime())))
+    .returning(*rooms.c)
+)
+
+
+def _insert_unless_open(dialect: str) -> ReturningInsert[Any]:
+    """INSERT into rooms that does nothing when the user has an open room with the agent."""
+    target = [rooms.c.user_id, rooms.c.agent_id]
+    where = text(OPEN_STATUSES_SQL)
+    if dialect == "postgresql":
+        stmt: Insert = postgresql.insert(rooms).on_conflict_do_nothing(
+            index_elements=target, index_where=where
+        )
+    else:
+        stmt = sqlite.insert(rooms).on_conflict_do_nothing(index_elements=target, index_where=where)
+    return stmt.returning(*rooms.c)
+
+
 class RoomRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = sessionmaker(engine)
+        dialect = engine.dialect.name
+        self._autocommit_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if dialect == "postgresql"
+            else None
+        )
+        self._insert_room = _insert_unless_open(dialect)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -95,76 +154,64 @@ class RoomRepository:
         async with self._sessions() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Executor]:
+        """A connection on which each statement commits on its own, for work whose statements
+        each stand alone: no BEGIN and COMMIT round trips, no ORM session.
+
+        On SQLite this is `transaction()`: one BEGIN IMMEDIATE transaction, as everywhere.
+        """
+        if self._autocommit_engine is None:
+            async with self.transaction() as session:
+                yield session
+            return
+        async with self._autocommit_engine.connect() as conn:
+            yield conn
+
     # --- rooms -----------------------------------------------------------------------------
 
-    async def get(self, session: AsyncSession, *, user_id: str, room_id: str) -> Room:
+    async def get(self, session: Executor, *, user_id: str, room_id: str) -> Room:
         """The room if it belongs to `user_id`; RoomNotFound otherwise (same for both)."""
         row = (
-            await session.execute(
-                select(rooms).where(rooms.c.room_id == room_id, rooms.c.user_id == user_id)
-            )
+            await session.execute(_GET_ROOM, {"p_room_id": room_id, "p_user_id": user_id})
         ).first()
         if row is None:
             raise RoomNotFound(room_id)
         return _room(row)
 
-    async def _open_room(self, session: AsyncSession, user_id: str, agent_id: str) -> Room | None:
-        row = (
-            await session.execute(
-                select(rooms).where(
-                    rooms.c.user_id == user_id,
-                    rooms.c.agent_id == agent_id,
-                    rooms.c.status.in_(_statuses(OPEN_STATUSES)),
-                )
-            )
-        ).first()
-        return None if row is None else _room(row)
-
-    async def _touch_open(self, session: AsyncSession, room_id: str, now: datetime) -> Room | None:
-        row = (
-            await session.execute(
-                update(rooms)
-                .where(rooms.c.room_id == room_id, rooms.c.status.in_(_statuses(OPEN_STATUSES)))
-                .values(last_activity_time=_touch(now))
-                .returning(*rooms.c)
-            )
-        ).first()
-        return None if row is None else _room(row)
-
     async def create_or_resume(
-        self, session: AsyncSession, *, user_id: str, agent_id: str, now: datetime
+        self, session: Executor, *, user_id: str, agent_id: str, now: datetime
     ) -> tuple[Room, bool]:
-        """The caller's open room with the agent (resumed=True), or a new ACTIVE one."""
+        """The caller's open room with the agent (resumed=True), or a new ACTIVE one.
+
+        One statement in the common case: the insert does nothing if the open room exists.
+        Each statement stands alone (a room ended in between makes the loop go round), so
+        this may run in `autocommit()`.
+        """
         for _ in range(_CREATE_ATTEMPTS):
-            existing = await self._open_room(session, user_id, agent_id)
-            if existing is None:
-                room_id = str(uuid.uuid4())
-                try:
-                    async with session.begin_nested():
-                        row = (
-                            await session.execute(
-                                insert(rooms)
-                                .values(
-                                    room_id=room_id,
-                                    user_id=user_id,
-                                    agent_id=agent_id,
-                                    status=RoomStatus.ACTIVE.value,
-                                    create_time=now,
-                                    last_activity_time=now,
-                                    end_time=None,
-                                )
-                                .returning(*rooms.c)
-                            )
-                        ).one()
-                    return _room(row), False
-                except IntegrityError:
-                    # Another call opened the room first; read the winner back.
-                    existing = await self._open_room(session, user_id, agent_id)
-                    if existing is None:
-                        continue
-            resumed = await self._touch_open(session, existing.room_id, now)
-            if resumed is not None:
-                return resumed, True
+            row = (
+                await session.execute(
+                    self._insert_room,
+                    {
+                        "room_id": str(uuid.uuid4()),
+                        "user_id": user_id,
+                        "agent_id": agent_id,
+                        "status": RoomStatus.ACTIVE.value,
+                        "create_time": now,
+                        "last_activity_time": now,
+                        "end_time": None,
+                    },
+                )
+            ).first()
+            if row is not None:
+                return _room(row), False
+            row = (
+                await session.execute(
+                    _RESUME_ROOM, {"p_user_id": user_id, "p_agent_id": agent_id, "p_now": now}
+                )
+            ).first()
+            if row is not None:
+                return _room(row), True
         raise Unavailable("the room is changing too fast; retry", reason="ROOM_CONTENDED")
 
     async def transition(

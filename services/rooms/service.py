@@ -56,7 +56,7 @@ class Rooms:
         """The user's open room with the agent, or a new one; (room, resumed)."""
         # Before any write: an unknown agent or an unreachable avatar service creates nothing.
         await self._agents.require_agent(agent_id)
-        async with self._repo.transaction() as s:
+        async with self._repo.autocommit() as s:
             room, resumed = await self._repo.create_or_resume(
                 s, user_id=user_id, agent_id=agent_id, now=self._clock()
             )
@@ -67,7 +67,7 @@ class Rooms:
         return room, resumed
 
     async def get(self, *, user_id: str, room_id: str) -> tuple[Room, AgentSummary]:
-        async with self._repo.transaction() as s:
+        async with self._repo.autocommit() as s:
             room = await self._repo.get(s, user_id=user_id, room_id=room_id)
         return room, await self._agents.summary(room.agent_id)
 
