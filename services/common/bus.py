@@ -174,10 +174,14 @@ def _wake(fut: asyncio.Future[None]) -> None:
 
 class _QueueSubscription(ControlSubscription):
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue()
 
     async def get(self) -> bytes:
-        return await self.queue.get()
+        item = await self.queue.get()
+        if isinstance(item, Exception):
+            self.queue.put_nowait(item)  # every later get fails the same way
+            raise item
+        return item
 
 
 class InProcessBus(Bus):
@@ -349,20 +353,134 @@ def _entry_id(raw: object) -> int:
     return int(_text(raw).split("-", 1)[0])
 
 
-class _PubSubSubscription(ControlSubscription):
-    def __init__(self, pubsub: object) -> None:
-        self._pubsub = pubsub
+class _Controls:
+    """Every control subscription of a replica on one pub/sub connection.
 
-    async def get(self) -> bytes:
-        while True:
+    A channel is subscribed while anyone listens on it (and for CONTROL_IDLE_S after, so a
+    room's replies do not subscribe and unsubscribe one after another); `subscribe` returns
+    once Redis has confirmed. Confirmations come back in the order the commands were sent,
+    so each one settles the oldest command still waiting on its channel. If the connection
+    fails, every open subscription fails with UNAVAILABLE and the next one reconnects.
+    """
+
+    def __init__(self, bus: RedisBus) -> None:
+        self._bus = bus
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._subs: dict[str, set[_QueueSubscription]] = {}
+        self._idle_since: dict[str, float] = {}
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+
+    async def subscribe(self, channel: str) -> _QueueSubscription:
+        sub = _QueueSubscription()
+        subs = self._subs.get(channel)
+        if subs is not None:
+            subs.add(sub)
+            self._idle_since.pop(channel, None)
+            pending = self._waiting.get(channel)
+            if pending:  # still waiting for this channel's confirmation
+                await asyncio.shield(pending[-1])
+            return sub
+        self._subs[channel] = {sub}
+        try:
             with redis_errors("the Redis bus"):
-                msg = await self._pubsub.get_message(  # type: ignore[attr-defined]
-                    ignore_subscribe_messages=True, timeout=None
-                )
-            if msg is not None and msg.get("type") == "message":
-                data = msg["data"]
-                return data if isinstance(data, bytes) else str(data).encode()
+                async with asyncio.timeout(self._bus._timeout_s):
+                    await self._command("subscribe", channel)
+        except BaseException:
+            self.unsubscribe(channel, sub)
+            raise
+        return sub
 
+    def unsubscribe(self, channel: str, sub: _QueueSubscription) -> None:
+        subs = self._subs.get(channel)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            self._idle_since[channel] = time.monotonic()
+
+    async def _command(self, op: str, channel: str) -> None:
+        if self._pubsub is None:
+            self._pubsub = self._bus._blocking.pubsub()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(channel, deque()).append(fut)
+        await getattr(self._pubsub, op)(channel)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(self._pubsub), name="redis-bus-control")
+        if op == "subscribe":
+            await asyncio.shield(fut)
+
+    async def _read(self, pubsub: Any) -> None:
+        try:
+            while self._pubsub is pubsub:
+                with redis_errors("the Redis bus"):
+                    msg = await pubsub.get_message(timeout=CONTROL_IDLE_S / 2)
+                if msg is not None:
+                    self._dispatch(msg)
+                await self._sweep()
+        except Unavailable as exc:
+            self._fail(pubsub, exc)
+            await _close_quietly(pubsub)
+        except Exception as exc:  # a protocol surprise: same outcome, logged by the caller
+            self._fail(pubsub, Unavailable(f"the Redis bus control channel failed: {exc}"))
+            await _close_quietly(pubsub)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = _text(msg.get("type", b""))
+        channel = _text(msg.get("channel", b""))
+        if kind == "message":
+            data = msg["data"]
+            payload = data if isinstance(data, bytes) else str(data).encode()
+            for sub in tuple(self._subs.get(channel, ())):
+                sub.queue.put_nowait(payload)
+        elif kind in ("subscribe", "unsubscribe"):
+            pending = self._waiting.get(channel)
+            if pending:
+                fut = pending.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                if not pending:
+                    del self._waiting[channel]
+
+    async def _sweep(self) -> None:
+        now = time.monotonic()
+        for channel, since in list(self._idle_since.items()):
+            if now - since >= CONTROL_IDLE_S and not self._subs.get(channel):
+                del self._idle_since[channel]
+                self._subs.pop(channel, None)
+                with redis_errors("the Redis bus"):
+                    await self._command("unsubscribe", channel)
+
+    def _fail(self, pubsub: Any, exc: Unavailable) -> None:
+        if self._pubsub is pubsub:
+            self._pubsub = None
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.queue.put_nowait(exc)
+        for pending in self._waiting.values():
+            for fut in pending:
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: a subscriber may have stopped waiting
+        self._subs.clear()
+        self._idle_since.clear()
+        self._waiting.clear()
+
+    async def close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.wait({self._reader})
+        if pubsub is not None:
+            await _close_quietly(pubsub)
+
+
+async def _close_quietly(pubsub: Any) -> None:
+    with contextlib.suppress(Exception):
+        await pubsub.aclose()
+
+
+CONTROL_IDLE_S = 30.0
 
 # How many of its newest events a followed room keeps in memory, and how long a room nobody
 # reads any more stays followed.
@@ -526,6 +644,7 @@ class RedisBus(Bus):
             url, socket_connect_timeout=timeout_s, max_connections=blocking_connections
         )
         self._tails = _Tails(self)
+        self._controls = _Controls(self)
         self._publish = self._client.register_script(_PUBLISH)
         self._delete_if = self._client.register_script(_DELETE_IF)
 
@@ -633,20 +752,13 @@ class RedisBus(Bus):
 
     @contextlib.asynccontextmanager
     async def control(self, room: str) -> AsyncIterator[ControlSubscription]:
-        pubsub = self._blocking.pubsub()
+        # Subscribed only once Redis confirms; a message published before that is lost.
+        channel = f"{self._prefix}ctl:{room}"
+        sub = await self._controls.subscribe(channel)
         try:
-            with redis_errors("the Redis bus"):
-                await pubsub.subscribe(f"{self._prefix}ctl:{room}")
-                # Subscribed only once Redis confirms; a message published before that is lost.
-                async with asyncio.timeout(self._timeout_s):
-                    while True:
-                        msg = await pubsub.get_message(timeout=self._timeout_s)
-                        if msg is not None and msg.get("type") == "subscribe":
-                            break
-            yield _PubSubSubscription(pubsub)
+            yield sub
         finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+            self._controls.unsubscribe(channel, sub)
 
     async def get_state(self, key: str) -> str | None:
         with redis_errors("the Redis bus"):
@@ -675,6 +787,7 @@ class RedisBus(Bus):
 
     async def close(self) -> None:
         await self._tails.close()
+        await self._controls.close()
         await self._client.aclose()
         await self._blocking.aclose()
 

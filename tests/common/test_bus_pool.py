@@ -4,6 +4,7 @@ bursts of commands wait for a connection instead of failing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -132,3 +133,41 @@ async def test_blocked_readers_hear_when_the_follow_loop_cannot_read(
     finally:
         await bus.close()
         await healthy.aclose()
+
+
+async def test_control_subscriptions_of_many_rooms_share_one_connection(
+    redis_base_url: str, redis_prefix: str
+) -> None:
+    listener, sender = (RedisBus(redis_base_url, prefix=redis_prefix) for _ in range(2))
+    rooms = [f"room-{i}" for i in range(60)]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            subs = [await stack.enter_async_context(listener.control(r)) for r in rooms]
+            # A second subscriber of the same room shares the channel.
+            twin = await stack.enter_async_context(listener.control(rooms[0]))
+            assert _blocking_connections(listener) == 1
+            for r in rooms:
+                await sender.send_control(r, r.encode())
+            got = [await asyncio.wait_for(s.get(), 5) for s in subs]
+            assert got == [r.encode() for r in rooms]
+            assert await asyncio.wait_for(twin.get(), 5) == rooms[0].encode()
+    finally:
+        await listener.close()
+        await sender.close()
+
+
+async def test_a_room_resubscribed_after_its_channel_was_dropped_still_hears(
+    redis_base_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus_module, "CONTROL_IDLE_S", 0.1)
+    listener, sender = (RedisBus(redis_base_url, prefix=redis_prefix) for _ in range(2))
+    try:
+        for round_ in range(3):
+            async with listener.control("r") as sub:
+                await sender.send_control("r", f"m{round_}".encode())
+                assert await asyncio.wait_for(sub.get(), 5) == f"m{round_}".encode()
+            await asyncio.sleep(0.3)  # the idle channel is unsubscribed
+            assert not listener._controls._subs
+    finally:
+        await listener.close()
+        await sender.close()
