@@ -162,7 +162,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await ch_mesh.close()
         if only & set("bcd"):
             await mesh.start_stream(pacing_ms=30, redis=False, profile=args.profile)
-            if "b" in only:
+            if "b" in only and args.bus in ("both", "memory"):
                 say("(b) latency, in-process bus")
                 figures.setdefault("b", {})["in-process"] = await latency_ladder(
                     stamps,
@@ -198,10 +198,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 figures["d"] = await idle_memory(
                     mesh, work / "replies.json", rooms, cfg["d_streams"], cfg["d_rounds"]
                 )
-            if "b" in only:
-                await mesh.start_stream(pacing_ms=30, redis=True)
+            if "b" in only and args.bus in ("both", "redis"):
+                await mesh.start_stream(pacing_ms=30, redis=True, profile=args.profile)
                 say("(b) latency, Redis bus")
-                figures["b"]["redis"] = await latency_ladder(
+                figures.setdefault("b", {})["redis"] = await latency_ladder(
                     stamps,
                     mesh.ports["stream"],
                     echo.port,
@@ -238,6 +238,9 @@ def main() -> None:
     ap.add_argument("--only", default="abcdef", help="figures to run, e.g. --only af")
     ap.add_argument("--out", default=str(HERE), help="where report.md/.json go")
     ap.add_argument("--profile", default="", help="cProfile the stream server (latency runs)")
+    ap.add_argument(
+        "--bus", choices=("both", "memory", "redis"), default="both", help="buses for (b)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
