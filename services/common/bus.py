@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import OutOfRange, Unavailable
+from services.common.errors import DomainError, OutOfRange, Unavailable
 from services.common.kv import command_client, redis_errors
 
 DEFAULT_PREFIX = "arconv:bus:"
@@ -646,6 +646,8 @@ class RedisBus(Bus):
         self._tails = _Tails(self)
         self._controls = _Controls(self)
         self._publish = self._client.register_script(_PUBLISH)
+        self._outbox: list[tuple[asyncio.Future[int], tuple[Any, ...]]] = []
+        self._sender: asyncio.Task[None] | None = None
         self._delete_if = self._client.register_script(_DELETE_IF)
 
     def _keys(self, room: str) -> tuple[str, str]:
@@ -655,12 +657,55 @@ class RedisBus(Bus):
         return f"{self._prefix}state:{key}"
 
     async def publish(self, room: str, kind: str, data: bytes) -> int:
-        with redis_errors("the Redis bus"):
-            out = await self._publish(
-                keys=list(self._keys(room)),
-                args=[self._maxlen, kind, data, self._retention_ms, time.time_ns()],
-            )
-        return int(out)
+        """Appends through the outbox: the publishes of a moment (every reply of a replica
+        streaming at once) go to Redis as one pipeline, one round trip, instead of one
+        round trip each. One batch is in flight at a time; the next one gathers meanwhile."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        seq, log = self._keys(room)
+        self._outbox.append(
+            (fut, (seq, log, self._maxlen, kind, data, self._retention_ms, time.time_ns()))
+        )
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_outbox(), name="redis-bus-publish")
+        return await fut
+
+    async def _send_outbox(self) -> None:
+        await asyncio.sleep(0)  # let the publishes of this moment join the batch
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                results = await self._append(batch)
+            except Exception as exc:
+                err = exc
+                if not isinstance(exc, DomainError):
+                    err = Unavailable(f"the Redis bus is unavailable: {exc}")
+                for fut, _ in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            for (fut, _), out in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(int(out))
+
+    async def _append(self, batch: list[tuple[asyncio.Future[int], tuple[Any, ...]]]) -> list[Any]:
+        import redis.exceptions as rx
+
+        for attempt in (1, 2):
+            with redis_errors("the Redis bus"):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for _, (seq, log, *args) in batch:
+                        pipe.evalsha(self._publish.sha, 2, seq, log, *args)
+                    results: list[Any] = await pipe.execute(raise_on_error=False)
+                missing = any(isinstance(r, rx.NoScriptError) for r in results)
+                if missing and attempt == 1:
+                    # Redis restarted or was flushed: nothing ran; load the script, send again.
+                    await self._client.script_load(_PUBLISH)
+                    continue
+                for r in results:
+                    if isinstance(r, Exception):
+                        raise r
+                return results
+        raise AssertionError("unreachable")
 
     async def last_event_id(self, room: str) -> int:
         with redis_errors("the Redis bus"):
@@ -786,6 +831,8 @@ class RedisBus(Bus):
             return bool(await self._delete_if(keys=[self._state_key(key)], args=[expected]))
 
     async def close(self) -> None:
+        if self._sender is not None and not self._sender.done():
+            await asyncio.wait({self._sender}, timeout=self._timeout_s)
         await self._tails.close()
         await self._controls.close()
         await self._client.aclose()

@@ -171,3 +171,29 @@ async def test_a_room_resubscribed_after_its_channel_was_dropped_still_hears(
     finally:
         await listener.close()
         await sender.close()
+
+
+async def test_publishes_of_a_moment_go_as_one_batch_and_survive_a_script_flush(
+    redis_base_url: str, redis_prefix: str
+) -> None:
+    bus = RedisBus(redis_base_url, prefix=redis_prefix)
+    try:
+        batches: list[int] = []
+        append = bus._append
+
+        async def counting(batch: list) -> list:  # type: ignore[type-arg]
+            batches.append(len(batch))
+            return await append(batch)
+
+        bus._append = counting  # type: ignore[method-assign]
+        rooms = [f"room-{i % 7}" for i in range(70)]
+        ids = await asyncio.gather(*(bus.publish(r, "chunk", r.encode()) for r in rooms))
+        assert sorted(ids) == sorted(n for i in range(7) for n in range(1, 11))
+        assert len(batches) < 10, batches
+        await bus._client.script_flush()  # as after a Redis restart
+        assert await bus.publish("room-0", "chunk", b"after flush") == 11
+        events = await bus.read("room-0", 0)
+        assert [e.event_id for e in events] == list(range(1, 12))
+        assert events[-1].data == b"after flush"
+    finally:
+        await bus.close()
