@@ -56,8 +56,8 @@ import enum
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 from services.common.vocabulary import EMOTIONS, GESTURES, POSES, TONES
 
@@ -201,8 +201,7 @@ def normalize_value(mtype: MarkerType, value: str) -> str | None:
     return table.get(_SEPARATORS.sub("_", key.strip()).strip("_"))
 
 
-@dataclass(frozen=True, slots=True)
-class Marker:
+class Marker(NamedTuple):
     """One recognised marker.
 
     ``offset`` is a position in the text of the :class:`ParsedChunk` that carries the marker
@@ -215,8 +214,7 @@ class Marker:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedChunk:
+class ParsedChunk(NamedTuple):
     """What the parser released for one step of the stream.
 
     ``text`` is safe to speak (no marker and no piece of one). ``raw`` is exactly the input
@@ -231,9 +229,11 @@ class ParsedChunk:
     markers: tuple[Marker, ...]
 
 
-# (type, value, intensity) of a recognised item of a marker group.
-_Item = tuple[MarkerType, str, float | None]
-_Items = tuple[_Item, ...]
+# Markers and chunks are immutable named tuples, built on the hot paths with tuple.__new__:
+# the generated constructor costs a Python call per object, and a stream of token-sized
+# deltas produces one chunk per delta.
+_new = tuple.__new__
+_NO_MARKERS: tuple[Marker, ...] = ()
 
 _KEY = r"[^\W\d_]\w*"  # a letter, then letters, digits or "_"
 _WORD = r"[^\W\d_][\w-]*"  # the same, "-" allowed too
@@ -248,7 +248,6 @@ _ITEM_PREFIX = re.compile(
     rf"[ \t]*(?:({_KEY})[ \t]*(?::[ \t]*(?:({_WORD}(?:[ \t]+{_WORD})*)[ \t]*"
     r"(?::[ \t]*[\w.+%-]*[ \t]*)?)?)?)?"
 )
-_MAY_CONTINUE = re.compile(r"[\w \t:,.+%-]*")
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -281,7 +280,8 @@ class _Kind(enum.Enum):
     INVALID = "invalid"  # not item syntax: the bracket group is text
 
 
-def _parse_item(part: str) -> _Item | _Kind:
+def _parse_item(part: str) -> Marker | _Kind:
+    """The item as a marker at offset 0, or what else it is."""
     if not part.strip(" \t"):
         return _Kind.BLANK
     match = _ITEM.fullmatch(part)
@@ -294,18 +294,20 @@ def _parse_item(part: str) -> _Item | _Kind:
     canonical = normalize_value(mtype, value)
     if canonical is None:
         return _Kind.IGNORED
-    return (mtype, canonical, _intensity(intensity))
+    return Marker(mtype, canonical, _intensity(intensity), 0)
 
 
-# LLM replies repeat the same few markers, so each distinct item and group is parsed once
-# (until the cache fills up and starts over). Shared by all parsers; a lost entry under
-# concurrent use only costs a re-parse.
+# LLM replies repeat the same few markers, so each distinct item, group and item prefix is
+# parsed once (until its cache fills up and starts over). Shared by all parsers; a lost
+# entry under concurrent use only costs a re-parse.
 _CACHE_SIZE = 4096
-_ITEM_CACHE: dict[str, _Item | _Kind] = {}
-_GROUP_CACHE: dict[str, _Items | None] = {}
+_ITEM_CACHE: dict[str, Marker | _Kind] = {}
+_GROUP_CACHE: dict[str, tuple[Marker, ...] | None] = {}
+_PREFIX_CACHE: dict[str, bool] = {}  # item prefixes up to _PREFIX_MAX characters
+_PREFIX_MAX = 64
 
 
-def _cached_item(part: str) -> _Item | _Kind:
+def _cached_item(part: str) -> Marker | _Kind:
     parsed = _ITEM_CACHE.get(part)
     if parsed is None:
         parsed = _parse_item(part)
@@ -315,53 +317,82 @@ def _cached_item(part: str) -> _Item | _Kind:
     return parsed
 
 
-def _parse_group(content: str) -> _Items | None:
-    """Items of a marker group, or ``None`` if ``content`` is not one."""
-    items: list[_Item] = []
+def _parse_group(content: str) -> tuple[Marker, ...] | None:
+    """Markers (at offset 0) of a marker group, or ``None`` if ``content`` is not one."""
+    markers: list[Marker] = []
     seen_item = False
     for part in content.split(","):
-        parsed = _cached_item(part)
-        if isinstance(parsed, tuple):
-            items.append(parsed)
+        parsed = _ITEM_CACHE.get(part) or _cached_item(part)
+        if isinstance(parsed, Marker):
+            markers.append(parsed)
             seen_item = True
         elif parsed is _Kind.IGNORED:
             seen_item = True
         elif parsed is _Kind.INVALID:
             return None
-    return tuple(items) if seen_item else None
+    return tuple(markers) if seen_item else None
 
 
-def _cached_group(content: str) -> _Items | None:
+def _cached_group(content: str) -> tuple[Marker, ...] | None:
     try:
         return _GROUP_CACHE[content]
     except KeyError:
         pass
-    items = _parse_group(content)
+    markers = _parse_group(content)
     if len(_GROUP_CACHE) >= _CACHE_SIZE:
         _GROUP_CACHE.clear()
-    _GROUP_CACHE[content] = items
-    return items
+    _GROUP_CACHE[content] = markers
+    return markers
+
+
+def _may_become_item(last: str) -> bool:
+    """Whether some continuation of ``last`` (no comma in it) can still be one item."""
+    match = _ITEM_PREFIX.fullmatch(last)
+    if match is None:
+        ok = False
+    else:
+        key, value = match.groups()
+        # The value can only grow, so two words after an unknown key stay wrong.
+        ok = not (value and _is_multi_word(value) and key.lower() not in _KEY_TYPES)
+    if len(last) <= _PREFIX_MAX:
+        if len(_PREFIX_CACHE) >= _CACHE_SIZE:
+            _PREFIX_CACHE.clear()
+        _PREFIX_CACHE[last] = ok
+    return ok
+
+
+def _complete(items: str) -> bool:
+    """Whether each of the comma-separated ``items`` can be an item of a marker group."""
+    if "," not in items:
+        return (_ITEM_CACHE.get(items) or _cached_item(items)) is not _Kind.INVALID
+    for part in items.split(","):
+        if (_ITEM_CACHE.get(part) or _cached_item(part)) is _Kind.INVALID:
+            return False
+    return True
 
 
 def _may_become_group(partial: str) -> bool:
     """Whether some continuation of ``[`` + ``partial`` can still be a marker group.
 
     Exact, the length bound aside: every item before the last comma must be complete, and
-    the last one a prefix of an item.
+    the last one a prefix of an item. So a held group can go on with ``partial`` when
+    ``partial`` is what follows its last comma.
     """
-    if _MAY_CONTINUE.fullmatch(partial) is None:
+    ok = _PREFIX_CACHE.get(partial)  # true only for a short partial without "[", "]" or ","
+    if ok is not None:
+        return ok
+    if "," not in partial:
+        return _may_become_item(partial)
+    done, _, last = partial.rpartition(",")
+    if not _complete(done):
         return False
-    last = partial
-    if "," in partial:
-        *complete, last = partial.split(",")
-        if any(_cached_item(part) is _Kind.INVALID for part in complete):
-            return False
-    match = _ITEM_PREFIX.fullmatch(last)
-    if match is None:
-        return False
-    key, value = match.groups()
-    # The value can only grow, so two words after an unknown key stay wrong.
-    return not (value and _is_multi_word(value) and key.lower() not in _KEY_TYPES)
+    ok = _PREFIX_CACHE.get(last)
+    return _may_become_item(last) if ok is None else ok
+
+
+_HOLD_LIMIT = MAX_GROUP_LENGTH + 1  # "[" and the longest content without "]"
+_HOT_HEAD = _HOLD_LIMIT - _PREFIX_MAX  # longest _head that leaves room for any cached prefix
+_UNKNOWN = object()  # not in a cache
 
 
 class MarkerParser:
@@ -369,44 +400,169 @@ class MarkerParser:
 
     Feed the deltas in order, then call :meth:`finish`; the parser is then ready for the
     next reply. Not thread-safe.
+
+    :meth:`feed` handles the usual deltas (plain text, a group growing, closing or starting,
+    whitespace after a removed group) on short paths and hands everything else to
+    :meth:`_feed_general`, which alone gives the same result for any delta; the short paths
+    only skip work whose outcome they know.
     """
 
-    __slots__ = ("_at_space", "_consumed", "_pending", "_swallow")
+    __slots__ = ("_consumed", "_head", "_hot", "_part", "_plain", "_swallow", "_tail")
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self._pending = ""  # unconsumed input: a "[" that may still become a marker group
+        # Unconsumed input, _head + _part: a "[" that may still become a marker group. _head
+        # is "[" and the complete items, up to the last comma ("" when nothing is held),
+        # _part the last, incomplete item. _hot: holding, and _part may grow to any length
+        # _PREFIX_CACHE holds without passing the length bound.
+        self._head = ""
+        self._part = ""
+        self._hot = False
         self._consumed = ""  # consumed input that produced neither text nor markers yet
-        self._at_space = True  # the text so far is empty or ends with whitespace
+        # The text released last, or " " before any: whether the text so far is empty or
+        # ends with whitespace is whether _tail ends with whitespace.
+        self._tail = " "
         self._swallow = False  # inside the whitespace run after a removed marker group
+        self._plain = True  # nothing held, consumed or being swallowed
+
+    def _hold(self, pending: str) -> None:
+        """Hold ``pending``: "" or a ``[`` that may still become a marker group."""
+        head, comma, part = pending.rpartition(",")
+        if comma:
+            head += comma
+        else:
+            head, part = pending[:1], pending[1:]
+        self._head = head
+        self._part = part
+        self._hot = 0 < len(head) <= _HOT_HEAD
 
     def feed(self, delta: str) -> ParsedChunk | None:
         """Consume one delta; return everything that can be released now, or ``None``."""
+        if self._plain:
+            if "[" not in delta:
+                if not delta:
+                    return None
+                self._tail = delta
+                return _new(ParsedChunk, (delta, delta, _NO_MARKERS))
+            return self._open(delta)
+        if self._hot:
+            part = self._part + delta
+            # Only a short item prefix without a comma or bracket is true in the cache.
+            if _PREFIX_CACHE.get(part):
+                self._part = part
+                return None
+            return self._held(part, delta)
+        if self._head:
+            return self._held(self._part + delta, delta)
+        if "[" in delta or not delta:
+            return self._feed_general(delta)
+        if self._swallow:
+            text = delta.lstrip()
+            if not text:
+                self._consumed += delta
+                return None
+            self._swallow = False
+        else:
+            text = delta
+        raw = self._consumed + delta
+        self._consumed = ""
+        self._plain = True
+        self._tail = text
+        return _new(ParsedChunk, (text, raw, _NO_MARKERS))
+
+    def _open(self, delta: str) -> ParsedChunk | None:
+        """``feed`` with nothing held, consumed or swallowed, and a ``[`` in ``delta``."""
+        text, _, partial = delta.partition("[")
+        ok = _PREFIX_CACHE.get(partial)
+        if not ok:
+            if ok is None or "[" in partial or "]" in partial:
+                return self._feed_general(delta)
+            self._tail = delta  # the "[" is text, and so is all the rest
+            return _new(ParsedChunk, (delta, delta, _NO_MARKERS))
+        self._head = "["
+        self._part = partial
+        self._hot = True
+        self._plain = False
+        if not text:
+            return None
+        self._tail = text
+        return _new(ParsedChunk, (text, text, _NO_MARKERS))
+
+    def _held(self, part: str, delta: str) -> ParsedChunk | None:
+        """``feed`` holding a group, when ``delta`` does not simply extend its last item.
+
+        ``part`` is the last item with ``delta`` added.
+        """
+        if "[" in delta:
+            return self._feed_general(delta)
+        head = self._head
+        room = _HOLD_LIMIT - len(head)
+        if "]" not in delta:
+            if len(part) <= room:
+                if "," not in delta:
+                    if _may_become_group(part):
+                        self._part = part
+                        return None
+                else:
+                    done, _, last = part.rpartition(",")
+                    if _complete(done) and _may_become_group(last):
+                        head += done + ","
+                        self._head = head
+                        self._part = last
+                        self._hot = len(head) <= _HOT_HEAD
+                        return None
+            return self._release(head + part, final=False)
+        # The group closes: is it one?
+        before, _, after = part.partition("]")
+        if len(before) > room:
+            return self._feed_general(delta)
+        content = before if head == "[" else head[1:] + before
+        markers = _GROUP_CACHE.get(content, _UNKNOWN)
+        if markers is _UNKNOWN:
+            markers = _cached_group(content)
+        buf = head + part
+        raw = self._consumed + buf
+        self._head = self._part = ""
+        self._hot = False
+        if markers is None:  # the "[" is text; no other "[" follows it
+            text = buf
+        else:
+            text = after
+            if self._tail[-1].isspace():
+                text = text.lstrip()
+                if not text:
+                    self._swallow = True
+            if not text and not markers:
+                self._consumed = raw
+                return None
+        self._consumed = ""
+        self._plain = not self._swallow
+        if text:
+            self._tail = text
+        return _new(ParsedChunk, (text, raw, markers or _NO_MARKERS))
+
+    def _feed_general(self, delta: str) -> ParsedChunk | None:
+        """:meth:`feed` for any delta and state, without the short paths."""
         if not delta:
             return None
-        if not self._pending and not self._swallow and "[" not in delta:
-            # Plain text, the common case.
-            raw = self._consumed + delta if self._consumed else delta
-            self._consumed = ""
-            self._at_space = delta[-1].isspace()
-            return ParsedChunk(delta, raw, ())
-        buf = self._pending + delta
+        buf = self._head + self._part + delta
         if (
             buf[0] == "["  # holding a possible marker group; is it still one?
             and "]" not in delta
             and "[" not in delta
-            and len(buf) <= MAX_GROUP_LENGTH + 1
+            and len(buf) <= _HOLD_LIMIT
             and _may_become_group(buf[1:])
         ):
-            self._pending = buf
+            self._hold(buf)
+            self._plain = False
             return None
         return self._release(buf, final=False)
 
     def finish(self) -> ParsedChunk | None:
         """Release everything still held at the end of the reply and reset the parser."""
-        chunk = self._release(self._pending, final=True)
+        chunk = self._release(self._head + self._part, final=True)
         if chunk is None and self._consumed:
             chunk = ParsedChunk("", self._consumed, ())
         self._reset()
@@ -414,13 +570,20 @@ class MarkerParser:
 
     def _release(self, buf: str, *, final: bool) -> ParsedChunk | None:
         text, markers, end = self._scan(buf, final=final)
-        self._pending = buf[end:]
+        pending = buf[end:]
+        if pending:
+            self._hold(pending)
+        else:
+            self._head = self._part = ""
+            self._hot = False
         raw = self._consumed + buf[:end]
         if not text and not markers:
             self._consumed = raw
+            self._plain = not (pending or raw or self._swallow)
             return None
         self._consumed = ""
-        return ParsedChunk(text, raw, markers)
+        self._plain = not (pending or self._swallow)
+        return _new(ParsedChunk, (text, raw, markers))
 
     def _scan(self, buf: str, *, final: bool) -> tuple[str, tuple[Marker, ...], int]:
         """Parse ``buf`` from its start; return text, markers and how much was consumed."""
@@ -428,12 +591,12 @@ class MarkerParser:
         pieces: list[str] = []
         markers: list[Marker] = []
         text_len = 0
-        at_space = self._at_space
+        at_space = self._tail[-1].isspace()
         seg = 0  # start of the text segment not yet copied to pieces
         if self._swallow:
             seg = _skip_whitespace(buf, 0)
             if seg == n and not final:
-                return "", (), n
+                return "", _NO_MARKERS, n
             self._swallow = False
         search = seg
         end = n
@@ -443,17 +606,23 @@ class MarkerParser:
                 break
             j = buf.find("]", i + 1, i + 2 + MAX_GROUP_LENGTH)
             if j >= 0:
-                items = _cached_group(buf[i + 1 : j])
-                if items is not None:
+                group = _cached_group(buf[i + 1 : j])
+                if group is not None:
                     if i > seg:
                         pieces.append(buf[seg:i])
                         text_len += i - seg
                         at_space = buf[i - 1].isspace()
-                    for mtype, value, intensity in items:
-                        markers.append(Marker(mtype, value, intensity, text_len))
+                    if text_len:
+                        for m in group:
+                            markers.append(_new(Marker, (m[0], m[1], m[2], text_len)))
+                    else:
+                        markers += group
                     seg = j + 1
                     if at_space:
-                        seg = _skip_whitespace(buf, seg)
+                        if seg < n and buf[seg].isspace():
+                            seg += 1  # usually a single space
+                            if seg < n and buf[seg].isspace():
+                                seg = _skip_whitespace(buf, seg)
                         if seg == n and not final:
                             self._swallow = True
                             break
@@ -465,10 +634,11 @@ class MarkerParser:
             search = i + 1  # this "[" is text
         if end > seg:
             pieces.append(buf[seg:end])
-            text_len += end - seg
-            at_space = buf[end - 1].isspace()
-        self._at_space = at_space
-        return "".join(pieces), tuple(markers), end
+        if not pieces:
+            return "", tuple(markers), end
+        text = "".join(pieces)
+        self._tail = text
+        return text, tuple(markers), end
 
 
 def parse_markers(s: str) -> ParsedChunk:
