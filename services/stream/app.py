@@ -19,7 +19,7 @@ from services.common.kv import open_kv
 from services.common.server import ServiceSpec
 from services.llm import LLMProvider
 from services.speech import warm_up
-from services.stream.clients import GrpcAgents, GrpcRooms
+from services.stream.clients import CachedAgents, GrpcAgents, GrpcRooms
 from services.stream.core import ConversationCore
 from services.stream.llm import build_llm
 from services.stream.ports import Agents, Rooms
@@ -49,6 +49,7 @@ class StreamSettings(Settings):
     stream_subscriber_queue: int = Field(default=256, ge=8, le=100_000)
     stream_events_maxlen: int = Field(default=2000, ge=10, le=1_000_000)
     stream_takeover_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    stream_persona_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
     redis_prefix: str = "arconv:"
 
     @model_validator(mode="after")
@@ -114,7 +115,10 @@ async def open_spec(
         bus=bus,
         kv=kv,
         rooms=rooms or GrpcRooms(channels.channel(settings.rooms_addr)),
-        agents=agents or GrpcAgents(channels.channel(settings.avatar_addr)),
+        agents=CachedAgents(
+            agents or GrpcAgents(channels.channel(settings.avatar_addr)),
+            ttl_s=settings.stream_persona_cache_ttl_s,
+        ),
         provider=llm,
         config=settings.core_config(),
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 from arconv.avatar.v1 import avatar_service_pb2 as avatar_pb
@@ -11,6 +12,7 @@ from arconv.avatar.v1 import avatar_service_pb2_grpc as avatar_grpc
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.rooms.v1 import rooms_service_pb2_grpc as rooms_grpc
 
+from services.common.cache import TtlCache
 from services.common.clients import for_user
 from services.common.errors import (
     FailedPrecondition,
@@ -20,6 +22,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.stream.ports import (
+    Agents,
     MessageStatus,
     Persona,
     RoomInfo,
@@ -163,3 +166,35 @@ class GrpcAgents:
             )
         a = r.agent
         return Persona(a.agent_id, a.name, a.persona.system_prompt, a.persona.model)
+
+
+PERSONA_CACHE_MAX_ENTRIES = 4096
+
+
+class CachedAgents:
+    """`Agents` that remembers each persona for `ttl_s` seconds, per user and agent.
+
+    A conversation asks for the persona on every reply; within `ttl_s` the answer comes
+    from memory. Errors (an unknown agent, an unreachable avatar service) are never cached,
+    and callers missing the same persona at once share one call. A persona changed in the
+    avatar service reaches replies at most `ttl_s` later. A `ttl_s` of 0 asks every time.
+    """
+
+    def __init__(
+        self,
+        inner: Agents,
+        *,
+        ttl_s: float,
+        max_entries: int = PERSONA_CACHE_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._on = ttl_s > 0
+        self._personas: TtlCache[Persona] = TtlCache(ttl_s, max_entries, clock)
+
+    async def get_persona(self, user_id: str, agent_id: str) -> Persona:
+        if not self._on:
+            return await self._inner.get_persona(user_id, agent_id)
+        return await self._personas.get_or_load(
+            f"{user_id}\0{agent_id}", lambda: self._inner.get_persona(user_id, agent_id)
+        )
