@@ -11,7 +11,7 @@ from services.stream.app import StreamSettings
 from services.stream.clients import CachedAgents
 from services.stream.ports import Persona
 from tests.llm.openai_server import OpenAICompatServer, Script
-from tests.stream.conftest import converse, message
+from tests.stream.conftest import MeshFactory, converse, message
 from tests.stream.test_interrupts import openai_llm
 
 
@@ -105,7 +105,10 @@ def test_the_setting_defaults_to_five_seconds(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.parametrize("ttl_s, second_prompt", [(0, "You are terse."), (60, "You are calm.")])
 async def test_a_changed_persona_reaches_replies_after_the_cache_time(
-    make_mesh, openai_server: OpenAICompatServer, ttl_s: float, second_prompt: str
+    make_mesh: MeshFactory,
+    openai_server: OpenAICompatServer,
+    ttl_s: float,
+    second_prompt: str,
 ) -> None:
     openai_server.script = Script(deltas=["Okay."])
     mesh = await make_mesh(provider=openai_llm(openai_server), stream_persona_cache_ttl_s=ttl_s)
