@@ -35,6 +35,13 @@ class TtlCache(Generic[T]):
         self._values.move_to_end(key)
         return value
 
+    def put(self, key: str, value: T) -> None:
+        """Stores `value` for `ttl_s` from now."""
+        self._values[key] = (self._clock() + self._ttl, value)
+        self._values.move_to_end(key)
+        while len(self._values) > self._max:
+            self._values.popitem(last=False)
+
     async def get_or_load(
         self,
         key: str,
@@ -65,10 +72,7 @@ class TtlCache(Generic[T]):
         finally:
             del self._loading[key]
         if keep(value):
-            self._values[key] = (self._clock() + self._ttl, value)
-            self._values.move_to_end(key)
-            while len(self._values) > self._max:
-                self._values.popitem(last=False)
+            self.put(key, value)
         return value
 
 

@@ -11,6 +11,8 @@ from arconv.avatar.v1 import avatar_service_pb2 as avatar_pb
 from arconv.avatar.v1 import avatar_service_pb2_grpc as avatar_grpc
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.rooms.v1 import rooms_service_pb2_grpc as rooms_grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2
 
 from services.common.cache import TtlCache
 from services.common.clients import for_user
@@ -20,6 +22,7 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     Unavailable,
+    status_details,
 )
 from services.stream.ports import (
     Agents,
@@ -57,7 +60,13 @@ def _translate(service: str, resource: str, name: str) -> Iterator[None]:
         if code == grpc.StatusCode.NOT_FOUND:
             raise NotFound(resource, name) from exc
         if code == grpc.StatusCode.FAILED_PRECONDITION:
-            raise FailedPrecondition(details, subject=name) from exc
+            info = _error_info(exc)
+            raise FailedPrecondition(
+                details,
+                reason=info.reason if info is not None and info.reason else None,
+                metadata=dict(info.metadata) if info is not None else None,
+                subject=name,
+            ) from exc
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             raise InvalidArgument(details) from exc
         if code in (
@@ -68,6 +77,15 @@ def _translate(service: str, resource: str, name: str) -> Iterator[None]:
         ):
             raise Unavailable(f"the {service} service is unavailable: {details}") from exc
         raise Internal(f"the {service} service failed: {code.name}: {details}") from exc
+
+
+def _error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The callee's ErrorInfo (reason and metadata), if its status carries one."""
+    try:
+        details = status_details(exc)
+    except (ValueError, DecodeError):  # unreadable or mismatched details: ignore them
+        return None
+    return next((d for d in details if isinstance(d, error_details_pb2.ErrorInfo)), None)
 
 
 def _room(room: rooms_pb.Room) -> RoomInfo:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from arconv.stream.v1 import stream_service_pb2 as pb
 
 from services.common.bus import Bus, ControlSubscription, CursorExpired
+from services.common.cache import TtlCache
 from services.common.errors import (
     DomainError,
     FailedPrecondition,
@@ -63,6 +64,14 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # its streams frees their slots within one lease.
 OPEN_STREAM_LEASE_S = 60.0
 OPEN_STREAM_RENEW_S = OPEN_STREAM_LEASE_S / 3
+# A room's owner and agent never change, so a room seen once need not be fetched again
+# for a message: the rooms service checks ownership and status when it stores the message.
+KNOWN_ROOMS = 8192
+KNOWN_ROOM_TTL_S = 600.0
+# What the rooms service says when a room's status refuses a message (ErrorInfo reason and
+# its "status" metadata).
+NOT_ACCEPTING = "ROOM_NOT_ACCEPTING_MESSAGES"
+_STATUS_FROM_NAME = {f"ROOM_STATUS_{s.value}": s for s in RoomStatus}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +129,26 @@ class ConversationCore:
         self._closing = False
         # After a wave of streams closes, their memory goes back to the OS.
         self._release = ReleaseAfterDrop()
+        # Rooms by (user, room) as last fetched; only owner and agent are read from them.
+        self._known: TtlCache[RoomInfo] = TtlCache(KNOWN_ROOM_TTL_S, KNOWN_ROOMS, time.monotonic)
 
     # -- rooms ------------------------------------------------------------------------------
 
     async def _room(self, user_id: str, room_id: str) -> RoomInfo:
+        """The room from the rooms service: NotFound unless `user_id` owns it."""
         if not room_id:
             raise InvalidArgument("room_id is required", violations=[("room_id", "required")])
-        return await self._rooms.get_room(user_id, room_id)
+        room = await self._rooms.get_room(user_id, room_id)
+        self._known.put(f"{user_id}\0{room_id}", room)
+        return room
+
+    async def _room_for_message(self, user_id: str, room_id: str) -> RoomInfo:
+        """The room a message goes to, fetched only the first time: its status may be stale.
+
+        Storing the message checks ownership and status again, atomically.
+        """
+        known = self._known.get(f"{user_id}\0{room_id}") if room_id else None
+        return known if known is not None else await self._room(user_id, room_id)
 
     def _refuse_if_closing(self) -> None:
         if self._closing:
@@ -227,22 +249,21 @@ class ConversationCore:
         self._refuse_if_closing()
         validate_message(content, client_message_id)
         await self._rate_limit(user_id)
-        room = await self._room(user_id, room_id)
-        if room.status is not RoomStatus.ACTIVE:
-            raise FailedPrecondition(
-                f"the room is {room.status.value.lower()}; messages are accepted only while it"
-                " is active" + (" (resume it first)" if room.status is RoomStatus.PAUSED else ""),
-                reason=f"ROOM_{room.status.value}",
-                subject=room_id,
-            )
+        room = await self._room_for_message(user_id, room_id)
         digest = hashlib.sha256(f"{room_id}\0{client_message_id}".encode()).hexdigest()
-        message, created = await self._rooms.append_message(
-            user_id,
-            room_id,
-            sender=Sender.HUMAN,
-            content=content,
-            idempotency_key=f"human:{digest[:48]}",
-        )
+        try:
+            message, created = await self._rooms.append_message(
+                user_id,
+                room_id,
+                sender=Sender.HUMAN,
+                content=content,
+                idempotency_key=f"human:{digest[:48]}",
+            )
+        except FailedPrecondition as exc:
+            status = _STATUS_FROM_NAME.get(exc.metadata.get("status", ""))
+            if exc.reason != NOT_ACCEPTING or status is None:
+                raise
+            raise _not_accepting(room_id, status) from exc
         stream_id = uuid.uuid4().hex
         claimed = await self._bus.set_state_if_absent(
             reply_key(message.message_id), stream_id, ttl_s=REPLY_CLAIM_TTL_S
@@ -520,6 +541,15 @@ class ConversationCore:
             await asyncio.wait(set(self._tasks))
         for session in list(self._sessions):
             await self.leave(session)
+
+
+def _not_accepting(room_id: str, status: RoomStatus) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the room is {status.value.lower()}; messages are accepted only while it is active"
+        + (" (resume it first)" if status is RoomStatus.PAUSED else ""),
+        reason=f"ROOM_{status.value}",
+        subject=room_id,
+    )
 
 
 def _open_streams_key(user_id: str) -> str:
