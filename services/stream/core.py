@@ -142,10 +142,11 @@ class ConversationCore:
         self._known.put(f"{user_id}\0{room_id}", room)
         return room
 
-    async def _room_for_message(self, user_id: str, room_id: str) -> RoomInfo:
-        """The room a message goes to, fetched only the first time: its status may be stale.
+    async def _known_room(self, user_id: str, room_id: str) -> RoomInfo:
+        """The room, fetched only the first time: its owner and agent, not its status.
 
-        Storing the message checks ownership and status again, atomically.
+        For calls that do not depend on the status, or whose next step checks it (storing a
+        message checks ownership and status again, atomically).
         """
         known = self._known.get(f"{user_id}\0{room_id}") if room_id else None
         return known if known is not None else await self._room(user_id, room_id)
@@ -249,7 +250,7 @@ class ConversationCore:
         self._refuse_if_closing()
         validate_message(content, client_message_id)
         await self._rate_limit(user_id)
-        room = await self._room_for_message(user_id, room_id)
+        room = await self._known_room(user_id, room_id)
         digest = hashlib.sha256(f"{room_id}\0{client_message_id}".encode()).hexdigest()
         try:
             message, created = await self._rooms.append_message(
@@ -434,7 +435,7 @@ class ConversationCore:
         stop, or for its task to be scheduled) is stopped as soon as it starts. True if a
         reply was stopped.
         """
-        await self._room(user_id, room_id)
+        await self._known_room(user_id, room_id)
         holder = await self._bus.get_state(active_key(room_id))
         running = holder.split("|", 1)[0] if holder else ""
         stopped = False
