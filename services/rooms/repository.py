@@ -8,8 +8,9 @@ session) where each statement stands alone.
 
 Uniqueness races are settled by the database, not by reading first: a new room is inserted
 unless the partial unique index on open rooms already holds one (ON CONFLICT DO NOTHING), and
-the unique (room_id, idempotency_key) constraint turns a lost race into an IntegrityError
-inside a savepoint, after which the winner's row is read back.
+a message is inserted unless the unique (room_id, idempotency_key) constraint already holds
+its key (ON CONFLICT DO NOTHING on PostgreSQL; on SQLite a lost race is an IntegrityError
+inside a savepoint), after which the winner's row is read back.
 """
 
 from __future__ import annotations
@@ -22,10 +23,15 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Insert,
+    Integer,
+    Select,
+    String,
     Table,
     and_,
     bindparam,
     case,
+    exists,
+    func,
     insert,
     literal,
     or_,
@@ -66,6 +72,9 @@ messages = cast(Table, MessageRow.__table__)
 
 # A room that is ended while we try to resume it frees the (user, agent) slot; try again.
 _CREATE_ATTEMPTS = 5
+# A room that turns accepting again between a refused append and the look at its status
+# gets the append once more.
+_APPEND_ATTEMPTS = 3
 
 
 def _room(row: Row[Any]) -> Room:
@@ -124,6 +133,111 @@ _RESUME_ROOM = (
 )
 
 
+def _append_statement(allowed: frozenset[RoomStatus]) -> ReturningInsert[Any]:
+    """One PostgreSQL statement that stores a new message in a room that accepts it.
+
+    The UPDATE of the room (owned by the caller, in one of `allowed`, the key not yet stored)
+    touches last_activity_time and locks the row, so a pause or end committed first makes it
+    match nothing and one coming later waits for the insert; the INSERT takes the sender from
+    it (p_sender_id, or the room's agent when that is NULL). No row back means: no such room,
+    not accepting, or the key is stored (a retry leaves last_activity_time alone).
+    """
+    key_stored = exists().where(
+        messages.c.room_id == bindparam("p_room_id"),
+        messages.c.idempotency_key == bindparam("p_key"),
+    )
+    room = (
+        update(rooms)
+        .where(
+            rooms.c.room_id == bindparam("p_room_id"),
+            rooms.c.user_id == bindparam("p_user_id"),
+            rooms.c.status.in_([literal(s) for s in _statuses(allowed)]),
+            ~key_stored,
+        )
+        .values(last_activity_time=_touch(bindparam("p_now", type_=UtcDateTime())))
+        .returning(rooms.c.agent_id)
+        .cte("room")
+    )
+    values = select(
+        bindparam("p_message_id", type_=String()),
+        bindparam("p_room_id", type_=String()),
+        func.coalesce(bindparam("p_sender_id", type_=String()), room.c.agent_id),
+        bindparam("p_sender_type", type_=String()),
+        bindparam("p_content", type_=String()),
+        bindparam("p_text", type_=String()),
+        bindparam("p_stream_id", type_=String()),
+        bindparam("p_status", type_=String()),
+        bindparam("p_key", type_=String()),
+        bindparam("p_now", type_=UtcDateTime()),
+    ).select_from(room)
+    columns = [
+        "message_id",
+        "room_id",
+        "sender_id",
+        "sender_type",
+        "content",
+        "text",
+        "stream_id",
+        "status",
+        "idempotency_key",
+        "create_time",
+    ]
+    return (
+        postgresql.insert(messages)
+        .from_select(columns, values)
+        .on_conflict_do_nothing(index_elements=[messages.c.room_id, messages.c.idempotency_key])
+        .returning(*messages.c)
+        .add_cte(room)
+    )
+
+
+# Built once for each set of statuses a message may need (see accepting_statuses).
+_APPEND = {
+    allowed: _append_statement(allowed)
+    for allowed in {accepting_statuses(s, m) for s in SenderType for m in MessageStatus}
+}
+# After a refused append: the caller's room, and the message stored under the key if any.
+_ROOM_AND_STORED = (
+    select(rooms.c.status.label("room_status"), *messages.c)
+    .select_from(
+        rooms.outerjoin(
+            messages,
+            and_(
+                messages.c.room_id == rooms.c.room_id,
+                messages.c.idempotency_key == bindparam("p_key"),
+            ),
+        )
+    )
+    .where(rooms.c.room_id == bindparam("p_room_id"), rooms.c.user_id == bindparam("p_user_id"))
+)
+
+
+def _list_statement(*, latest: bool, after: bool) -> Select[Any]:
+    """Messages of a room, only if the room is the caller's: ownership costs no round trip."""
+    owned = exists().where(
+        rooms.c.room_id == bindparam("p_room_id"), rooms.c.user_id == bindparam("p_user_id")
+    )
+    q = select(messages).where(messages.c.room_id == bindparam("p_room_id"), owned)
+    if latest:
+        order = [messages.c.create_time.desc(), messages.c.seq.desc()]
+    else:
+        order = [messages.c.create_time.asc(), messages.c.seq.asc()]
+    if after:
+        t = bindparam("p_after_time", type_=UtcDateTime())
+        q = q.where(
+            or_(
+                messages.c.create_time > t,
+                and_(messages.c.create_time == t, messages.c.seq > bindparam("p_after_seq")),
+            )
+        )
+    return q.order_by(*order).limit(bindparam("p_limit", type_=Integer()))
+
+
+_LIST_LATEST = _list_statement(latest=True, after=False)
+_LIST_FIRST = _list_statement(latest=False, after=False)
+_LIST_AFTER = _list_statement(latest=False, after=True)
+
+
 def _insert_unless_open(dialect: str) -> ReturningInsert[Any]:
     """INSERT into rooms that does nothing when the user has an open room with the agent."""
     target = [rooms.c.user_id, rooms.c.agent_id]
@@ -147,6 +261,7 @@ class RoomRepository:
             else None
         )
         self._insert_room = _insert_unless_open(dialect)
+        self._one_statement_append = dialect == "postgresql"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -267,9 +382,7 @@ class RoomRepository:
 
     # --- messages --------------------------------------------------------------------------
 
-    async def _message_by_key(
-        self, session: AsyncSession, room_id: str, key: str
-    ) -> Message | None:
+    async def _message_by_key(self, session: Executor, room_id: str, key: str) -> Message | None:
         row = (
             await session.execute(
                 select(messages).where(
@@ -281,14 +394,24 @@ class RoomRepository:
 
     async def append_message(
         self,
-        session: AsyncSession,
+        session: Executor,
         *,
         user_id: str,
         room_id: str,
         message: NewMessage,
         now: datetime,
     ) -> tuple[Message, bool]:
-        """Stores `message` once per idempotency key; a repeat returns the stored one."""
+        """Stores `message` once per idempotency key; a repeat returns the stored one.
+
+        A stored key wins over the room's status: a retry after a pause or end still gets
+        its message. On PostgreSQL a new message costs one statement and each statement
+        stands alone, so this may run in `autocommit()`; on SQLite it reads, then writes,
+        in the one transaction that `autocommit()` is there.
+        """
+        if self._one_statement_append:
+            return await self._append_one_statement(
+                session, user_id=user_id, room_id=room_id, message=message, now=now
+            )
         room = await self.get(session, user_id=user_id, room_id=room_id)
         stored = await self._message_by_key(session, room_id, message.idempotency_key)
         if stored is not None:
@@ -334,9 +457,50 @@ class RoomRepository:
                 raise
             return stored, False
 
+    async def _append_one_statement(
+        self,
+        session: Executor,
+        *,
+        user_id: str,
+        room_id: str,
+        message: NewMessage,
+        now: datetime,
+    ) -> tuple[Message, bool]:
+        """PostgreSQL: the append statement, and only when it stores nothing, a look at the
+        room and the key to tell a repeat from NotFound and RoomNotAccepting."""
+        allowed = accepting_statuses(message.sender_type, message.status)
+        params = {
+            "p_message_id": str(uuid.uuid4()),
+            "p_room_id": room_id,
+            "p_user_id": user_id,
+            "p_sender_id": user_id if message.sender_type is SenderType.HUMAN else None,
+            "p_sender_type": message.sender_type.value,
+            "p_content": message.content,
+            "p_text": message.text,
+            "p_stream_id": message.stream_id,
+            "p_status": message.status.value,
+            "p_key": message.idempotency_key,
+            "p_now": now,
+        }
+        lookup = {"p_room_id": room_id, "p_user_id": user_id, "p_key": message.idempotency_key}
+        for _ in range(_APPEND_ATTEMPTS):
+            row = (await session.execute(_APPEND[allowed], params)).first()
+            if row is not None:
+                return _message(row), True
+            found = (await session.execute(_ROOM_AND_STORED, lookup)).first()
+            if found is None:
+                raise RoomNotFound(room_id)
+            if found._mapping["message_id"] is not None:
+                return _message(found), False
+            current = RoomStatus(found._mapping["room_status"])
+            if current not in allowed:
+                raise RoomNotAccepting(room_id, message.sender_type, current)
+        # The status kept changing between the two statements: refused, as the last try was.
+        raise RoomNotAccepting(room_id, message.sender_type, current)
+
     async def list_messages(
         self,
-        session: AsyncSession,
+        session: Executor,
         *,
         user_id: str,
         room_id: str,
@@ -344,19 +508,20 @@ class RoomRepository:
         after: tuple[datetime, int] | None,
         latest: bool,
     ) -> list[Message]:
-        """Messages oldest first; `latest` takes the newest `limit` (still oldest first)."""
-        await self.get(session, user_id=user_id, room_id=room_id)
-        q = select(messages).where(messages.c.room_id == room_id)
+        """Messages oldest first; `latest` takes the newest `limit` (still oldest first).
+
+        One statement unless it finds nothing, when a second tells an empty room from
+        RoomNotFound; each stands alone, so this may run in `autocommit()`.
+        """
+        params: dict[str, Any] = {"p_room_id": room_id, "p_user_id": user_id, "p_limit": limit}
         if latest:
-            q = q.order_by(messages.c.create_time.desc(), messages.c.seq.desc()).limit(limit)
-            return [_message(r) for r in reversed((await session.execute(q)).all())]
-        if after is not None:
-            t, seq = after
-            q = q.where(
-                or_(
-                    messages.c.create_time > t,
-                    and_(messages.c.create_time == t, messages.c.seq > seq),
-                )
-            )
-        q = q.order_by(messages.c.create_time.asc(), messages.c.seq.asc()).limit(limit)
-        return [_message(r) for r in (await session.execute(q)).all()]
+            q = _LIST_LATEST
+        elif after is None:
+            q = _LIST_FIRST
+        else:
+            q = _LIST_AFTER
+            params["p_after_time"], params["p_after_seq"] = after
+        found = [_message(r) for r in (await session.execute(q, params)).all()]
+        if not found:
+            await self.get(session, user_id=user_id, room_id=room_id)
+        return found[::-1] if latest else found

@@ -119,7 +119,7 @@ class Rooms:
             if len(cursor) != 2 or not isinstance(cursor[1], int):
                 raise invalid_token("malformed")
             after = (_from_us(cursor[0]), cursor[1])
-        async with self._repo.transaction() as s:
+        async with self._repo.autocommit() as s:
             found = await self._repo.list_messages(
                 s,
                 user_id=user_id,
@@ -140,7 +140,7 @@ class Rooms:
     async def append(
         self, *, user_id: str, room_id: str, message: NewMessage
     ) -> tuple[Message, bool]:
-        async with self._repo.transaction() as s:
+        async with self._repo.autocommit() as s:
             return await self._repo.append_message(
                 s, user_id=user_id, room_id=room_id, message=message, now=self._clock()
             )
