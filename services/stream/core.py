@@ -64,6 +64,8 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # its streams frees their slots within one lease.
 OPEN_STREAM_LEASE_S = 60.0
 OPEN_STREAM_RENEW_S = OPEN_STREAM_LEASE_S / 3
+# How soon a new reply looks again whether the reply before it has released the room.
+TAKEOVER_FIRST_POLL_S = 0.002
 # A room's owner and agent never change, so a room seen once need not be fetched again
 # for a message: the rooms service checks ownership and status when it stores the message.
 KNOWN_ROOMS = 8192
@@ -400,14 +402,18 @@ class ConversationCore:
         await self._bus.send_control(room_id, Control("interrupt", stream_id, 0, reason).encode())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.takeover_timeout_s
+        # A reply that just ended may have published its stream_ended before `since` and be
+        # about to release the room: no event will come, so the first waits are short.
+        block_s = TAKEOVER_FIRST_POLL_S
         while (left := deadline - loop.time()) > 0:
             if await self._bus.get_state(active_key(room_id)) != holder:
                 return
             try:
-                batch = await self._bus.read(room_id, since, block_s=min(left, 1.0))
+                batch = await self._bus.read(room_id, since, block_s=min(left, block_s))
             except CursorExpired:
                 since = await self._bus.last_event_id(room_id)
                 continue
+            block_s = min(block_s * 2, 1.0)
             for e in batch:
                 since = e.event_id
                 if e.kind == events.ENDED and events.decode(e).stream_ended.stream_id == stream_id:
