@@ -6,9 +6,10 @@ Every RPC passes through here. Handlers raise `DomainError`s; this turns them in
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
@@ -30,6 +31,15 @@ log = logging.getLogger("arconv.rpc")
 
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
+# Request ids of calls that bring none: a random prefix per process and a counter, unique
+# without a call to the OS's random source per request.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
 
 class MeshInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates each call and maps its outcome to a status, a log line and metrics.
@@ -50,6 +60,8 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         self._authority = authority
         self._internal = frozenset(internal)
         self._public = frozenset(public)
+        # The wrapped handler of each method, built on its first call: (handler, wrapped).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -60,7 +72,12 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
-        return _wrap(handler, _Call(self, method, handler_call_details.invocation_metadata))
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = _wrap(handler, _Call(self, method))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def authenticate(self, method: str, md: dict[str, Any]) -> None:
         """Sets the call's principal, or raises Unauthenticated / PermissionDenied."""
@@ -91,26 +108,32 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
 
 
 class _Call:
-    __slots__ = ("_icpt", "metadata", "method", "short")
+    """What every call of one method shares: its names and its metrics."""
 
-    def __init__(self, icpt: MeshInterceptor, method: str, metadata: Any) -> None:
+    __slots__ = ("_icpt", "_latency", "_totals", "method", "short")
+
+    def __init__(self, icpt: MeshInterceptor, method: str) -> None:
         self._icpt = icpt
         self.method = method
         self.short = method.rsplit("/", 1)[-1]
-        self.metadata = metadata
+        self._latency = RPC_LATENCY.labels(icpt._service, self.short)
+        self._totals: dict[grpc.StatusCode, Any] = {}
 
-    def begin(self) -> float:
-        md = {k: v for k, v in (self.metadata or ())}
+    def begin(self, context: grpc.aio.ServicerContext) -> None:
+        md = {k: v for k, v in (context.invocation_metadata() or ())}
         rid = md.get("x-request-id")
-        request_id.set(rid if isinstance(rid, str) and 0 < len(rid) <= 128 else uuid.uuid4().hex)
+        request_id.set(rid if isinstance(rid, str) and 0 < len(rid) <= 128 else new_request_id())
         self._icpt.authenticate(self.method, md)
-        return time.perf_counter()
 
     def finish(self, started: float, code: grpc.StatusCode, error: str = "") -> None:
         elapsed = time.perf_counter() - started
-        service = self._icpt._service
-        RPC_TOTAL.labels(service, self.short, code.name).inc()
-        RPC_LATENCY.labels(service, self.short).observe(elapsed)
+        total = self._totals.get(code)
+        if total is None:
+            total = self._totals[code] = RPC_TOTAL.labels(
+                self._icpt._service, self.short, code.name
+            )
+        total.inc()
+        self._latency.observe(elapsed)
         fields: dict[str, object] = {
             "method": self.method,
             "code": code.name,
@@ -149,7 +172,7 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
-                call.begin()
+                call.begin(context)
                 response = await inner_u(request, context)
             except asyncio.CancelledError:
                 call.finish(started, grpc.StatusCode.CANCELLED)
@@ -179,7 +202,7 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
     async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
         try:
-            call.begin()
+            call.begin(context)
             agen = inner_s(request, context)
             try:
                 async for item in agen:

@@ -10,6 +10,7 @@ import grpc
 from arconv.rooms.v1 import rooms_service_pb2 as pb
 from arconv.rooms.v1 import rooms_service_pb2_grpc as pb_grpc
 
+from services.common.interceptor import new_request_id
 from services.common.logs import JsonFormatter
 from tests.common.kit_servicer import kit_spec
 from tests.conftest import channel
@@ -48,3 +49,9 @@ async def test_each_rpc_logs_one_json_line_with_its_request_id(
     assert ok["service"] == "kit" and ok["level"] == "info" and isinstance(ok["ms"], float)
     assert failed["code"] == "NOT_FOUND" and failed["request_id"] != "req-123"
     assert len(str(failed["request_id"])) == 32
+
+
+def test_generated_request_ids_are_distinct_and_32_hex_characters() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
