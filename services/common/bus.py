@@ -108,6 +108,12 @@ class Bus(abc.ABC):
         were trimmed.
         """
 
+    def read_nowait(self, room: str, after_id: int, *, limit: int = 256) -> list[BusEvent] | None:
+        """Events after `after_id` that this process holds in memory, without waiting or I/O;
+        None when only `read` can tell (it would have to ask the back end, or the cursor is
+        not readable here). Lets a woken listener take new events within the wake-up."""
+        return None
+
     @abc.abstractmethod
     async def listen(
         self, room: str, after_id: int, wake: Callable[[], None]
@@ -233,6 +239,16 @@ class InProcessBus(Bus):
             raise CursorExpired(room, after_id, oldest, log.last)
         start = after_id + 1 - oldest
         return [log.events[i] for i in range(start, min(len(log.events), start + limit))]
+
+    def read_nowait(self, room: str, after_id: int, *, limit: int = 256) -> list[BusEvent] | None:
+        log = self._logs.get(room)
+        if log is None or after_id < 0 or limit < 1:
+            return None
+        if not log.events or after_id >= log.last:
+            return [] if after_id == log.last else None
+        if after_id < log.events[0].event_id - 1:
+            return None  # trimmed: `read` raises CursorExpired
+        return self._after(log, room, after_id, limit)
 
     async def read(
         self, room: str, after_id: int, *, limit: int = 256, block_s: float | None = None
@@ -561,6 +577,9 @@ class _Tails:
                     await pipe.execute()
         return tail
 
+    def failed(self) -> bool:
+        return self._error is not None
+
     def check(self) -> None:
         """Raises the loop's last error while it cannot read (Redis down)."""
         if self._error is not None:
@@ -766,6 +785,17 @@ class RedisBus(Bus):
                     tail.waiters.remove(fut)
             self._tails.check()
             tail = self._tails.get(room) or tail
+
+    def read_nowait(self, room: str, after_id: int, *, limit: int = 256) -> list[BusEvent] | None:
+        # What the replica's XREAD loop has read already; anything else needs Redis.
+        tail = self._tails.get(room)
+        if tail is None or limit < 1 or self._tails.failed() or not tail.base <= after_id:
+            return None
+        if after_id >= tail.cursor:
+            # Caught up with the loop, which wakes the room's listeners when it reads more.
+            return [] if after_id == tail.cursor else None
+        tail.used = time.monotonic()
+        return tail.after(after_id, limit)
 
     async def listen(
         self, room: str, after_id: int, wake: Callable[[], None]

@@ -1,10 +1,11 @@
 """One client connection to a room: the room's events from a cursor, through a bounded queue.
 
-A pump task reads the room's log from the cursor and puts each event in a bounded queue;
-the RPC handler takes them out and writes them to the client. The pump runs only while there
-is something to read: the bus wakes the session when its room's log grows (`Bus.listen`),
-and a pump with nothing to do for PUMP_IDLE_S ends, so an idle stream holds no task of its
-own. Events travel in their wire
+The bus wakes the session when its room's log grows (`Bus.listen`); the session then takes
+what the bus already holds in memory (`Bus.read_nowait`) straight into a bounded queue, within
+the wake-up, and the RPC handler takes them out and writes them to the client. Whatever needs
+waiting (a read from Redis, a paused room, a full queue) is left to a pump task, which runs
+only while there is something to do: a pump with nothing to do for PUMP_IDLE_S ends, so an
+idle stream holds no task of its own. Events travel in their wire
 form: the payload on the bus plus the event id (`events.wire`), so an event is never decoded
 or encoded again on its way to a client; only room-state and stream-ended events, which the
 pump acts on, are decoded. A client that stops reading
@@ -143,7 +144,7 @@ class Session:
     async def start(self) -> None:
         self._unlisten = await self._bus.listen(self.room_id, self._deliver, self._wake)
         OPEN_STREAMS.inc()
-        self._wake()  # whatever is in the log after the cursor already
+        self._start_pump()  # whatever is in the log after the cursor already
 
     async def close(self) -> None:
         if self._unlisten is None:
@@ -201,44 +202,94 @@ class Session:
 
     # -- the pump ---------------------------------------------------------------------------
 
-    async def _put(self, data: bytes, e: BusEvent | None = None) -> bool:
-        """Queues `data` (the wire form of `e`, if from the log); False if the session ended."""
+    async def _put(self, data: bytes) -> bool:
+        """Queues a response of this connection only; False if the session ended."""
+        if not await self._room_for_one():
+            return False
+        self._queue.put_nowait((data, 0))
+        return True
+
+    async def _room_for_one(self) -> bool:
+        """True if one more event fits; a full queue cuts the reader off (False)."""
         if self._ended:
             return False
-        if self._queue.qsize() >= self._limit:
-            self._ended = True
-            DISCONNECTS.inc()
-            log.info("cutting off a slow reader", extra={"fields": {"room_id": self.room_id}})
-            await self._on_abort(
-                ResourceExhausted(
-                    f"the client read too slowly: more than {self._limit} events were waiting;"
-                    " reconnect with the last event_id received",
-                    subject=f"stream:{self.room_id}",
-                    reason="SLOW_READER",
-                )
-            )
-            return False
-        if e is None:
-            self._queue.put_nowait((data, 0))
+        if self._queue.qsize() < self._limit:
             return True
-        self._queue.put_nowait((data, e.time_ns if e.kind == events.CHUNK else 0))
+        self._ended = True
+        DISCONNECTS.inc()
+        log.info("cutting off a slow reader", extra={"fields": {"room_id": self.room_id}})
+        await self._on_abort(
+            ResourceExhausted(
+                f"the client read too slowly: more than {self._limit} events were waiting;"
+                " reconnect with the last event_id received",
+                subject=f"stream:{self.room_id}",
+                reason="SLOW_READER",
+            )
+        )
+        return False
+
+    def _accept(self, e: BusEvent) -> bool:
+        """Queues the log event right after the cursor and acts on it; False once the
+        session has ended or is held (a PAUSED room_state), so delivery stops here."""
+        self._queue.put_nowait((events.wire(e), e.time_ns if e.kind == events.CHUNK else 0))
+        self._deliver = e.event_id
         if e.kind == events.ENDED:
             self._pending.discard(events.decode(e).stream_ended.stream_id)
             if self._draining and not self._pending:
                 self.end(None)
-        return True
+                return False
+        status = _state_of(e)
+        if status == rooms_pb.ROOM_STATUS_ENDED:
+            self.end(None)
+            return False
+        if status == rooms_pb.ROOM_STATUS_PAUSED:
+            self._held, self._scan = True, e.event_id
+            return False
+        return not self._ended
 
     def _wake(self) -> None:
-        """The room's log may have grown: make sure a pump reads it."""
+        """The room's log may have grown: deliver what the bus holds in memory at once, or
+        make sure a pump reads it."""
+        if self._ended or self._unlisten is None:
+            return
+        pump = self._pump
+        if pump is not None and not pump.done() and (self._idle is None or self._idle.done()):
+            self._dirty = True  # the pump is reading: it looks again before it waits
+            return
+        # No pump, or one parked waiting for a wake: nobody else moves the cursor now.
+        if self._deliver_now():
+            return
+        if pump is None or pump.done():
+            self._start_pump()
+        else:
+            assert self._idle is not None
+            self._idle.set_result(True)
+
+    def _deliver_now(self) -> bool:
+        """Delivers what the bus holds in memory after the cursor, within the wake-up (no
+        task switch per event); False if the pump has to go on (the bus needs I/O, the room
+        is held, or the queue is full)."""
+        try:
+            while not self._ended and not self._held:
+                batch = self._bus.read_nowait(self.room_id, self._deliver, limit=READ_BATCH)
+                if batch is None or self._queue.qsize() + len(batch) > self._limit:
+                    return False
+                for e in batch:
+                    if not self._accept(e):
+                        return self._ended
+                if len(batch) < READ_BATCH:
+                    return True
+        except Exception:
+            log.exception("delivering events failed; the pump takes over")
+            return False
+        return self._ended
+
+    def _start_pump(self) -> None:
         if self._ended or self._unlisten is None:
             return
         if self._pump is None or self._pump.done():
             self._dirty = False
             self._pump = asyncio.create_task(self._run(), name=f"session-pump-{self.room_id}")
-        elif self._idle is not None and not self._idle.done():
-            self._idle.set_result(True)
-        else:
-            self._dirty = True
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -274,16 +325,12 @@ class Session:
             if not self._held:
                 batch = await self._bus.read(self.room_id, self._deliver, limit=limit)
                 for e in batch:
-                    if not await self._put(events.wire(e), e):
+                    if not await self._room_for_one():
                         return False
-                    self._deliver = e.event_id
-                    status = _state_of(e)
-                    if status == rooms_pb.ROOM_STATUS_ENDED:
-                        self.end(None)
-                        return False
-                    if status == rooms_pb.ROOM_STATUS_PAUSED:
-                        self._held, self._scan = True, e.event_id
-                        break
+                    if not self._accept(e):
+                        if self._ended:
+                            return False
+                        break  # held: scan ahead
                 else:
                     if len(batch) < limit:
                         return True
@@ -309,9 +356,10 @@ class Session:
             for e in await self._bus.read(self.room_id, self._deliver):
                 if e.event_id > until:
                     return True
-                if not await self._put(events.wire(e), e):
+                if not await self._room_for_one():
                     return False
-                self._deliver = e.event_id
+                if not self._accept(e) and self._ended:
+                    return False
         return True
 
 

@@ -140,6 +140,44 @@ async def test_listeners_are_woken_by_publish_until_they_stop(make_bus: MakeBus)
     assert count == seen
 
 
+async def test_read_nowait_gives_what_read_gives_or_nothing(make_bus: MakeBus) -> None:
+    writer, reader = make_bus(), make_bus()  # on Redis: two replicas
+    assert reader.read_nowait("never-seen", 0) is None
+    woken = asyncio.Event()
+    stop = await reader.listen("r", 0, woken.set)
+    for i in range(6):
+        await writer.publish("r", "chunk", f"e{i}".encode())
+    await asyncio.wait_for(woken.wait(), 5)
+    # Once woken, the reader holds the new events: from memory, the same as from `read`.
+    for _ in range(100):
+        held = reader.read_nowait("r", 0)
+        if held is not None and len(held) == 6:
+            break
+        await asyncio.sleep(0.02)
+    expected = await reader.read("r", 0)
+    assert held is not None
+    assert [(e.event_id, e.kind, e.data) for e in held] == [
+        (e.event_id, e.kind, e.data) for e in expected
+    ]
+    assert [e.event_id for e in reader.read_nowait("r", 2, limit=3) or []] == [3, 4, 5]
+    assert reader.read_nowait("r", 6) == []  # caught up: the next publish wakes the listener
+    stop()
+
+
+async def test_read_nowait_refuses_a_trimmed_cursor(make_bus: MakeBus) -> None:
+    bus = make_bus(maxlen=3)
+    woken = asyncio.Event()
+    stop = await bus.listen("r", 0, woken.set)  # on Redis: the replica follows the room
+    for i in range(300):
+        await bus.publish("r", "k", str(i).encode())
+    await asyncio.wait_for(woken.wait(), 5)
+    with pytest.raises(CursorExpired):
+        await bus.read("r", 1)
+    # Never the events after a gap as if they came right after the cursor.
+    assert bus.read_nowait("r", 1) is None
+    stop()
+
+
 async def test_control_reaches_every_subscriber_of_the_room(make_bus: MakeBus) -> None:
     a, b = make_bus(), make_bus()
     async with a.control("r") as sub_a, b.control("r") as sub_b, b.control("other") as sub_o:

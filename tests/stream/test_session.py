@@ -109,3 +109,72 @@ async def test_a_paused_room_holds_events_until_it_is_active_again(bus: Bus) -> 
         assert (active.event_id, active.room_state.status) == (3, rooms_pb.ROOM_STATUS_ACTIVE)
     finally:
         await s.close()
+
+
+async def test_a_woken_session_takes_new_events_without_a_task_switch() -> None:
+    bus = InProcessBus()
+    s = Session(
+        bus=bus,
+        room_id="r",
+        user_id="u",
+        after_id=0,
+        held=False,
+        config=CoreConfig(),
+        on_abort=_abort,
+    )
+    await s.start()
+    out = s.events()
+    try:
+        await asyncio.sleep(0)  # the first pump finds nothing and parks
+        for i in range(3):
+            chunk = events.chunk("s", i, f"c{i}", f"c{i}", ())
+            await bus.publish("r", events.CHUNK, chunk.SerializeToString())
+        # Queued within the publishes themselves, in order, by the listener.
+        assert s._queue.qsize() == 3
+        paused = events.room_state(RoomStatus.PAUSED).SerializeToString()
+        await bus.publish("r", events.STATE, paused)
+        held = events.chunk("s", 3, "held", "held", ()).SerializeToString()
+        await bus.publish("r", events.CHUNK, held)
+        assert s._queue.qsize() == 4  # the PAUSED event, then nothing while held
+        got = [await _next(out) for _ in range(4)]
+        assert [e.event_id for e in got] == [1, 2, 3, 4]
+        assert got[3].room_state.status == rooms_pb.ROOM_STATUS_PAUSED
+        active = events.room_state(RoomStatus.ACTIVE).SerializeToString()
+        await bus.publish("r", events.STATE, active)
+        released = await _next(out)
+        assert (released.event_id, released.stream_chunk.text) == (5, "held")
+        assert (await _next(out)).room_state.status == rooms_pb.ROOM_STATUS_ACTIVE
+    finally:
+        await s.close()
+
+
+async def test_a_full_queue_still_cuts_the_reader_off_when_woken() -> None:
+    bus = InProcessBus()
+    aborted: list[DomainError] = []
+
+    async def abort(err: DomainError) -> None:
+        aborted.append(err)
+
+    s = Session(
+        bus=bus,
+        room_id="r",
+        user_id="u",
+        after_id=0,
+        held=False,
+        config=CoreConfig(subscriber_queue=4),
+        on_abort=abort,
+    )
+    await s.start()
+    try:
+        await asyncio.sleep(0)
+        for i in range(6):  # nobody reads
+            chunk = events.chunk("s", i, f"c{i}", f"c{i}", ())
+            await bus.publish("r", events.CHUNK, chunk.SerializeToString())
+        for _ in range(100):
+            if aborted:
+                break
+            await asyncio.sleep(0.01)
+        assert [e.reason for e in aborted] == ["SLOW_READER"]
+        assert s._queue.qsize() <= 4
+    finally:
+        await s.close()
