@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -117,22 +119,24 @@ def _possessive(word: str) -> tuple[str, ...] | None:
     return (*base, "S" if last in _VOICELESS_END else "Z")
 
 
-def _read_word(text: str) -> list[Token]:
+# Words repeat: the readings of the most recent ones are kept (Tokens are immutable).
+@functools.lru_cache(maxsize=16384)
+def _read_word(text: str) -> tuple[Token, ...]:
     phonemes = lookup(text) or _possessive(text)
     if phonemes is not None:
-        return [Token(text, phonemes, "cmudict")]
+        return (Token(text, phonemes, "cmudict"),)
     letters = text.replace("'", "")
     vowel_less = not any(ch in "aeiouyAEIOUY" for ch in letters)
     if vowel_less or (letters.isupper() and len(letters) <= _SPELL_MAX):
-        return [Token(ch, sounds, "spelled") for ch, sounds in spell(letters)]
-    return [Token(text, letters_to_phonemes(letters), "rules")]
+        return tuple(Token(ch, sounds, "spelled") for ch, sounds in spell(letters))
+    return (Token(text, letters_to_phonemes(letters), "rules"),)
 
 
 def _words(words: list[str], source: Source) -> list[Token]:
     return [_word(w, source) for w in words]
 
 
-def _read(token: RawToken) -> list[Token]:
+def _read(token: RawToken) -> Sequence[Token]:
     kind, text = token.kind, token.text
     if kind == "word":
         return _read_word(text)

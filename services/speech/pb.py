@@ -7,10 +7,15 @@ from arconv.avatar.v1 import speech_pb2
 
 from services.speech.timeline import Cue
 
+_VISEME_VALUES: dict[str, int] = {}
+
 
 def viseme_enum(name: str) -> speech_pb2.Viseme:
     """The arconv.avatar.v1.Viseme value of an Oculus viseme name ("sil", "PP", ..., "U")."""
-    return speech_pb2.Viseme.Value(f"VISEME_{name.upper()}")  # type: ignore[return-value]
+    value = _VISEME_VALUES.get(name)
+    if value is None:
+        value = _VISEME_VALUES[name] = speech_pb2.Viseme.Value(f"VISEME_{name.upper()}")
+    return value  # type: ignore[return-value]
 
 
 def cue_to_pb(

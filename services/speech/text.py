@@ -12,6 +12,9 @@ _WHITESPACE_CONTROLS = frozenset("\t\n\r\v\f\x1c\x1d\x1e\x1f\x85\u2028\u2029")
 # encoded, so a protobuf string field would reject them), Co private use, Cn unassigned.
 _DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _SPACES = re.compile(r"\s+")
+# ASCII controls that are not whitespace: everything else in ASCII is kept as it is (NFC
+# leaves ASCII alone, and whitespace, control or not, collapses to one space anyway).
+_ASCII_DROPPED = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
 
 
 def clean_text(text: str) -> str:
@@ -20,6 +23,12 @@ def clean_text(text: str) -> str:
     Line breaks and tabs become spaces, other control and invisible format characters are
     dropped, runs of whitespace collapse to one space, and the result is trimmed (NFC).
     """
+    if text.isascii() and _ASCII_DROPPED.search(text) is None:
+        return _SPACES.sub(" ", text).strip()
+    return _clean_any(text)
+
+
+def _clean_any(text: str) -> str:
     chars: list[str] = []
     for ch in unicodedata.normalize("NFC", text):
         if ch in _WHITESPACE_CONTROLS:
@@ -50,6 +59,12 @@ def fold(text: str) -> str:
     compatibility forms unified (full-width digits, ligatures), typographic quotes and dashes
     made ASCII. Letters of other scripts survive but have no pronunciation here.
     """
+    if text.isascii():
+        return text.translate(_FOLD)  # nothing to decompose
+    return _fold_any(text)
+
+
+def _fold_any(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).translate(_FOLD)
 

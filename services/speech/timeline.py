@@ -23,6 +23,7 @@ otherwise it is absorbed into it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,7 +113,11 @@ def _split(phoneme: str) -> tuple[str, str]:
     return phoneme, ""
 
 
-def _word_phones(phonemes: Sequence[str], phrase_final: bool) -> list[tuple[str, float, float]]:
+# Words repeat: the sounds of the most recent ones are kept (a pure function of its input).
+@functools.lru_cache(maxsize=8192)
+def _word_phones(
+    phonemes: tuple[str, ...], phrase_final: bool
+) -> tuple[tuple[str, float, float], ...]:
     """(viseme, duration at rate 1.0, weight) for each sound of one word."""
     parts = [(base, stress) for base, stress in map(_split, phonemes) if base in PHONEME_MS]
     last_vowel = max((i for i, (base, _) in enumerate(parts) if base in VOWELS), default=-1)
@@ -141,7 +146,7 @@ def _word_phones(phonemes: Sequence[str], phrase_final: bool) -> list[tuple[str,
         else:
             out.append((viseme, ms * (1 - GLIDE_SHARE), weight))
             out.append((glide, ms * GLIDE_SHARE, weight * GLIDE_WEIGHT))
-    return out
+    return tuple(out)
 
 
 def _segments(tokens: Sequence[Token], rate: float) -> tuple[list[_Span], int]:
@@ -164,7 +169,7 @@ def _segments(tokens: Sequence[Token], rate: float) -> tuple[list[_Span], int]:
             spans.append(_Span("sil", start, round(clock), VISEME_WEIGHTS["sil"]))
             pause = ""
         phrase_final = i == words[-1] or bool(tokens[i + 1].pause)
-        for viseme, ms, weight in _word_phones(token.phonemes, phrase_final):
+        for viseme, ms, weight in _word_phones(tuple(token.phonemes), phrase_final):
             start = round(clock)
             clock += ms / rate
             spans.append(_Span(viseme, start, round(clock), weight))

@@ -2,9 +2,12 @@ import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.speech import clean_text, g2p, letters_to_phonemes, lookup, words_to_phonemes
-from services.speech.text import tokenize
+from services.speech import text as text_module
+from services.speech.text import fold, tokenize
 from services.speech.visemes import VOWELS
 
 
@@ -165,3 +168,25 @@ def test_dictionary_loads_once_under_concurrency(monkeypatch):
         t.join()
     assert len(calls) == 1
     assert results == [("HH", "AH0", "L", "OW1")] * 8
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)))
+def test_ascii_text_is_cleaned_and_folded_as_any_text(text: str) -> None:
+    # ASCII takes a short path; it must agree with the general one, controls included.
+    assert clean_text(text) == text_module._clean_any(text)
+    assert fold(text) == text_module._fold_any(text)
+
+
+def test_remembered_readings_are_the_readings() -> None:
+    words = ["Hello", "Kim's", "QQZ", "AR", "zorbulate", "world", "Nova"]
+    for w in words:
+        g2p._read_word(w)  # remembered now
+    for w in words:
+        assert g2p._read_word(w) == g2p._read_word.__wrapped__(w)
+    first = words_to_phonemes("Hello QQZ, hello Kim's zorbulate.")
+    first.clear()  # what a caller does with its list does not reach the next one
+    again = words_to_phonemes("Hello QQZ, hello Kim's zorbulate.")
+    assert [t.source for t in again] == [
+        "cmudict", "spelled", "spelled", "spelled", "pause", "cmudict", "cmudict", "rules",
+        "pause",
+    ]  # fmt: skip
