@@ -18,6 +18,72 @@ from services.llm.errors import ProviderError, ProviderTimeout
 log = logging.getLogger(__name__)
 
 
+class _Watchdog:
+    """The deadline of the read in progress, kept by one timer for the whole stream.
+
+    `asyncio.timeout` per read would build a context and schedule and cancel a timer for
+    every delta; here the timer is rescheduled only when it fires early (a later read moved
+    the deadline on) or a read needs an earlier deadline. When it fires past the deadline of
+    the read in progress, it cancels the reading task, and `expired` takes that cancellation
+    back (as `asyncio.timeout` does) so the read ends in a timeout instead.
+    """
+
+    __slots__ = ("_deadline", "_fired", "_handle", "_loop", "_task", "_when")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._deadline: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = 0.0
+        self._task: asyncio.Task[object] | None = None
+        self._fired = False
+
+    def arm(self, limit: float | None) -> None:
+        """A read starts now and may take `limit` seconds (None: no limit)."""
+        if limit is None:
+            self._deadline = None
+            return
+        self._task = asyncio.current_task()
+        deadline = self._deadline = self._loop.time() + limit
+        if self._handle is None or deadline < self._when:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._schedule(deadline)
+
+    def disarm(self) -> None:
+        self._deadline = None
+
+    def _schedule(self, when: float) -> None:
+        self._when = when
+        self._handle = self._loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # no read waits; the next one schedules the timer again
+        if self._loop.time() < deadline:
+            self._schedule(deadline)
+        elif self._task is not None:
+            # The task is suspended in the read (it is armed), so the cancellation lands there.
+            self._fired = True
+            self._task.cancel()
+
+    def expired(self) -> bool:
+        """True if the read was cancelled by the deadline alone (the cancellation is then
+        taken back); False for any other cancellation, which must propagate."""
+        if not self._fired or self._task is None:
+            return False
+        self._fired = False
+        return self._task.uncancel() == 0
+
+    def close(self) -> None:
+        self._deadline = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 async def with_deadlines(
     provider_stream: AsyncIterator[str],
     *,
@@ -36,31 +102,31 @@ async def with_deadlines(
     underlying stream is closed (cancelling the pending read, which closes an
     HTTP response rather than draining it).
     """
-    loop = asyncio.get_running_loop()
+    watchdog = _Watchdog(asyncio.get_running_loop())
     started = False
     try:
         while True:
             limit = idle_timeout_s if started else first_delta_timeout_s
-            deadline = None if limit is None else loop.time() + limit
+            watchdog.arm(limit)
             while True:
-                timeout = asyncio.timeout_at(deadline)
                 try:
-                    async with timeout:
-                        delta = await anext(provider_stream)
+                    delta = await anext(provider_stream)
                 except StopAsyncIteration:
                     return
-                except TimeoutError as exc:
-                    if not timeout.expired():
+                except asyncio.CancelledError:
+                    if not watchdog.expired():
                         raise
                     what = "idle between deltas" if started else "no first delta"
                     raise ProviderTimeout(
                         f"{what} within {limit:.3g} s", provider=provider
-                    ) from exc
+                    ) from TimeoutError(f"the read passed its {limit:.3g} s deadline")
                 if delta:
                     break
+            watchdog.disarm()
             started = True
             yield delta
     finally:
+        watchdog.close()
         await close_stream(provider_stream)
 
 

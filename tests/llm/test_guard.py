@@ -106,6 +106,46 @@ async def test_consumer_time_is_not_charged_to_the_provider() -> None:
     assert await anext(stream) == "b"
 
 
+async def test_a_steady_stream_outlasts_its_idle_deadline() -> None:
+    async def steady() -> AsyncIterator[str]:
+        for i in range(8):
+            await asyncio.sleep(0.03)
+            yield str(i)
+
+    # 8 deltas over about 0.24 s, each well within its 0.1 s: the deadline moves with them.
+    stream = with_deadlines(steady(), first_delta_timeout_s=0.1, idle_timeout_s=0.1)
+    assert [d async for d in stream] == [str(i) for i in range(8)]
+
+
+async def test_an_outside_cancel_is_not_a_timeout() -> None:
+    source = Source(["a"])
+    stream = with_deadlines(source.run(), first_delta_timeout_s=0.2, idle_timeout_s=0.2)
+    assert await anext(stream) == "a"
+    reading = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.05)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    await stream.aclose()
+    assert source.closed
+    # The deadline timer went with the stream: nothing is cancelled later.
+    survivor = asyncio.ensure_future(asyncio.sleep(0.3))
+    await survivor
+    assert not survivor.cancelled()
+
+
+async def test_a_cancel_and_a_timeout_together_propagate_the_cancel() -> None:
+    source = Source([])
+    stream = with_deadlines(source.run(), first_delta_timeout_s=0.05, idle_timeout_s=0.05)
+    reading = asyncio.ensure_future(anext(stream))
+    loop = asyncio.get_running_loop()
+    # Cancelled from outside in the same loop turn as the deadline passes.
+    loop.call_later(0.05, reading.cancel)
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert source.closed
+
+
 async def test_errors_of_the_source_propagate_unchanged() -> None:
     source = Source(["x"], then_fail=ProviderUnavailable("gone", provider="fake"))
     own_timeout = Source([], then_fail=TimeoutError("the source's own"))
