@@ -94,24 +94,21 @@ def started(stream_id: str, message_id: str, agent_id: str) -> pb.ConverseRespon
 def chunk(
     stream_id: str, index: int, text: str, raw: str, markers: tuple[Marker, ...]
 ) -> pb.ConverseResponse:
-    return pb.ConverseResponse(
-        stream_chunk=pb.StreamChunk(
-            stream_id=stream_id,
-            chunk_index=index,
-            text=text,
-            raw=raw,
-            markers=[
-                pb.Marker(
-                    type=_MARKER_TYPES[m.type],
-                    value=m.value,
-                    intensity=m.intensity or 0.0,
-                    offset=m.offset,
-                )
-                for m in markers
-            ],
-            time=now_ts(),
+    # Filled in place: building the StreamChunk apart and passing it in would copy it.
+    event = pb.ConverseResponse()
+    c = event.stream_chunk
+    c.stream_id = stream_id
+    c.chunk_index = index
+    c.text = text
+    c.raw = raw
+    for m in markers:
+        c.markers.add(
+            type=_MARKER_TYPES[m.type], value=m.value, intensity=m.intensity or 0.0, offset=m.offset
         )
-    )
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    c.time.seconds = seconds
+    c.time.nanos = nanos
+    return event
 
 
 def cue(stream_id: str, c: Cue, text: str, offset: int) -> pb.ConverseResponse:
