@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from services.common.config import ConfigError, Settings, load_settings
 from services.common.logs import configure_logging
+from services.common.memory import freeze_startup_objects
 from services.common.metrics import serve_metrics
 from services.common.server import ServiceSpec, create_server, serve_until_signal
 
@@ -39,6 +40,7 @@ def run_service(name: str, settings_cls: type[S], open_spec: SpecFactory[S]) -> 
 
 async def _serve(name: str, settings: S, open_spec: SpecFactory[S]) -> None:
     async with open_spec(settings) as spec:
+        freeze_startup_objects()
         running = await create_server(settings, spec)
         metrics_port = serve_metrics(
             -1 if settings.metrics_port is None else settings.metrics_port, settings.host

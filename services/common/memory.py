@@ -45,6 +45,20 @@ def release_freed_memory() -> bool:
     return True
 
 
+def freeze_startup_objects() -> int:
+    """Moves everything alive now (modules, the pronouncing dictionary, settings, clients)
+    out of the garbage collector's sight; returns how many objects that was.
+
+    Called once a service has started and before it serves. Those objects live as long as
+    the process, but a full collection would still walk every one of them: with the CMU
+    dictionary loaded that is a pause of about a tenth of a second in the event loop, in
+    the middle of someone's reply. Objects made later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 class ReleaseAfterDrop:
     """Calls `release` once a count (open streams, say) has dropped to half its peak or less,
     by at least `min_drop`, and stayed there for `delay_s`."""

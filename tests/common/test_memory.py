@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 from services.common.memory import ReleaseAfterDrop, release_freed_memory
 
@@ -48,3 +50,25 @@ async def test_small_counts_never_release() -> None:
         tracker.update(n)
     await asyncio.sleep(0.05)
     assert calls == []
+
+
+def test_startup_objects_are_kept_out_of_every_collection() -> None:
+    # In a child process: freezing is for the life of a process.
+    script = """
+import gc
+from services.speech import lookup, warm_up
+from services.common.memory import freeze_startup_objects
+warm_up()
+frozen = freeze_startup_objects()
+tracked = len(gc.get_objects())
+later = [[i] for i in range(1000)]
+print(frozen, tracked, len(gc.get_objects()) - tracked, lookup("hello") is not None)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
+    frozen, tracked, grown, works = int(out[0]), int(out[1]), int(out[2]), out[3]
+    assert frozen > 130_000  # the pronouncing dictionary's entries among them
+    assert tracked < 1_000  # what a full collection still walks
+    assert grown >= 1_000  # objects made later are collected as usual
+    assert works == "True"
