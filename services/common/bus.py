@@ -386,6 +386,7 @@ class _Controls:
         self._subs: dict[str, set[_QueueSubscription]] = {}
         self._idle_since: dict[str, float] = {}
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        self._sending = asyncio.Lock()
 
     async def subscribe(self, channel: str) -> _QueueSubscription:
         sub = _QueueSubscription()
@@ -416,13 +417,23 @@ class _Controls:
             self._idle_since[channel] = time.monotonic()
 
     async def _command(self, op: str, channel: str) -> None:
-        if self._pubsub is None:
-            self._pubsub = self._bus._blocking.pubsub()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(channel, deque()).append(fut)
-        await getattr(self._pubsub, op)(channel)
+        # One command at a time: redis-py's PubSub takes its connection on its first command,
+        # and concurrent first commands would each take one (all but one never answered).
+        async with self._sending:
+            if self._pubsub is None:
+                self._pubsub = self._bus._blocking.pubsub()
+            pubsub = self._pubsub
+            pending = self._waiting.setdefault(channel, deque())
+            pending.append(fut)
+            try:
+                await getattr(pubsub, op)(channel)
+            except BaseException:
+                with contextlib.suppress(ValueError):
+                    pending.remove(fut)  # never sent: no confirmation will settle it
+                raise
         if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read(self._pubsub), name="redis-bus-control")
+            self._reader = asyncio.create_task(self._read(pubsub), name="redis-bus-control")
         if op == "subscribe":
             await asyncio.shield(fut)
 

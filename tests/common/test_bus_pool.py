@@ -156,6 +156,28 @@ async def test_control_subscriptions_of_many_rooms_share_one_connection(
         await sender.close()
 
 
+async def test_control_subscriptions_opened_all_at_once_are_all_confirmed(
+    redis_base_url: str, redis_prefix: str
+) -> None:
+    # Replies of many rooms starting together on a replica that has no subscription yet.
+    listener = RedisBus(redis_base_url, prefix=redis_prefix, timeout_s=3)
+    sender = RedisBus(redis_base_url, prefix=redis_prefix)
+    rooms = [f"room-{i}" for i in range(100)]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            subs = await asyncio.gather(
+                *(stack.enter_async_context(listener.control(r)) for r in rooms)
+            )
+            assert _blocking_connections(listener) == 1
+            for r in rooms:
+                await sender.send_control(r, r.encode())
+            got = [await asyncio.wait_for(s.get(), 5) for s in subs]
+            assert got == [r.encode() for r in rooms]
+    finally:
+        await listener.close()
+        await sender.close()
+
+
 async def test_a_room_resubscribed_after_its_channel_was_dropped_still_hears(
     redis_base_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
