@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 
-from services.common.bus import Bus, CursorExpired, InProcessBus, RedisBus, open_bus
+from services.common.bus import Bus, CursorExpired, InProcessBus, open_bus
+from services.common.redis_bus import RedisBus
 
 MakeBus = Callable[..., Bus]
 

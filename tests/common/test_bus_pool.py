@@ -8,8 +8,10 @@ import contextlib
 
 import pytest
 
-from services.common import bus as bus_module
-from services.common.bus import CursorExpired, RedisBus
+from services.common import redis_follow as bus_module
+from services.common.bus import CursorExpired
+from services.common.errors import Unavailable
+from services.common.redis_bus import RedisBus
 
 
 def _blocking_connections(bus: RedisBus) -> int:
@@ -87,7 +89,7 @@ async def test_an_idle_room_is_no_longer_followed(
     redis_base_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(bus_module, "TAIL_IDLE_S", 0.0)
-    monkeypatch.setattr(bus_module, "TAIL_BLOCK_MS", 50)
+    monkeypatch.setattr(bus_module, "TAIL_CHECK_S", 0.05)
     bus = RedisBus(redis_base_url, prefix=redis_prefix)
     try:
         assert await bus.read("r", 0, block_s=0.1) == []
@@ -189,7 +191,7 @@ async def test_a_room_resubscribed_after_its_channel_was_dropped_still_hears(
                 await sender.send_control("r", f"m{round_}".encode())
                 assert await asyncio.wait_for(sub.get(), 5) == f"m{round_}".encode()
             await asyncio.sleep(0.3)  # the idle channel is unsubscribed
-            assert not listener._controls._subs
+            assert not listener._hub._subs
     finally:
         await listener.close()
         await sender.close()
@@ -217,5 +219,62 @@ async def test_publishes_of_a_moment_go_as_one_batch_and_survive_a_script_flush(
         events = await bus.read("room-0", 0)
         assert [e.event_id for e in events] == list(range(1, 12))
         assert events[-1].data == b"after flush"
+    finally:
+        await bus.close()
+
+
+async def test_followers_hear_again_after_the_pubsub_connection_is_lost(
+    redis_base_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus_module, "RECOVER_S", 0.05)
+    follower, writer = (
+        RedisBus(redis_base_url, prefix=redis_prefix),
+        RedisBus(redis_base_url, prefix=redis_prefix),
+    )
+    woken = asyncio.Event()
+    try:
+        stop = await follower.listen("r", 0, woken.set)
+        await writer.publish("r", "chunk", b"before")
+        await asyncio.wait_for(woken.wait(), 5)
+        # The connection drops: whatever is published meanwhile is not pushed to this replica.
+        await follower._hub._pubsub.connection.disconnect()
+        for i in range(3):
+            await writer.publish("r", "chunk", f"during {i}".encode())
+        got: list[bytes] = []
+        cursor = 0
+        while len(got) < 4:
+            try:
+                batch = await follower.read("r", cursor, block_s=5)
+            except Unavailable:
+                await asyncio.sleep(0.05)  # heard that it cannot hear; asks again
+                continue
+            got += [e.data for e in batch]
+            cursor = batch[-1].event_id if batch else cursor
+        assert got == [b"before", b"during 0", b"during 1", b"during 2"]
+        # Followed again: new events are pushed as before.
+        woken.clear()
+        await writer.publish("r", "chunk", b"after")
+        await asyncio.wait_for(woken.wait(), 5)
+        assert [e.data for e in follower.read_nowait("r", 4) or []] == [b"after"]
+        stop()
+    finally:
+        await follower.close()
+        await writer.close()
+
+
+async def test_an_event_that_was_never_pushed_still_reaches_followers(
+    redis_base_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus_module, "TAIL_CHECK_S", 0.05)
+    bus = RedisBus(redis_base_url, prefix=redis_prefix)
+    try:
+        await bus.publish("r", "chunk", b"pushed")
+        reader = asyncio.create_task(bus.read("r", 1, block_s=5))
+        await asyncio.sleep(0.1)  # following the room
+        # Appended the way a publisher without the push would: counter and stream only.
+        seq, log = bus._keys("r")
+        n = await bus._client.incr(seq)
+        await bus._client.xadd(log, {"k": "chunk", "d": b"silent", "t": "0"}, id=f"{n}-0")
+        assert [e.data for e in await reader] == [b"silent"]
     finally:
         await bus.close()

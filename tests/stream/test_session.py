@@ -9,8 +9,9 @@ import pytest
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 
-from services.common.bus import Bus, InProcessBus, RedisBus
+from services.common.bus import Bus, InProcessBus
 from services.common.errors import DomainError
+from services.common.redis_bus import RedisBus
 from services.stream import events
 from services.stream import session as session_module
 from services.stream.ports import RoomStatus

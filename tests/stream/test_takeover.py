@@ -14,9 +14,10 @@ from typing import Any, cast
 import pytest
 from arconv.stream.v1 import stream_service_pb2 as pb
 
-from services.common.bus import Bus, BusEvent, InProcessBus, RedisBus
+from services.common.bus import Bus, BusEvent, InProcessBus
 from services.common.errors import DomainError
 from services.common.kv import InProcessKV
+from services.common.redis_bus import RedisBus
 from services.llm.persona import PersonaProvider
 from services.stream.core import ConversationCore
 from services.stream.ports import (
