@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import uuid
 from collections.abc import Sequence
@@ -170,9 +171,14 @@ def refresh_after(issued_at: int, expires_at: int) -> int:
 
 def day_window(now: float) -> tuple[str, datetime]:
     """The UTC day of `now` (the quota window's name) and when it resets (next UTC midnight)."""
-    t = datetime.fromtimestamp(now, UTC)
-    midnight = datetime(t.year, t.month, t.day, tzinfo=UTC) + timedelta(days=1)
-    return t.strftime("%Y-%m-%d"), midnight
+    return _day(int(now // 86_400))
+
+
+@functools.lru_cache(maxsize=4)
+def _day(day: int) -> tuple[str, datetime]:
+    # Every request of a day asks for the same window: worked out once per day.
+    start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=day)
+    return start.strftime("%Y-%m-%d"), start + timedelta(days=1)
 
 
 def quota_warning(used: int, limit: int) -> bool:
