@@ -22,6 +22,7 @@ from typing import Any
 
 from bench import bench_markers
 from bench.clients import Channels, EchoTalker, Stamps, Talker, create_rooms
+from bench.cpu import CpuMeter
 from bench.memory import idle_memory
 from bench.notes import NOTES
 from bench.procs import Mesh, Proc, start_echo
@@ -73,6 +74,11 @@ QUICK = {
 
 def say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def meter(mesh: Mesh, echo: Proc) -> CpuMeter:
+    """CPU of every service process as it runs now, and of the echo floor."""
+    return CpuMeter({**{n: p.pid for n, p in mesh.procs.items()}, "echo": echo.pid})
 
 
 def markers_figure(mb: float, rounds: int, repeat: int = 3) -> dict[str, Any]:
@@ -152,7 +158,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.gather(*(t.turn(f"warm up {i}") for i, t in enumerate(talkers)))
             await asyncio.gather(*(e.turn(0) for e in echoes))
             figures["a"] = await throughput(
-                talkers, echoes, len(replies), cfg["a_seconds"], cfg["rounds"]
+                talkers, echoes, len(replies), cfg["a_seconds"], cfg["rounds"], meter(mesh, echo)
             )
             for e in echoes:
                 e.close()
@@ -220,6 +226,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 cfg["e_concurrency"],
                 cfg["e_seconds"],
                 cfg["rounds"],
+                meter(mesh, echo),
             )
     finally:
         if envoy is not None and envoy.returncode is None:

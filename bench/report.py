@@ -31,6 +31,23 @@ def _ok(flag: Any) -> str:
     return "**PASS**" if flag else "**MISS**"
 
 
+_CPU_ORDER = ("client", "stream", "rooms", "avatar", "token", "echo", "postgresql", "redis")
+
+
+def _cpu_table(spent: dict[str, dict[str, float]], unit: str) -> list[str]:
+    """CPU time per unit of work by process, the mesh beside the echo floor."""
+    mesh, echo = spent.get("mesh", {}), spent.get("echo", {})
+    names = [n for n in _CPU_ORDER if n in mesh or n in echo]
+    rows = [
+        f"| CPU µs per {unit} | " + " | ".join(names) + " | total |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
+    for label, d in (("mesh", mesh), ("echo", echo)):
+        cells = [_f(d.get(n), 0) if n in d else "" for n in names]
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {_f(d.get('total'), 0)} |")
+    return rows
+
+
 def render(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = [
@@ -66,6 +83,17 @@ def render(doc: dict[str, Any]) -> str:
             f" {_s(a['ratio'])} | {a['target']} | {_ok(a['pass'])} |",
             "",
         ]
+        if "cpu_us_per_chunk" in a:
+            lines += [
+                "Where the machine's time goes (median over rounds; client is this benchmark"
+                " process, postgresql and redis every process of those servers):",
+                "",
+                *_cpu_table(a["cpu_us_per_chunk"], "chunk"),
+                "",
+                "With both cores busy, chunks/s is bound by CPU per chunk, so S/E can be at most"
+                f" E's total over S's total: {_f(a['cpu_bound_ratio'])} in this run.",
+                "",
+            ]
     if "b" in figs:
         lines += [
             "## (b) Latency, provider delta → chunk at the client",
@@ -157,6 +185,10 @@ def render(doc: dict[str, Any]) -> str:
                 f" {_ok(r['pass']) if 'pass' in r else ''} |"
             )
         lines.append("")
+        for name in ("CreateRoom", "GetRoom", "IssueProviderToken", "VerifyProviderToken"):
+            spent = e[name].get("cpu_us_per_call")
+            if spent:
+                lines += [f"{name}:", "", *_cpu_table(spent, "call"), ""]
     if "f" in figs:
         f = figs["f"]
         lines += [

@@ -26,6 +26,7 @@ from bench.clients import (
     new_tag,
     story,
 )
+from bench.cpu import CpuMeter, summarize
 from bench.util import Series, interleave, percentile
 
 PACING_MS = 30  # the persona's default pacing, about one LLM token every 30 ms
@@ -88,34 +89,51 @@ async def _drive(
 
 
 async def throughput(
-    talkers: list[Talker], echoes: list[EchoTalker], n_replies: int, seconds: float, rounds: int
+    talkers: list[Talker],
+    echoes: list[EchoTalker],
+    n_replies: int,
+    seconds: float,
+    rounds: int,
+    cpu: CpuMeter,
 ) -> dict[str, Any]:
     mesh, echo, ratio = Series(), Series(), Series()
+    mesh_cpu: list[dict[str, float]] = []
+    echo_cpu: list[dict[str, float]] = []
     errors = 0
 
     async def run_mesh(_: int) -> None:
         nonlocal errors
+        before = cpu.snapshot()
         turns, elapsed = await _drive(
             len(talkers), seconds, lambda w, n: talkers[w].turn(story(new_tag())), 0
         )
+        chunks = sum(len(t.chunks) for t in turns)
+        mesh_cpu.append(cpu.per_unit(before, cpu.snapshot(), chunks))
         errors += sum(1 for t in turns if t.error)
-        mesh.add(sum(len(t.chunks) for t in turns) / elapsed)
+        mesh.add(chunks / elapsed)
 
     async def run_echo(_: int) -> None:
+        before = cpu.snapshot()
         turns, elapsed = await _drive(
             len(echoes), seconds, lambda w, n: echoes[w].turn((w + n) % n_replies), 0
         )
-        echo.add(sum(len(t.chunks) for t in turns) / elapsed)
+        chunks = sum(len(t.chunks) for t in turns)
+        echo_cpu.append(cpu.per_unit(before, cpu.snapshot(), chunks))
+        echo.add(chunks / elapsed)
 
     await interleave(rounds, run_mesh, run_echo)
     for m, e in zip(mesh.values, echo.values, strict=True):
         ratio.add(m / e)
+    spent = {"mesh": summarize(mesh_cpu), "echo": summarize(echo_cpu)}
     return {
         "conversations": len(talkers),
         "seconds_per_round": seconds,
         "mesh_chunks_per_s": mesh.summary(),
         "echo_chunks_per_s": echo.summary(),
         "ratio": ratio.summary(),
+        "cpu_us_per_chunk": spent,
+        # With every core busy, S/E can be at most the inverse ratio of CPU per chunk.
+        "cpu_bound_ratio": round(spent["echo"]["total"] / spent["mesh"]["total"], 3),
         "reply_errors": errors,
         "target": ">= 0.6",
         "pass": ratio.summary()["median"] >= 0.6,

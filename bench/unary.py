@@ -15,14 +15,23 @@ from arconv.token.v1 import token_service_pb2 as token_pb
 from arconv.token.v1 import token_service_pb2_grpc as token_grpc
 
 from bench.clients import service_md, user_md
+from bench.cpu import CpuMeter, summarize
 from bench.util import Series, interleave
 
 Call = Callable[[], Awaitable[Any]]
 
 
-async def rate(concurrency: int, seconds: float, make_call: Callable[[], Call]) -> float:
-    """Calls per second with `concurrency` calls in flight for `seconds`."""
+async def rate(
+    concurrency: int,
+    seconds: float,
+    make_call: Callable[[], Call],
+    cpu: CpuMeter,
+    spent: list[dict[str, float]],
+) -> float:
+    """Calls per second with `concurrency` calls in flight for `seconds`; the CPU per call
+    of every process is appended to `spent`."""
     done = 0
+    before = cpu.snapshot()
     started = time.perf_counter()
     end = started + seconds
 
@@ -33,7 +42,9 @@ async def rate(concurrency: int, seconds: float, make_call: Callable[[], Call]) 
             done += 1
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    spent.append(cpu.per_unit(before, cpu.snapshot(), done))
+    return done / elapsed
 
 
 async def unary_rates(
@@ -43,6 +54,7 @@ async def unary_rates(
     concurrency: int,
     seconds: float,
     rounds: int,
+    cpu: CpuMeter,
 ) -> dict[str, Any]:
     users = list(rooms)[:64]
     mds = {u: user_md(u) for u in users}
@@ -113,15 +125,22 @@ async def unary_rates(
     try:
         for name, factory in rpcs.items():
             mesh_s, echo_s = Series(), Series()
+            mesh_cpu: list[dict[str, float]] = []
+            echo_cpu: list[dict[str, float]] = []
 
             async def run_mesh(
-                rnd: int, f: Callable[[], Call] = factory, s: Series = mesh_s
+                rnd: int,
+                f: Callable[[], Call] = factory,
+                s: Series = mesh_s,
+                spent: list[dict[str, float]] = mesh_cpu,
             ) -> None:
                 premint(rnd + 100 * len(results))
-                s.add(await rate(concurrency, seconds, f))
+                s.add(await rate(concurrency, seconds, f, cpu, spent))
 
-            async def run_echo(_: int, s: Series = echo_s) -> None:
-                s.add(await rate(concurrency, seconds, echo_call))
+            async def run_echo(
+                _: int, s: Series = echo_s, spent: list[dict[str, float]] = echo_cpu
+            ) -> None:
+                s.add(await rate(concurrency, seconds, echo_call, cpu, spent))
 
             await interleave(rounds, run_mesh, run_echo)
             ratio = Series()
@@ -131,6 +150,7 @@ async def unary_rates(
                 "mesh_calls_per_s": mesh_s.summary(),
                 "echo_calls_per_s": echo_s.summary(),
                 "ratio": ratio.summary(),
+                "cpu_us_per_call": {"mesh": summarize(mesh_cpu), "echo": summarize(echo_cpu)},
             }
     finally:
         for ch in chans.values():
