@@ -155,3 +155,13 @@ def redis_prefix(redis_base_url: str) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+class FakeClock:
+    """A clock that moves only when a test sets `now` (seconds)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -34,7 +34,7 @@ from services.common.db import create_engine, migrate, sessionmaker
 from services.common.kv import KV, open_kv
 from services.common.server import ServiceSpec
 from services.token.codec import TokenCodec
-from services.token.directory import GrpcDirectory
+from services.token.directory import CachedDirectory, GrpcDirectory
 from services.token.domain import Plan
 from services.token.keys import load_keys
 from services.token.limits import Limits
@@ -72,6 +72,7 @@ class TokenSettings(Settings):
     token_user_plans: dict[str, str] = Field(default_factory=dict)
     token_default_plan: str = "free"
     token_kv_prefix: str = "arconv:token:"
+    token_voice_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
 
     @model_validator(mode="after")
     def _token_guards(self) -> TokenSettings:
@@ -138,7 +139,10 @@ async def open_spec(
                 refresh_per_minute=settings.token_refresh_per_minute,
             ),
             repo=TokenRepository(sessionmaker(engine)),
-            directory=GrpcDirectory(channels, lambda: (settings.rooms_addr, settings.avatar_addr)),
+            directory=CachedDirectory(
+                GrpcDirectory(channels, lambda: (settings.rooms_addr, settings.avatar_addr)),
+                ttl_s=settings.token_voice_cache_ttl_s,
+            ),
             plans=settings.plan_book(),
             clock=clock,
         )

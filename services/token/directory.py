@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,6 +15,7 @@ from arconv.avatar.v1 import avatar_service_pb2_grpc as avatar_grpc
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.rooms.v1 import rooms_service_pb2_grpc as rooms_grpc
 
+from services.common.cache import TtlCache
 from services.common.clients import ServiceChannels, for_user
 from services.common.errors import (
     DomainError,
@@ -117,3 +119,38 @@ class GrpcDirectory:
                 subject=f"agents/{agent_id}",
             )
         return VoiceInfo(provider=voice.provider, voice_id=voice.voice_id)
+
+
+VOICE_CACHE_MAX_ENTRIES = 4096
+
+
+class CachedDirectory:
+    """A Directory that remembers agents' voices for `ttl_s` seconds.
+
+    Rooms are always asked for (a room that ended must get no new token). A voice changed
+    in the avatar service is used for new tokens at most `ttl_s` later; errors (an agent
+    gone or without a voice, an unreachable avatar service) are never remembered.
+    Concurrent misses for one agent share one call. A `ttl_s` of 0 turns this off.
+    """
+
+    def __init__(
+        self,
+        inner: Directory,
+        *,
+        ttl_s: float,
+        max_entries: int = VOICE_CACHE_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._on = ttl_s > 0
+        self._voices: TtlCache[VoiceInfo] = TtlCache(ttl_s, max_entries, clock)
+
+    async def room(self, *, user_id: str, room_id: str) -> RoomInfo:
+        return await self._inner.room(user_id=user_id, room_id=room_id)
+
+    async def voice(self, *, user_id: str, agent_id: str) -> VoiceInfo:
+        if not self._on:
+            return await self._inner.voice(user_id=user_id, agent_id=agent_id)
+        return await self._voices.get_or_load(
+            agent_id, lambda: self._inner.voice(user_id=user_id, agent_id=agent_id)
+        )

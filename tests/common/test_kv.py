@@ -11,15 +11,7 @@ import pytest
 
 from services.common.errors import Internal, Unavailable
 from services.common.kv import KV, Bound, InProcessKV, RedisKV, open_kv
-from tests.conftest import make_settings
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import FakeClock, make_settings
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -22,19 +22,11 @@ from services.common.server import ServiceSpec
 from services.rooms.agents import CachedAgentDirectory
 from services.rooms.app import RoomSettings
 from services.rooms.domain import AgentNotFound, AgentSummary, AvatarServiceUnavailable
-from tests.conftest import StartServer
+from tests.conftest import FakeClock, StartServer
 from tests.rooms.conftest import StartRooms, room_settings
 from tests.rooms.helpers import expect_error
 
 TTL = 5.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Directory:
@@ -66,12 +58,14 @@ class Directory:
         return AgentSummary(agent_id=agent_id, name=self.names[agent_id])
 
 
-def cached(inner: Directory, clock: Clock, ttl_s: float = TTL, **kw: Any) -> CachedAgentDirectory:
+def cached(
+    inner: Directory, clock: FakeClock, ttl_s: float = TTL, **kw: Any
+) -> CachedAgentDirectory:
     return CachedAgentDirectory(inner, ttl_s=ttl_s, clock=clock, **kw)
 
 
 async def test_a_second_summary_comes_from_the_cache() -> None:
-    inner, clock = Directory("nova"), Clock()
+    inner, clock = Directory("nova"), FakeClock()
     agents = cached(inner, clock)
     first = await agents.summary("nova")
     clock.now += TTL - 0.01
@@ -80,7 +74,7 @@ async def test_a_second_summary_comes_from_the_cache() -> None:
 
 
 async def test_a_summary_expires_after_the_ttl() -> None:
-    inner, clock = Directory("nova"), Clock()
+    inner, clock = Directory("nova"), FakeClock()
     agents = cached(inner, clock)
     await agents.summary("nova")
     clock.now += TTL
@@ -90,7 +84,7 @@ async def test_a_summary_expires_after_the_ttl() -> None:
 
 
 async def test_existence_is_cached_and_a_cached_summary_answers_it() -> None:
-    inner, clock = Directory("nova", "atlas"), Clock()
+    inner, clock = Directory("nova", "atlas"), FakeClock()
     agents = cached(inner, clock)
     await agents.require_agent("nova")
     await agents.require_agent("nova")
@@ -103,7 +97,7 @@ async def test_existence_is_cached_and_a_cached_summary_answers_it() -> None:
 
 
 async def test_an_unknown_agent_is_not_remembered() -> None:
-    inner, clock = Directory(), Clock()
+    inner, clock = Directory(), FakeClock()
     agents = cached(inner, clock)
     with pytest.raises(AgentNotFound):
         await agents.require_agent("nova")
@@ -114,7 +108,7 @@ async def test_an_unknown_agent_is_not_remembered() -> None:
 
 
 async def test_errors_and_unavailable_summaries_are_not_remembered() -> None:
-    inner, clock = Directory("nova"), Clock()
+    inner, clock = Directory("nova"), FakeClock()
     agents = cached(inner, clock)
     inner.error = AvatarServiceUnavailable("UNAVAILABLE")
     with pytest.raises(AvatarServiceUnavailable):
@@ -133,7 +127,7 @@ async def test_errors_and_unavailable_summaries_are_not_remembered() -> None:
 
 
 async def test_concurrent_misses_share_one_call() -> None:
-    inner, clock = Directory("nova"), Clock()
+    inner, clock = Directory("nova"), FakeClock()
     agents = cached(inner, clock)
     inner.gate.clear()
     waiting = [asyncio.ensure_future(agents.summary("nova")) for _ in range(10)]
@@ -146,7 +140,7 @@ async def test_concurrent_misses_share_one_call() -> None:
 
 
 async def test_a_shared_error_reaches_every_caller_and_is_not_kept() -> None:
-    inner, clock = Directory("nova"), Clock()
+    inner, clock = Directory("nova"), FakeClock()
     agents = cached(inner, clock)
     inner.gate.clear()
     inner.error = AvatarServiceUnavailable("DEADLINE_EXCEEDED")
@@ -162,7 +156,7 @@ async def test_a_shared_error_reaches_every_caller_and_is_not_kept() -> None:
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_shared_call() -> None:
-    inner, clock = Directory("nova"), Clock()
+    inner, clock = Directory("nova"), FakeClock()
     agents = cached(inner, clock)
     inner.gate.clear()
     first = asyncio.ensure_future(agents.summary("nova"))
@@ -178,7 +172,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_call() -> None:
 
 
 async def test_a_ttl_of_zero_asks_every_time() -> None:
-    inner, clock = Directory("nova"), Clock()
+    inner, clock = Directory("nova"), FakeClock()
     agents = cached(inner, clock, ttl_s=0)
     await agents.summary("nova")
     await agents.summary("nova")
@@ -193,7 +187,7 @@ async def test_a_ttl_of_zero_asks_every_time() -> None:
 
 
 async def test_the_cache_keeps_the_most_recently_used_agents() -> None:
-    inner, clock = Directory("nova", "atlas", "sage"), Clock()
+    inner, clock = Directory("nova", "atlas", "sage"), FakeClock()
     agents = cached(inner, clock, max_entries=2)
     for agent_id in ("nova", "atlas", "nova", "sage"):
         await agents.summary(agent_id)

@@ -10,6 +10,7 @@ from services.common.errors import NotFound, Unavailable
 from services.stream.app import StreamSettings
 from services.stream.clients import CachedAgents
 from services.stream.ports import Persona
+from tests.conftest import FakeClock
 from tests.llm.openai_server import OpenAICompatServer, Script
 from tests.stream.conftest import MeshFactory, converse, message
 from tests.stream.test_interrupts import openai_llm
@@ -31,16 +32,8 @@ class FakeAgents:
         return Persona(agent_id, agent_id.title(), self.prompt, "")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_a_persona_is_reused_until_its_time_is_up() -> None:
-    inner, clock = FakeAgents(), Clock()
+    inner, clock = FakeAgents(), FakeClock()
     agents = CachedAgents(inner, ttl_s=5, clock=clock)
     assert (await agents.get_persona("alice", "nova")).system_prompt == "v1"
     inner.prompt = "v2"
@@ -54,7 +47,7 @@ async def test_a_persona_is_reused_until_its_time_is_up() -> None:
 
 async def test_personas_are_cached_per_user_and_agent() -> None:
     inner = FakeAgents()
-    agents = CachedAgents(inner, ttl_s=5, clock=Clock())
+    agents = CachedAgents(inner, ttl_s=5, clock=FakeClock())
     for user, agent in [("alice", "nova"), ("bob", "nova"), ("alice", "sage")] * 2:
         persona = await agents.get_persona(user, agent)
         assert persona.agent_id == agent
@@ -64,7 +57,7 @@ async def test_personas_are_cached_per_user_and_agent() -> None:
 @pytest.mark.parametrize("error", [NotFound("agent", "nova"), Unavailable("avatar is down")])
 async def test_errors_are_never_cached(error: Exception) -> None:
     inner = FakeAgents()
-    agents = CachedAgents(inner, ttl_s=5, clock=Clock())
+    agents = CachedAgents(inner, ttl_s=5, clock=FakeClock())
     inner.fail = error
     with pytest.raises(type(error)):
         await agents.get_persona("alice", "nova")
@@ -76,7 +69,7 @@ async def test_errors_are_never_cached(error: Exception) -> None:
 async def test_concurrent_misses_share_one_call() -> None:
     inner = FakeAgents()
     inner.gate = asyncio.Event()
-    agents = CachedAgents(inner, ttl_s=5, clock=Clock())
+    agents = CachedAgents(inner, ttl_s=5, clock=FakeClock())
     waiting = [asyncio.ensure_future(agents.get_persona("alice", "nova")) for _ in range(5)]
     await asyncio.sleep(0.01)
     inner.gate.set()
@@ -87,7 +80,7 @@ async def test_concurrent_misses_share_one_call() -> None:
 
 async def test_a_ttl_of_zero_asks_every_time() -> None:
     inner = FakeAgents()
-    agents = CachedAgents(inner, ttl_s=0, clock=Clock())
+    agents = CachedAgents(inner, ttl_s=0, clock=FakeClock())
     for _ in range(3):
         await agents.get_persona("alice", "nova")
     assert len(inner.calls) == 3
