@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from services.common.bus import BusEvent, _wake
+from services.common.bus import BusEvent, Held, _wake, held
 from services.common.errors import Unavailable
 from services.common.kv import redis_errors
 
@@ -219,7 +219,7 @@ class Tail:
 
     def __init__(self, room: str, base: int, now: float, keep: int) -> None:
         self.room = room
-        self.events: deque[BusEvent] = deque(maxlen=keep)
+        self.events: deque[Held] = deque(maxlen=keep)
         self.base = base  # the id just before events[0]
         self.waiters: list[asyncio.Future[None]] = []
         self.listeners: set[Callable[[], None]] = set()
@@ -243,11 +243,12 @@ class Tail:
             self.base = event.event_id - 1
         if len(self.events) == self.events.maxlen:
             self.base += 1
-        self.events.append(event)
+        self.events.append(held(event))
 
     def after(self, after_id: int, limit: int) -> list[BusEvent]:
         start = after_id - self.base
-        return [self.events[i] for i in range(start, min(len(self.events), start + limit))]
+        events = self.events
+        return [BusEvent(*events[i]) for i in range(start, min(len(events), start + limit))]
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, []
