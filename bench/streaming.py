@@ -27,9 +27,12 @@ from bench.clients import (
     story,
 )
 from bench.cpu import CpuMeter, summarize
-from bench.util import Series, interleave, percentile
+from bench.util import Series, client_gc_paused, interleave, percentile
 
 PACING_MS = 30  # the persona's default pacing, about one LLM token every 30 ms
+# Conversations start at random moments within about one persona reply (60 to 70 deltas at
+# PACING_MS), so their turns do not all begin together.
+STAGGER_S = 2.0
 
 
 async def open_all(items: Sequence[Any], concurrency: int = 50) -> None:
@@ -60,29 +63,35 @@ FAILURES: list[str] = []  # turns that failed (call ended, reply never ended): r
 async def _drive(
     workers: int, seconds: float, run_turn: Callable[[int, int], Awaitable[Turn]], stagger_s: float
 ) -> tuple[list[Turn], float]:
-    """Each worker runs turns back to back until `seconds` have passed; returns turns, elapsed.
+    """Each worker starts at a random moment within `stagger_s`, then runs turns back to back;
+    returns the turns that started in the `seconds` after the stagger, and the time they took.
 
+    The stagger spreads the conversations' turns the way independent conversations' are
+    spread, and counting starts once every worker runs, so the load is the full load.
     A worker whose turn fails (its call ended, or no stream_ended within TURN_TIMEOUT_S) stops
     and the failure is recorded in FAILURES.
     """
     turns: list[Turn] = []
-    started = time.perf_counter()
-    end = started + seconds
+    with client_gc_paused():
+        count_from = time.perf_counter() + stagger_s
+        end = count_from + seconds
 
-    async def worker(w: int) -> None:
-        if stagger_s:
-            await asyncio.sleep(random.uniform(0, stagger_s))
-        n = 0
-        while time.perf_counter() < end:
-            try:
-                turns.append(await asyncio.wait_for(run_turn(w, n), TURN_TIMEOUT_S))
-            except (TimeoutError, RuntimeError, grpc.aio.AioRpcError) as exc:
-                FAILURES.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-                return
-            n += 1
+        async def worker(w: int) -> None:
+            if stagger_s:
+                await asyncio.sleep(random.uniform(0, stagger_s))
+            n = 0
+            while (began := time.perf_counter()) < end:
+                try:
+                    turn = await asyncio.wait_for(run_turn(w, n), TURN_TIMEOUT_S)
+                except (TimeoutError, RuntimeError, grpc.aio.AioRpcError) as exc:
+                    FAILURES.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                    return
+                if began >= count_from:
+                    turns.append(turn)
+                n += 1
 
-    await asyncio.gather(*(worker(w) for w in range(workers)))
-    return turns, time.perf_counter() - started
+        await asyncio.gather(*(worker(w) for w in range(workers)))
+        return turns, time.perf_counter() - count_from
 
 
 # --- (a) ----------------------------------------------------------------------------------------
@@ -159,7 +168,7 @@ async def latency(
     m50, m99, e50, e99 = Series(), Series(), Series(), Series()
     samples = 0
     missing = 0
-    stagger = PACING_MS * 10 / 1000
+    stagger = STAGGER_S
 
     async def run_mesh(_: int) -> None:
         nonlocal samples, missing
@@ -262,7 +271,7 @@ async def edge_latency(
         ],
     }
     series = {k: (Series(), Series()) for k in groups}
-    stagger = PACING_MS * 10 / 1000
+    stagger = STAGGER_S
 
     def runner(name: str) -> Callable[[int], Awaitable[None]]:
         async def run(_: int) -> None:

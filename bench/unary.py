@@ -16,7 +16,7 @@ from arconv.token.v1 import token_service_pb2_grpc as token_grpc
 
 from bench.clients import service_md, user_md
 from bench.cpu import CpuMeter, summarize
-from bench.util import Series, interleave
+from bench.util import Series, client_gc_paused, interleave
 
 Call = Callable[[], Awaitable[Any]]
 
@@ -31,19 +31,20 @@ async def rate(
     """Calls per second with `concurrency` calls in flight for `seconds`; the CPU per call
     of every process is appended to `spent`."""
     done = 0
-    before = cpu.snapshot()
-    started = time.perf_counter()
-    end = started + seconds
+    with client_gc_paused():
+        before = cpu.snapshot()
+        started = time.perf_counter()
+        end = started + seconds
 
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < end:
-            await make_call()()
-            done += 1
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < end:
+                await make_call()()
+                done += 1
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    spent.append(cpu.per_unit(before, cpu.snapshot(), done))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        spent.append(cpu.per_unit(before, cpu.snapshot(), done))
     return done / elapsed
 
 
