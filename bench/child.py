@@ -3,8 +3,9 @@
 The child asks the kernel for SIGTERM when the benchmark dies (so none is orphaned), which it
 does itself after exec: a `preexec_fn` runs Python between fork and exec, and in a parent
 with gRPC threads that can deadlock the child before it ever starts. With PROFILE_OUT the
-module runs under cProfile (the standard library's profiler; py-spy is not available) and the
-stats are written when it exits (SIGTERM stops a service gracefully).
+module runs under cProfile (call counts; for where time goes, attach `py-spy record
+--nonblocking -p PID` instead) and the stats are written when it exits (SIGTERM stops a
+service gracefully).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ NOTES: list[str] = [
     " --nonblocking does not. `python -m bench.child services.<name> OUT.pstats` still runs a"
     " service under cProfile for call counts.",
     "The machine is the bound. Client, services, PostgreSQL and Redis share 2 cores, and both"
-    " are busy during (a), (e) and (b) at 200 conversations. The echo floor is cheap per unit"
+    " are busy during (a) and (e) (and nearly so in (b) at 200 conversations on Redis). The"
+    " echo floor is cheap per unit"
     " (about 30 us of server CPU per streamed message, 230 us per unary call, on this"
     " machine), so a ratio of rates is, to within a few percent, the inverse ratio of CPU"
     " per unit: the tables show where every microsecond goes, and the S/E it allows.",
@@ -22,7 +23,7 @@ NOTES: list[str] = [
     " collected as before. The in-process bus and a Redis replica's tails hold their events"
     " as plain tuples, which the collector stops tracking. With the fixes below, (b)"
     " in-process at 200 conversations went from p50 1.66 / p99 25.3 ms (the previous"
-    " report) to about 0.9 / 6.5 ms with the client fixes of the next note.",
+    " report) to about 1.0 / 6 ms with the client fixes of the next note.",
     "Benchmark, (b) and (c): two things in the client distorted the tails. Conversations"
     " started within 0.3 s of each other and, with replies of about the same length, kept"
     " their turns in step: a loop-lag probe in the stream server showed stalls of 10 to 60 ms"
