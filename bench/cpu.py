@@ -8,6 +8,7 @@ process's CPU time (Linux /proc) around a measurement tells that cost per unit, 
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,15 @@ class CpuMeter:
         before: dict[str, float], after: dict[str, float], units: float
     ) -> dict[str, float]:
         """Microseconds of CPU per unit of work by process, with their "total"."""
-        out = {k: 1e6 * max(0.0, after[k] - before[k]) / units for k in before if units > 0}
+        if units <= 0:
+            return {k: 0.0 for k in (*before, "total")}
+        out = {k: 1e6 * max(0.0, after[k] - before[k]) / units for k in before}
         out["total"] = sum(out.values())
         return out
 
 
 def summarize(rounds: list[dict[str, float]]) -> dict[str, Any]:
     """Median per process over rounds (of per_unit results), keeping processes that matter."""
-    import statistics
-
     keys = rounds[0].keys() if rounds else ()
     med = {k: statistics.median(r[k] for r in rounds) for k in keys}
     return {k: round(v, 1) for k, v in med.items() if v >= 0.5 or k == "total"}

@@ -181,6 +181,23 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+async def wait_woken(waiters: list[asyncio.Future[None]], timeout_s: float) -> None:
+    """Waits until a publisher wakes `waiters` (resolves the futures in it) or `timeout_s`
+    passes: one future and one timer per blocked read, no task and no lock."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    waiters.append(fut)
+    timer = loop.call_later(timeout_s, _wake, fut)
+    try:
+        await fut
+    finally:
+        timer.cancel()
+        if not fut.done():
+            fut.cancel()
+        with contextlib.suppress(ValueError):
+            waiters.remove(fut)
+
+
 class _QueueSubscription(ControlSubscription):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue()
@@ -268,19 +285,7 @@ class InProcessBus(Bus):
         out = self._after(log, room, after_id, limit)
         if out or not block_s:
             return out
-        # One future and one timer per blocked read; no task, no lock.
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        log.waiters.append(fut)
-        timer = loop.call_later(block_s, _wake, fut)
-        try:
-            await fut
-        finally:
-            timer.cancel()
-            if not fut.done():
-                fut.cancel()
-            with contextlib.suppress(ValueError):
-                log.waiters.remove(fut)
+        await wait_woken(log.waiters, block_s)
         return self._after(log, room, after_id, limit)
 
     async def listen(

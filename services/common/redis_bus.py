@@ -27,7 +27,7 @@ from services.common.bus import (
     CursorExpired,
     _check_read,
     _QueueSubscription,
-    _wake,
+    wait_woken,
 )
 from services.common.errors import DomainError, Unavailable
 from services.common.kv import command_client, redis_errors
@@ -204,17 +204,7 @@ class RedisBus(Bus):
             if left <= 0:
                 return []
             self._tails.check()
-            fut: asyncio.Future[None] = loop.create_future()
-            tail.waiters.append(fut)
-            timer = loop.call_later(left, _wake, fut)
-            try:
-                await fut
-            finally:
-                timer.cancel()
-                if not fut.done():
-                    fut.cancel()
-                with contextlib.suppress(ValueError):
-                    tail.waiters.remove(fut)
+            await wait_woken(tail.waiters, left)
             self._tails.check()
             tail = self._tails.get(room) or tail
 

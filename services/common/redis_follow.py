@@ -212,6 +212,7 @@ class Tail:
         "room",
         "seen_counter",
         "subscribed",
+        "subscriber",
         "syncing",
         "used",
         "waiters",
@@ -228,6 +229,7 @@ class Tail:
         self.syncing = False
         self.behind = 0  # the newest id known to exist (pushed or counted), maybe not held
         self.seen_counter = 0  # the room's counter at the previous check
+        self.subscriber: Subscriber | None = None  # what hears the room's channel
 
     @property
     def cursor(self) -> int:
@@ -282,7 +284,6 @@ class Tails:
     def __init__(self, bus: RedisBus) -> None:
         self._bus = bus
         self._tails: dict[str, Tail] = {}
-        self._subscribers: dict[str, _TailSubscriber] = {}
         self._error: Unavailable | None = None
         self._checker: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
@@ -316,8 +317,9 @@ class Tails:
         return tail
 
     async def _subscribe(self, tail: Tail) -> None:
-        sub = self._subscribers.setdefault(tail.room, _TailSubscriber(self, tail))
-        await self._bus._hub.subscribe(self._bus._event_channel(tail.room), sub)
+        if tail.subscriber is None:
+            tail.subscriber = _TailSubscriber(self, tail)
+        await self._bus._hub.subscribe(self._bus._event_channel(tail.room), tail.subscriber)
         tail.subscribed = True
         await self._sync(tail)
 
@@ -406,9 +408,8 @@ class Tails:
             for room, tail in list(self._tails.items()):
                 if not tail.waiters and not tail.listeners and now - tail.used > TAIL_IDLE_S:
                     del self._tails[room]
-                    sub = self._subscribers.pop(room, None)
-                    if sub is not None:
-                        self._bus._hub.unsubscribe(self._bus._event_channel(room), sub)
+                    if tail.subscriber is not None:
+                        self._bus._hub.unsubscribe(self._bus._event_channel(room), tail.subscriber)
             tails = [t for t in self._tails.values() if t.subscribed and not t.syncing]
             if not tails or self._error is not None:
                 continue

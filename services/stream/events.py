@@ -43,8 +43,14 @@ ROOM_STATUS_FROM_PB = {v: k for k, v in ROOM_STATUS_PB.items()}
 
 
 def now_ts() -> timestamp_pb2.Timestamp:
-    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
-    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    ts = timestamp_pb2.Timestamp()
+    set_now(ts)
+    return ts
+
+
+def set_now(ts: timestamp_pb2.Timestamp) -> None:
+    """Sets a Timestamp field to now, in place (no message built apart and copied in)."""
+    ts.seconds, ts.nanos = divmod(time.time_ns(), 1_000_000_000)
 
 
 def kind_of(event: pb.ConverseResponse) -> str:
@@ -105,9 +111,7 @@ def chunk(
         c.markers.add(
             type=_MARKER_TYPES[m.type], value=m.value, intensity=m.intensity or 0.0, offset=m.offset
         )
-    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
-    c.time.seconds = seconds
-    c.time.nanos = nanos
+    set_now(c.time)
     return event
 
 

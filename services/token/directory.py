@@ -130,7 +130,7 @@ class CachedDirectory:
     Rooms are always asked for (a room that ended must get no new token). A voice changed
     in the avatar service is used for new tokens at most `ttl_s` later; errors (an agent
     gone or without a voice, an unreachable avatar service) are never remembered.
-    Concurrent misses for one agent share one call. A `ttl_s` of 0 turns this off.
+    Concurrent misses for one agent share one call. A `ttl_s` of 0 keeps nothing.
     """
 
     def __init__(
@@ -142,15 +142,12 @@ class CachedDirectory:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inner = inner
-        self._on = ttl_s > 0
         self._voices: TtlCache[VoiceInfo] = TtlCache(ttl_s, max_entries, clock)
 
     async def room(self, *, user_id: str, room_id: str) -> RoomInfo:
         return await self._inner.room(user_id=user_id, room_id=room_id)
 
     async def voice(self, *, user_id: str, agent_id: str) -> VoiceInfo:
-        if not self._on:
-            return await self._inner.voice(user_id=user_id, agent_id=agent_id)
         return await self._voices.get_or_load(
             agent_id, lambda: self._inner.voice(user_id=user_id, agent_id=agent_id)
         )

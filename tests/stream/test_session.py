@@ -15,7 +15,7 @@ from services.common.redis_bus import RedisBus
 from services.stream import events
 from services.stream import session as session_module
 from services.stream.ports import RoomStatus
-from services.stream.session import Session
+from services.stream.session import AbortFn, Session
 from services.stream.state import CoreConfig
 
 
@@ -36,6 +36,18 @@ async def _abort(err: DomainError) -> None:
     raise AssertionError(f"unexpected abort: {err}")
 
 
+def _session(bus: Bus, *, config: CoreConfig | None = None, on_abort: AbortFn = _abort) -> Session:
+    return Session(
+        bus=bus,
+        room_id="r",
+        user_id="u",
+        after_id=0,
+        held=False,
+        config=config or CoreConfig(),
+        on_abort=on_abort,
+    )
+
+
 async def _next(it: AsyncIterator[bytes]) -> pb.ConverseResponse:
     return pb.ConverseResponse.FromString(await asyncio.wait_for(anext(it), 5))
 
@@ -47,15 +59,7 @@ async def test_an_idle_session_holds_no_pump_and_still_delivers(
     await bus.publish(
         "r", events.CHUNK, events.chunk("s", 0, "before", "before", ()).SerializeToString()
     )
-    s = Session(
-        bus=bus,
-        room_id="r",
-        user_id="u",
-        after_id=0,
-        held=False,
-        config=CoreConfig(),
-        on_abort=_abort,
-    )
+    s = _session(bus)
     await s.start()
     out = s.events()
     try:
@@ -80,15 +84,7 @@ async def test_an_idle_session_holds_no_pump_and_still_delivers(
 
 
 async def test_a_paused_room_holds_events_until_it_is_active_again(bus: Bus) -> None:
-    s = Session(
-        bus=bus,
-        room_id="r",
-        user_id="u",
-        after_id=0,
-        held=False,
-        config=CoreConfig(),
-        on_abort=_abort,
-    )
+    s = _session(bus)
     await s.start()
     out = s.events()
     try:
@@ -114,15 +110,7 @@ async def test_a_paused_room_holds_events_until_it_is_active_again(bus: Bus) -> 
 
 async def test_a_woken_session_takes_new_events_without_a_task_switch() -> None:
     bus = InProcessBus()
-    s = Session(
-        bus=bus,
-        room_id="r",
-        user_id="u",
-        after_id=0,
-        held=False,
-        config=CoreConfig(),
-        on_abort=_abort,
-    )
+    s = _session(bus)
     await s.start()
     out = s.events()
     try:
@@ -156,15 +144,7 @@ async def test_a_full_queue_still_cuts_the_reader_off_when_woken() -> None:
     async def abort(err: DomainError) -> None:
         aborted.append(err)
 
-    s = Session(
-        bus=bus,
-        room_id="r",
-        user_id="u",
-        after_id=0,
-        held=False,
-        config=CoreConfig(subscriber_queue=4),
-        on_abort=abort,
-    )
+    s = _session(bus, config=CoreConfig(subscriber_queue=4), on_abort=abort)
     await s.start()
     try:
         await asyncio.sleep(0)
