@@ -1,9 +1,9 @@
-"""Speech cues as protobuf: the one `arconv.avatar.v1.SpeechCue` mapping, for the
+"""Speech cues as protobuf: the one `arconv.speech.v1.SpeechCue` mapping, for the
 avatar service (ComputeVisemes) and the stream service (cues in the conversation)."""
 
 from __future__ import annotations
 
-from arconv.avatar.v1 import speech_pb2
+from arconv.speech.v1 import speech_pb2
 
 from services.speech.timeline import Cue
 
@@ -11,7 +11,7 @@ _VISEME_VALUES: dict[str, int] = {}
 
 
 def viseme_enum(name: str) -> speech_pb2.Viseme:
-    """The arconv.avatar.v1.Viseme value of an Oculus viseme name ("sil", "PP", ..., "U")."""
+    """The arconv.speech.v1.Viseme value of an Oculus viseme name ("sil", "PP", ..., "U")."""
     value = _VISEME_VALUES.get(name)
     if value is None:
         value = _VISEME_VALUES[name] = speech_pb2.Viseme.Value(f"VISEME_{name.upper()}")

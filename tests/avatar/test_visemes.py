@@ -7,7 +7,7 @@ import itertools
 import grpc
 import pytest
 from arconv.avatar.v1 import avatar_service_pb2 as pb
-from arconv.avatar.v1 import speech_pb2
+from arconv.speech.v1 import speech_pb2
 
 from tests.avatar.conftest import AvatarClient
 
