@@ -23,6 +23,7 @@ from services.common.errors import (
     Unauthenticated,
     Unimplemented,
     to_status,
+    unavailable_from,
 )
 from services.common.logs import request_id
 from services.common.metrics import RPC_LATENCY, RPC_TOTAL
@@ -150,6 +151,9 @@ class _Call:
             err = exc
         elif isinstance(exc, NotImplementedError):
             err = Unimplemented(f"{self.method} is not implemented by this server")
+        elif (lost := unavailable_from(exc)) is not None:
+            log.warning("%s: %s", self.method, exc)
+            err = lost
         else:
             log.exception("unhandled error in %s", self.method)
             err = Internal("internal error; the request id is in the server log")

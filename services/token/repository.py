@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.common.errors import Unavailable
 from services.token.domain import Action, Claims
 from services.token.models import AuditEntry, IssuedToken
 
@@ -66,12 +64,9 @@ class TokenRepository:
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction; database outages surface as Unavailable."""
-        try:
-            async with self._sessions.begin() as s:
-                yield s
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
-            raise Unavailable("the token database is unavailable") from exc
+        """A session in a transaction (a lost database becomes UNAVAILABLE in the interceptor)."""
+        async with self._sessions.begin() as s:
+            yield s
 
     async def add(
         self, s: AsyncSession, *, claims: Claims, kid: str, parent_token_id: str | None = None

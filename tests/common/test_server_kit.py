@@ -240,3 +240,25 @@ async def test_metrics_endpoint_serves_rpc_metrics(kit, user_md) -> None:
     body = await asyncio.to_thread(fetch)
     assert 'arconv_rpc_total{code="OK",method="GetRoom",service="kit"}' in body
     assert "arconv_rpc_duration_seconds_bucket" in body
+
+
+def test_lost_database_connections_are_unavailable_and_bugs_are_not() -> None:
+    import sqlite3
+
+    from sqlalchemy import exc as sa_exc
+
+    from services.common.errors import Unavailable, unavailable_from
+
+    locked = sa_exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+    assert isinstance(unavailable_from(locked), Unavailable)
+    missing = sa_exc.OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: x"))
+    assert unavailable_from(missing) is None
+    assert unavailable_from(ValueError("bug")) is None
+    try:
+        try:
+            raise ConnectionRefusedError(111, "refused")
+        except ConnectionRefusedError as exc:
+            raise RuntimeError("wrapped") from exc
+    except RuntimeError as wrapped:
+        lost = unavailable_from(wrapped)
+    assert lost is not None and lost.metadata["retryable"] == "true"

@@ -144,14 +144,18 @@ MeshFactory = Callable[..., Any]
 
 @pytest.fixture
 async def make_mesh(tmp_path: Path) -> AsyncIterator[MeshFactory]:
-    """Starts avatar, rooms and stream (with `provider`, on `bus` settings) on free ports."""
+    """Starts avatar, rooms and stream (with `provider`, on `bus` settings) on free ports;
+    avatar and rooms on `database_url` (default: SQLite files under tmp_path)."""
     meshes: list[Mesh] = []
 
     async def make(
-        provider: LLMProvider | None = None, bus: dict[str, Any] | None = None, **stream: Any
+        provider: LLMProvider | None = None,
+        bus: dict[str, Any] | None = None,
+        database_url: str = "",
+        **stream: Any,
     ) -> Mesh:
         stream_port = free_port()
-        avatar_settings = AvatarSettings(**BASE, var_dir=tmp_path)
+        avatar_settings = AvatarSettings(**BASE, var_dir=tmp_path, database_url=database_url)
         authority = authority_from(avatar_settings)
         stack = contextlib.AsyncExitStack()
         avatar = await create_server(
@@ -160,6 +164,7 @@ async def make_mesh(tmp_path: Path) -> AsyncIterator[MeshFactory]:
         rooms_settings = RoomSettings(
             **BASE,
             var_dir=tmp_path,
+            database_url=database_url,
             avatar_addr=f"127.0.0.1:{avatar.port}",
             stream_addr=f"127.0.0.1:{stream_port}",
             token_addr=f"127.0.0.1:{free_port()}",
