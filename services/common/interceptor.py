@@ -19,6 +19,7 @@ from services.common.auth import ON_BEHALF_HEADER, JwtAuthority, current_princip
 from services.common.errors import (
     DomainError,
     Internal,
+    InvalidArgument,
     PermissionDenied,
     Unauthenticated,
     Unimplemented,
@@ -169,15 +170,61 @@ def _outcome(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+class _Undecodable:
+    """What the deserializer gives for a request body that is not the method's message: the
+    handler answers INVALID_ARGUMENT (a deserializer that raises makes grpc answer UNKNOWN)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: InvalidArgument) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    decode = deserializer
+    message = getattr(getattr(decode, "__self__", None), "DESCRIPTOR", None)
+    name = message.full_name if message is not None else "request message"
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception as exc:  # DecodeError, or any other refusal of the bytes
+            return _Undecodable(
+                InvalidArgument(
+                    f"the request body is not a valid {name} ({len(data)} bytes): {exc}",
+                    reason="UNDECODABLE_REQUEST",
+                )
+            )
+
+    return deserialize
+
+
+def _decoded(request: Any) -> Any:
+    if type(request) is _Undecodable:
+        raise request.error
+    return request
+
+
+async def _decoded_each(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The client's messages; an undecodable one raises InvalidArgument where it is read."""
+    async for request in requests:
+        if type(request) is _Undecodable:
+            raise request.error
+        yield request
+
+
 def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
     if handler.unary_unary or handler.stream_unary:
         inner_u = handler.unary_unary or handler.stream_unary
+        check_u = _decoded if handler.unary_unary else _decoded_each
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
                 call.begin(context)
-                response = await inner_u(request, context)
+                response = await inner_u(check_u(request), context)
             except asyncio.CancelledError:
                 call.finish(started, grpc.StatusCode.CANCELLED)
                 raise
@@ -197,17 +244,18 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
         )
         return factory(
             unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
     inner_s = handler.unary_stream or handler.stream_stream
+    check_s = _decoded if handler.unary_stream else _decoded_each
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
         try:
             call.begin(context)
-            agen = inner_s(request, context)
+            agen = inner_s(check_s(request), context)
             try:
                 async for item in agen:
                     yield item
@@ -233,7 +281,7 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
     )
     return factory_s(
         streaming,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_lenient(handler.request_deserializer),
         response_serializer=_wire_or(handler.response_serializer),
     )
 

@@ -96,6 +96,9 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
             raise
         except grpc.aio.AioRpcError:
             return
+        except DomainError as exc:  # an undecodable request: the stream ends with its status
+            session.end(exc)
+            return
         except Exception:
             log.exception("reading Converse requests failed")
         session.drain()
