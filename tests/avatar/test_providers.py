@@ -12,9 +12,10 @@ from arconv.avatar.v1 import avatar_service_pb2 as pb
 from services.avatar.agents import Agent, Appearance
 from services.avatar.description import derive
 from services.avatar.providers.base import ProviderFailure
-from services.avatar.providers.chain import CircuitBreaker, ProviderChain, parse_routes
+from services.avatar.providers.chain import ProviderChain, parse_routes
 from services.avatar.providers.meshy import MeshyProvider
 from services.avatar.providers.procedural import ProceduralProvider
+from services.common.breaker import CircuitBreaker
 from tests.avatar.conftest import (
     AvatarClient,
     avatar_settings,

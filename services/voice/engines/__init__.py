@@ -1,0 +1,1 @@
+"""TTS engines behind one interface (``base.Engine``), chosen by configuration."""
