@@ -15,6 +15,18 @@ from grpc_status import rpc_status
 
 DOMAIN = "arconv.dev"
 
+# Error trailers stay small whatever the request held: at most this many field violations
+# (the last one says how many more there were), and every text clipped. A client's input can
+# reach a message, a violation or a resource name, so none of them grows with it.
+MAX_VIOLATIONS = 20
+MAX_MESSAGE_CHARS = 1000
+MAX_DETAIL_CHARS = 200
+
+
+def clip(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """`text`, or its first `limit` characters and an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class DomainError(Exception):
     """Base of every error that reaches a client. `reason` is a stable UPPER_SNAKE code."""
@@ -38,7 +50,11 @@ class DomainError(Exception):
     def details(self) -> list[object]:
         """The google.rpc detail messages attached to the status."""
         return [
-            error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+            error_details_pb2.ErrorInfo(
+                reason=self.reason,
+                domain=DOMAIN,
+                metadata={clip(k): clip(v) for k, v in self.metadata.items()},
+            )
         ]
 
 
@@ -59,11 +75,17 @@ class InvalidArgument(DomainError):
     def details(self) -> list[object]:
         out = super().details()
         if self.violations:
+            shown = self.violations[:MAX_VIOLATIONS]
+            more = len(self.violations) - len(shown)
+            if more:
+                shown = [*shown[:-1], ("", f"and {more + 1} more violations not listed")]
             out.append(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                        for f, d in self.violations
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=clip(f), description=clip(d)
+                        )
+                        for f, d in shown
                     ]
                 )
             )
@@ -83,7 +105,7 @@ class NotFound(DomainError):
         return [
             *super().details(),
             error_details_pb2.ResourceInfo(
-                resource_type=self.resource_type, resource_name=self.name
+                resource_type=self.resource_type, resource_name=clip(self.name)
             ),
         ]
 
@@ -109,7 +131,9 @@ class FailedPrecondition(DomainError):
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
-                        type=self.reason, subject=self.subject, description=self.message
+                        type=self.reason,
+                        subject=clip(self.subject),
+                        description=clip(self.message, MAX_MESSAGE_CHARS),
                     )
                 ]
             ),
@@ -159,7 +183,8 @@ class ResourceExhausted(DomainError):
             error_details_pb2.QuotaFailure(
                 violations=[
                     error_details_pb2.QuotaFailure.Violation(
-                        subject=self.subject, description=self.message
+                        subject=clip(self.subject),
+                        description=clip(self.message, MAX_MESSAGE_CHARS),
                     )
                 ]
             )
@@ -267,7 +292,9 @@ def to_status(err: DomainError) -> grpc.Status:
         a = any_pb2.Any()
         a.Pack(d)  # type: ignore[arg-type]
         packed.append(a)
-    st = status_pb2.Status(code=_code_value(err.code), message=err.message, details=packed)
+    st = status_pb2.Status(
+        code=_code_value(err.code), message=clip(err.message, MAX_MESSAGE_CHARS), details=packed
+    )
     return rpc_status.to_status(st)
 
 

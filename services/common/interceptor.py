@@ -17,12 +17,14 @@ import grpc
 
 from services.common.auth import ON_BEHALF_HEADER, JwtAuthority, current_principal
 from services.common.errors import (
+    MAX_MESSAGE_CHARS,
     DomainError,
     Internal,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
     Unimplemented,
+    clip,
     to_status,
     unavailable_from,
 )
@@ -158,7 +160,7 @@ class _Call:
         else:
             log.exception("unhandled error in %s", self.method)
             err = Internal("internal error; the request id is in the server log")
-        self.finish(started, err.code, err.message)
+        self.finish(started, err.code, clip(err.message, MAX_MESSAGE_CHARS))
         status = to_status(err)
         await context.abort(status.code, status.details, status.trailing_metadata)
 

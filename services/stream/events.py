@@ -13,6 +13,7 @@ from arconv.stream.v1 import stream_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
 from services.common.bus import BusEvent
+from services.common.errors import MAX_MESSAGE_CHARS, clip
 from services.speech import Cue
 from services.speech.pb import cue_to_pb
 from services.stream.markers import Marker, MarkerType
@@ -148,7 +149,7 @@ def error(
         stream_error=pb.StreamError(
             stream_id=stream_id,
             code=code,
-            message=message,
+            message=clip(message, MAX_MESSAGE_CHARS),
             retryable=retryable,
             client_message_id=client_message_id,
         )

@@ -13,6 +13,9 @@ from datetime import UTC, datetime, timedelta
 from services.common.errors import FailedPrecondition, InvalidArgument
 
 OPERATIONS = ("tts.synthesize", "tts.viseme_stream")
+# A longer list is refused as a whole, before each entry is looked at (one violation, not one
+# per entry).
+MAX_OPERATIONS = 10
 MAX_TOKEN_CHARS = 8192
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _TOKEN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -100,6 +103,11 @@ def validate_operations(ops: Sequence[str]) -> tuple[str, ...]:
         raise InvalidArgument(
             "operations is empty; request one or more of " + ", ".join(OPERATIONS),
             violations=[("operations", f"one or more of {', '.join(OPERATIONS)}")],
+        )
+    if len(ops) > MAX_OPERATIONS:
+        raise InvalidArgument(
+            f"operations has {len(ops)} entries; at most {MAX_OPERATIONS}, each operation once",
+            violations=[("operations", f"at most {MAX_OPERATIONS} entries")],
         )
     violations: list[tuple[str, str]] = []
     seen: set[str] = set()

@@ -262,3 +262,26 @@ def test_lost_database_connections_are_unavailable_and_bugs_are_not() -> None:
     except RuntimeError as wrapped:
         lost = unavailable_from(wrapped)
     assert lost is not None and lost.metadata["retryable"] == "true"
+
+
+def test_error_details_stay_small_whatever_the_input() -> None:
+    from google.rpc import error_details_pb2, status_pb2
+
+    from services.common.errors import MAX_VIOLATIONS, InvalidArgument, NotFound, to_status
+
+    many = InvalidArgument(
+        "x" * 100_000, violations=[(f"f[{i}]", "y" * 10_000) for i in range(100_000)]
+    )
+    status = to_status(many)
+    assert len(status.details) <= 1000
+    (key, raw) = next(md for md in status.trailing_metadata if md[0] == "grpc-status-details-bin")
+    assert len(raw) < 8_000, (key, len(raw))
+    st = status_pb2.Status.FromString(raw)
+    bad = error_details_pb2.BadRequest()
+    assert st.details[1].Unpack(bad)
+    assert len(bad.field_violations) == MAX_VIOLATIONS
+    assert (
+        bad.field_violations[-1].description
+        == f"and {100_000 - MAX_VIOLATIONS + 1} more violations not listed"
+    )
+    assert len(to_status(NotFound("room", "r" * 3_000_000)).trailing_metadata[0][1]) < 2_000
