@@ -327,6 +327,7 @@ class AvatarManager:
             provider=result.provider,
             lods=lods,
             morph_targets=result.info[0].morph_targets,
+            capabilities=result.capabilities,
             error="",
         )
 

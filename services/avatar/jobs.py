@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from services.avatar.capabilities import Capabilities
 
 PENDING = "PENDING"
 GENERATING = "GENERATING"
@@ -59,6 +61,7 @@ class AvatarRecord:
     lease_expires: datetime | None
     create_time: datetime
     update_time: datetime
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
     @property
     def final(self) -> bool:

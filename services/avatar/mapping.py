@@ -9,7 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from services.avatar.agents import Agent, AgentInput, Appearance
 from services.avatar.description import CharacterDescription
-from services.avatar.jobs import AvatarRecord
+from services.avatar.jobs import READY, AvatarRecord
 from services.speech import AZURE_TO_OCULUS, OCULUS_TO_ARKIT, POLLY_TO_OCULUS, VISEMES
 from services.speech.pb import viseme_enum
 
@@ -155,6 +155,19 @@ def avatar_to_pb(rec: AvatarRecord, base_url: str) -> pb.Avatar:
         create_time=ts(rec.create_time),
         update_time=ts(rec.update_time),
     )
+    if rec.status == READY:
+        caps = rec.capabilities
+        out.capabilities.CopyFrom(
+            pb.AvatarCapabilities(
+                rigged=caps.rigged,
+                clips=caps.clips,
+                morph_targets=caps.morph_targets,
+                vrm=caps.vrm,
+                humanoid_bones=caps.humanoid_bones,
+                expressions=caps.expressions,
+                joint_count=caps.joint_count,
+            )
+        )
     if not rec.final:
         out.progress.CopyFrom(
             pb.AvatarProgress(stage=rec.stage, percent=rec.percent, provider=rec.provider)

@@ -52,6 +52,9 @@ class AvatarRow(Base):
     provider: Mapped[str] = mapped_column(sa.String(32), nullable=False, default="")
     lods: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON, nullable=False)
     morph_targets: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False)
+    # Capabilities.to_json() of the stored model; NULL until READY, and for models stored
+    # before this column existed (those had no skin and no clips: see _avatar).
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
     error: Mapped[str] = mapped_column(sa.Text, nullable=False, default="")
     stage: Mapped[str] = mapped_column(sa.String(32), nullable=False)
     percent: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.avatar.agents import Agent, Appearance
+from services.avatar.capabilities import Capabilities
 from services.avatar.jobs import AvatarRecord, LodInfo
 from services.avatar.models import AgentRow, AvatarRow
 
@@ -61,7 +62,15 @@ def _avatar(row: AvatarRow) -> AvatarRecord:
         lease_expires=_utc(row.lease_expires),
         create_time=_utc(row.create_time) or utcnow(),
         update_time=_utc(row.update_time) or utcnow(),
+        capabilities=_capabilities(row),
     )
+
+
+def _capabilities(row: AvatarRow) -> Capabilities:
+    if row.capabilities is not None:
+        return Capabilities.from_json(row.capabilities)
+    # Stored before capabilities were recorded: those models had no skin and no clips.
+    return Capabilities(morph_targets=tuple(row.morph_targets))
 
 
 class AgentRepository:
@@ -138,6 +147,7 @@ class AvatarRepository:
                     provider="",
                     lods=[],
                     morph_targets=[],
+                    capabilities=None,
                     error="",
                     stage="queued",
                     percent=0,
@@ -166,6 +176,7 @@ class AvatarRepository:
             "provider": "",
             "lods": [],
             "morph_targets": [],
+            "capabilities": None,
             "error": "",
             "stage": "queued",
             "percent": 0,
@@ -232,6 +243,8 @@ class AvatarRepository:
             values["lods"] = [lod.to_json() for lod in values["lods"]]
         if "morph_targets" in values:
             values["morph_targets"] = list(values["morph_targets"])
+        if isinstance(values.get("capabilities"), Capabilities):
+            values["capabilities"] = values["capabilities"].to_json()
         async with self._sessions.begin() as s:
             res = await s.execute(
                 sa.update(AvatarRow)

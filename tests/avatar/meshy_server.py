@@ -51,6 +51,73 @@ def tiny_glb() -> bytes:
     return b"".join(gltf.save_to_bytes())
 
 
+def rigged_glb(*, clips: tuple[str, ...] = ()) -> bytes:
+    """A one-triangle mesh bound to a two-joint skin (Hips → Head), like Meshy's rigged
+    character; `clips` adds an animation per name turning the head."""
+    positions = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0)
+    joints = struct.pack("<12B", *([0, 1, 0, 0] * 3))
+    weights = struct.pack("<12f", *([0.5, 0.5, 0, 0] * 3))
+    ibm = struct.pack("<16f", 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1) + struct.pack(
+        "<16f", 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, -1, 0, 1
+    )
+    times = struct.pack("<2f", 0, 1)
+    quats = struct.pack("<8f", 0, 0, 0, 1, 0.2588, 0, 0, 0.9659)
+    blob = positions + joints + weights + ibm + times + quats
+    views, offset = [], 0
+    for part in (positions, joints, weights, ibm, times, quats):
+        views.append(pygltflib.BufferView(buffer=0, byteOffset=offset, byteLength=len(part)))
+        offset += len(part)
+    f, ub = pygltflib.FLOAT, pygltflib.UNSIGNED_BYTE
+    accessors = [
+        pygltflib.Accessor(bufferView=0, componentType=f, count=3, type=pygltflib.VEC3,
+                           min=[0, 0, 0], max=[1, 1, 0]),
+        pygltflib.Accessor(bufferView=1, componentType=ub, count=3, type=pygltflib.VEC4),
+        pygltflib.Accessor(bufferView=2, componentType=f, count=3, type=pygltflib.VEC4),
+        pygltflib.Accessor(bufferView=3, componentType=f, count=2, type=pygltflib.MAT4),
+        pygltflib.Accessor(bufferView=4, componentType=f, count=2, type=pygltflib.SCALAR,
+                           min=[0], max=[1]),
+        pygltflib.Accessor(bufferView=5, componentType=f, count=2, type=pygltflib.VEC4),
+    ]  # fmt: skip
+    animations = [
+        pygltflib.Animation(
+            name=name,
+            samplers=[pygltflib.AnimationSampler(input=4, output=5)],
+            channels=[
+                pygltflib.AnimationChannel(
+                    sampler=0, target=pygltflib.AnimationChannelTarget(node=2, path="rotation")
+                )
+            ],
+        )
+        for name in clips
+    ]
+    gltf = pygltflib.GLTF2(
+        asset=pygltflib.Asset(version="2.0"),
+        scene=0,
+        scenes=[pygltflib.Scene(nodes=[0, 1])],
+        nodes=[
+            pygltflib.Node(name="Character", mesh=0, skin=0),
+            pygltflib.Node(name="Hips", children=[2]),
+            pygltflib.Node(name="Head", translation=[0, 1, 0]),
+        ],
+        meshes=[
+            pygltflib.Mesh(
+                primitives=[
+                    pygltflib.Primitive(
+                        attributes=pygltflib.Attributes(POSITION=0, JOINTS_0=1, WEIGHTS_0=2)
+                    )
+                ]
+            )
+        ],
+        skins=[pygltflib.Skin(inverseBindMatrices=3, joints=[1, 2], skeleton=1)],
+        animations=animations,
+        accessors=accessors,
+        bufferViews=views,
+        buffers=[pygltflib.Buffer(byteLength=len(blob))],
+    )
+    gltf.set_binary_blob(blob)
+    return b"".join(gltf.save_to_bytes())
+
+
 @dataclass
 class Task:
     task_id: str

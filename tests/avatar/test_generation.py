@@ -86,6 +86,29 @@ async def test_download_reassembles_a_loadable_glb(avatar: AvatarClient) -> None
     assert not [p for p in stored.parent.iterdir() if p.name.startswith(".tmp")]
 
 
+async def test_capabilities_describe_the_stored_model(avatar: AvatarClient) -> None:
+    """GetAvatar and WatchAvatar say what the stored LOD 0 file holds, read back here."""
+    await upsert(avatar, make_agent())
+    await generate(avatar)
+    seen = await watch_to_end(avatar, "nova")
+    assert all(not a.HasField("capabilities") for a in seen[:-1])
+    ready = (
+        await avatar.stub.GetAvatar(pb.GetAvatarRequest(agent_id="nova"), metadata=avatar.user)
+    ).avatar
+    caps = ready.capabilities
+    assert seen[-1].capabilities == caps
+    _, data = await download(avatar, "nova", 0)
+    gltf = pygltflib.GLTF2.load_from_bytes(data)
+    assert caps.rigged == any(n.skin is not None and n.mesh is not None for n in gltf.nodes)
+    assert list(caps.clips) == [a.name for a in gltf.animations]
+    assert list(caps.morph_targets) == list(ready.morph_targets)
+    assert {f"viseme_{v}" for v in VISEMES} <= set(caps.morph_targets)
+    vrm = (gltf.extensions or {}).get("VRMC_vrm")
+    assert caps.vrm == (vrm is not None)
+    if vrm is not None:
+        assert set(caps.humanoid_bones) == set(vrm["humanoid"]["humanBones"])
+
+
 async def test_ready_avatar_is_reused_unless_forced(avatar: AvatarClient) -> None:
     await upsert(avatar, make_agent())
     await generate(avatar)

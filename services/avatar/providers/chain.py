@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from services.avatar.capabilities import Capabilities, read_capabilities
 from services.avatar.description import CharacterDescription
 from services.avatar.providers.base import ModelProvider, ProviderFailure
 from services.avatar.providers.glb import GlbInfo, InvalidGlb, inspect_glb
@@ -24,6 +26,7 @@ class ChainResult:
     lods: list[bytes]
     info: list[GlbInfo]
     failures: tuple[str, ...]
+    capabilities: Capabilities
 
 
 class ChainExhausted(Exception):
@@ -36,7 +39,8 @@ ChainProgress = Callable[[str, float], None]
 class ProviderChain:
     """Tries the providers routed for a style in order; `procedural` always comes last.
 
-    A provider's output counts as a failure unless every GLB passes `inspect_glb`.
+    A provider's output counts as a failure unless every GLB passes `inspect_glb` and the
+    glTF library reads LOD 0's capabilities (in a worker thread: a file may be large).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class ProviderChain:
                 if not 1 <= len(lods) <= 3:
                     raise ProviderFailure(name, f"returned {len(lods)} models; expected 1 to 3")
                 info = [inspect_glb(glb, max_bytes=self._max_bytes) for glb in lods]
+                caps = await asyncio.to_thread(read_capabilities, lods[0])
             except InvalidGlb as exc:
                 failures.append(f"{name}: invalid model: {exc}")
                 breaker.failure()
@@ -89,7 +94,7 @@ class ProviderChain:
                 breaker.failure()
             else:
                 breaker.success()
-                return ChainResult(name, lods, info, tuple(failures))
+                return ChainResult(name, lods, info, tuple(failures), caps)
             log.warning(
                 "avatar provider failed; failing over", extra={"fields": {"failure": failures[-1]}}
             )
