@@ -3,6 +3,7 @@
 python -m services.cli token --user alice            # a user token (1 hour)
 python -m services.cli token --service rooms         # a service token
 python -m services.cli migrate                       # migrate every service's database
+python -m services.cli speak "Hello!" > hello.wav    # an agent speaks, through the edge
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     mig = sub.add_parser("migrate", help="bring every service's schema up to date")
     mig.add_argument("services", nargs="*", default=list(SERVICES_WITH_SQL))
+    say = sub.add_parser("speak", help="speak text in an agent's voice (WAV on stdout)")
+    say.add_argument("text")
+    say.add_argument("--user", default="alice")
+    say.add_argument("--agent", default="nova")
+    say.add_argument("--edge", default="localhost:8080", help="the edge (or voice) address")
     args = parser.parse_args(argv)
 
     try:
@@ -43,6 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(authority.mint(f"service:{args.service}", ttl_s=args.ttl, role="service"))
         return 0
+    if args.cmd == "speak":
+        import asyncio
+
+        if settings.env == "production":
+            print("refusing to mint tokens with ARCONV_ENV=production", file=sys.stderr)
+            return 2
+        user_token = authority_from(settings).mint(args.user, ttl_s=600)
+        wav = asyncio.run(_speak(args.edge, user_token, args.agent, args.text))
+        sys.stdout.buffer.write(wav)
+        return 0
     from services.common.db import migrate
 
     for name in args.services:
@@ -52,6 +68,38 @@ def main(argv: list[str] | None = None) -> int:
         migrate(name, settings.service_database_url(name))
         print(f"{name}: migrated")
     return 0
+
+
+async def _speak(edge: str, user_token: str, agent_id: str, text: str) -> bytes:
+    """A room with the agent, a provider token for its voice, then Synthesize: the WAV."""
+    import grpc
+    from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
+    from arconv.rooms.v1 import rooms_service_pb2_grpc as rooms_grpc
+    from arconv.token.v1 import token_service_pb2 as token_pb
+    from arconv.token.v1 import token_service_pb2_grpc as token_grpc
+    from arconv.voice.v1 import voice_service_pb2 as voice_pb
+    from arconv.voice.v1 import voice_service_pb2_grpc as voice_grpc
+
+    user = (("authorization", f"Bearer {user_token}"),)
+    async with grpc.aio.insecure_channel(edge) as ch:
+        room = await rooms_grpc.RoomServiceStub(ch).CreateRoom(
+            rooms_pb.CreateRoomRequest(agent_id=agent_id), metadata=user
+        )
+        issued = await token_grpc.TokenServiceStub(ch).IssueProviderToken(
+            token_pb.IssueProviderTokenRequest(
+                room_id=room.room.room_id, operations=["tts.synthesize"]
+            ),
+            metadata=user,
+        )
+        audio = b""
+        call = voice_grpc.VoiceServiceStub(ch).Synthesize(
+            voice_pb.SynthesizeRequest(text=text),
+            metadata=(("authorization", f"Bearer {issued.token}"),),
+        )
+        async for msg in call:
+            if msg.WhichOneof("event") == "audio":
+                audio += msg.audio.data
+        return audio
 
 
 if __name__ == "__main__":

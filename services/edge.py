@@ -16,7 +16,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "envoy" / "envoy.yaml"
-DEFAULT_UPSTREAMS = {"rooms": 50051, "stream": 50052, "avatar": 50053, "token": 50054}
+DEFAULT_UPSTREAMS = {
+    "rooms": 50051,
+    "stream": 50052,
+    "avatar": 50053,
+    "token": 50054,
+    "voice": 50055,
+}
 _ORIGIN_LINE = "# ARCONV_CORS_ORIGINS"
 
 

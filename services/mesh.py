@@ -26,7 +26,7 @@ from services.edge import (
     wait_envoy_ready,
 )
 
-SERVICES = ("avatar", "rooms", "token", "stream")
+SERVICES = ("avatar", "rooms", "token", "stream", "voice")
 SQL_SERVICES = ("avatar", "rooms", "token")
 
 
@@ -47,12 +47,13 @@ async def _wait_healthy(port: int, timeout_s: float = 30.0) -> None:
 
 
 def service_ports(settings: Settings) -> dict[str, int]:
-    """Each service listens on the port of its ARCONV_<NAME>_ADDR (defaults 50051-50054)."""
+    """Each service listens on the port of its ARCONV_<NAME>_ADDR (defaults 50051-50055)."""
     addrs = {
         "rooms": settings.rooms_addr,
         "stream": settings.stream_addr,
         "avatar": settings.avatar_addr,
         "token": settings.token_addr,
+        "voice": settings.voice_addr,
     }
     out = {}
     for name, addr in addrs.items():
@@ -138,7 +139,7 @@ def _banner(settings: Settings, edge: EdgeConfig, ports: dict[str, int], seeded:
     print(
         f"""
 arconv is up: rooms :{ports["rooms"]}  stream :{ports["stream"]}  \
-avatar :{ports["avatar"]}  token :{ports["token"]}
+avatar :{ports["avatar"]}  token :{ports["token"]}  voice :{ports["voice"]}
 Envoy (gRPC and gRPC-web): {edge.listen_host}:{port}   admin :{edge.admin_port}
 Demo agents seeded: {seeded}
 
@@ -151,6 +152,9 @@ Try:
 arconv.avatar.v1.AvatarService/ListAgents
   .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"agent_id": "nova"}}' \
 localhost:{port} arconv.rooms.v1.RoomService/CreateRoom
+
+Nova speaks (espeak-ng; a room, a provider token, then VoiceService/Synthesize):
+  .venv/bin/python -m services.cli speak --edge localhost:{port} "Hello, I am Nova!" > hello.wav
 
 Ctrl-C stops everything.
 """,

@@ -10,8 +10,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "arconv-development-secret-not-for-production"
 
-DEFAULT_PORTS = {"rooms": 50051, "stream": 50052, "avatar": 50053, "token": 50054}
-DEFAULT_METRICS_PORTS = {"rooms": 9451, "stream": 9452, "avatar": 9453, "token": 9454}
+DEFAULT_PORTS = {
+    "rooms": 50051,
+    "stream": 50052,
+    "avatar": 50053,
+    "token": 50054,
+    "voice": 50055,
+}
+DEFAULT_METRICS_PORTS = {
+    "rooms": 9451,
+    "stream": 9452,
+    "avatar": 9453,
+    "token": 9454,
+    "voice": 9455,
+}
 
 
 class ConfigError(ValueError):
@@ -42,6 +54,7 @@ class Settings(BaseSettings):
     stream_addr: str = f"127.0.0.1:{DEFAULT_PORTS['stream']}"
     avatar_addr: str = f"127.0.0.1:{DEFAULT_PORTS['avatar']}"
     token_addr: str = f"127.0.0.1:{DEFAULT_PORTS['token']}"
+    voice_addr: str = f"127.0.0.1:{DEFAULT_PORTS['voice']}"
     call_timeout_s: float = Field(default=5.0, gt=0, le=120)
 
     database_url: str = ""

@@ -26,6 +26,7 @@ MESH_SERVICES = (
     "arconv.stream.v1.StreamService",
     "arconv.avatar.v1.AvatarService",
     "arconv.token.v1.TokenService",
+    "arconv.voice.v1.VoiceService",
 )
 
 
@@ -33,7 +34,8 @@ def _import_descriptors() -> None:
     import arconv.avatar.v1.avatar_service_pb2
     import arconv.rooms.v1.rooms_service_pb2
     import arconv.stream.v1.stream_service_pb2
-    import arconv.token.v1.token_service_pb2  # noqa: F401
+    import arconv.token.v1.token_service_pb2
+    import arconv.voice.v1.voice_service_pb2  # noqa: F401
 
 
 def authority_from(settings: Settings) -> JwtAuthority:

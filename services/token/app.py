@@ -46,6 +46,7 @@ SERVICE = "arconv.token.v1.TokenService"
 INTERNAL_METHODS = (
     "/arconv.token.v1.TokenService/VerifyProviderToken",
     "/arconv.token.v1.TokenService/RevokeRoomTokens",
+    "/arconv.token.v1.TokenService/RefundProviderUsage",
 )
 PUBLIC_METHODS = ("/arconv.token.v1.TokenService/GetJwks",)
 

@@ -68,6 +68,15 @@ class Limits:
             return None, remaining
         return (Reason.RATE_LIMITED if result.refused == 0 else Reason.QUOTA_EXCEEDED), remaining
 
+    async def refund(self, user_id: str, characters: int, *, now: float) -> int:
+        """Gives `characters` back to today's quota of `user_id`, never below zero."""
+        day, reset = day_window(now)
+        key = f"quota:{day}:{user_id}"
+        value = await self._kv.incr(key, -characters, ttl_s=reset.timestamp() - now + HOUR_S)
+        if value < 0:  # the day turned since the reservation: nothing of today to give back
+            value = await self._kv.incr(key, -value, ttl_s=reset.timestamp() - now + HOUR_S)
+        return value
+
     async def quota_used(self, user_id: str, *, now: float) -> int:
         day, _ = day_window(now)
         return await self._kv.get_int(f"quota:{day}:{user_id}")

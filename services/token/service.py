@@ -230,6 +230,23 @@ class TokenService:
             return Decision(reason, c, remaining, msg)
         return Decision(None, c, quota_remaining=remaining)
 
+    async def refund(self, *, token: str, characters: int) -> int:
+        """Gives back characters a consumed request reserved but did not synthesize."""
+        validate_token_text(token)
+        if characters <= 0:
+            raise InvalidArgument(
+                "characters must be at least 1", violations=[("characters", "at least 1")]
+            )
+        decoded = self._codec.decode(token)
+        c = decoded.claims
+        if c is None or decoded.reason not in (None, Reason.EXPIRED):
+            raise InvalidArgument(
+                "token is not a valid provider token",
+                reason="TOKEN_INVALID",
+                violations=[("token", decoded.message)],
+            )
+        return await self._limits.refund(c.user_id, characters, now=self._clock())
+
     async def revoke(self, *, user_id: str, token_id: str) -> bool:
         """Revokes one of the user's tokens; False if it was already revoked or expired."""
         validate_token_id(token_id)

@@ -105,6 +105,12 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
         count = await self._service.revoke_room(room_id=request.room_id)
         return pb.RevokeRoomTokensResponse(revoked_count=count)
 
+    async def RefundProviderUsage(
+        self, request: pb.RefundProviderUsageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RefundProviderUsageResponse:
+        used = await self._service.refund(token=request.token, characters=request.characters)
+        return pb.RefundProviderUsageResponse(characters_used=used)
+
     async def GetUsage(
         self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetUsageResponse:

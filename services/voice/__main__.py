@@ -1,0 +1,3 @@
+from services.voice.app import main
+
+main()

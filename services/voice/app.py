@@ -1,0 +1,115 @@
+"""The voice service: settings, wiring and entry point.
+
+Configuration (besides the shared ARCONV_ variables):
+
+- ARCONV_VOICE_ENGINES (espeak): engines in failover order, comma-separated.
+- ARCONV_VOICE_MAP: JSON, agent voice id -> {engine: engine voice}; the default maps the
+  demo agents' voices. Unmapped voices get the engine's default voice.
+- ARCONV_VOICE_ESPEAK_VOICE (en-us): espeak's default voice (a language, `+variant` allowed).
+- ARCONV_VOICE_BREAKER_THRESHOLD (3), ARCONV_VOICE_BREAKER_OPEN_S (60): engine breaker.
+- ARCONV_VOICE_FIRST_AUDIO_TIMEOUT_S (10), ARCONV_VOICE_IDLE_TIMEOUT_S (10): deadlines on an
+  engine's first audio and on each later piece.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+from arconv.token.v1 import token_service_pb2_grpc
+from arconv.voice.v1 import voice_service_pb2_grpc
+from pydantic import Field, field_validator
+
+from services.common.app import run_service
+from services.common.clients import ServiceChannels
+from services.common.config import ConfigError, Settings
+from services.common.server import ServiceSpec
+from services.voice.domain import DEFAULT_VOICE_MAP, VoiceMap
+from services.voice.engines.base import Engine
+from services.voice.engines.chain import EngineChain
+from services.voice.service import VoiceService
+from services.voice.servicer import VoiceServicer
+from services.voice.tokens import TokenGate
+
+SERVICE = "arconv.voice.v1.VoiceService"
+# The bearer is a provider token, which the token service verifies: the mesh's JWT check
+# does not apply to these methods.
+PUBLIC_METHODS = (
+    "/arconv.voice.v1.VoiceService/Synthesize",
+    "/arconv.voice.v1.VoiceService/ListVoices",
+)
+ENGINES = ("espeak",)
+
+
+class VoiceSettings(Settings):
+    voice_engines: str = "espeak"
+    voice_map: dict[str, dict[str, str]] = Field(default_factory=lambda: dict(DEFAULT_VOICE_MAP))
+    voice_espeak_voice: str = Field(default="en-us", min_length=1)
+    voice_breaker_threshold: int = Field(default=3, ge=1)
+    voice_breaker_open_s: float = Field(default=60.0, gt=0)
+    voice_first_audio_timeout_s: float = Field(default=10.0, gt=0)
+    voice_idle_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("voice_engines")
+    @classmethod
+    def _engines(cls, v: str) -> str:
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        unknown = [n for n in names if n not in ENGINES]
+        if not names or unknown or len(set(names)) != len(names):
+            raise ConfigError(
+                f"ARCONV_VOICE_ENGINES must list engines of {', '.join(ENGINES)}, each once;"
+                f" got {v!r}"
+            )
+        return ",".join(names)
+
+    def engine_names(self) -> list[str]:
+        return self.voice_engines.split(",")
+
+
+def open_engines(settings: VoiceSettings) -> list[Engine]:
+    engines: list[Engine] = []
+    for name in settings.engine_names():
+        if name == "espeak":
+            from services.voice.engines.espeak import EspeakEngine
+
+            engines.append(EspeakEngine(default_voice=settings.voice_espeak_voice))
+    return engines
+
+
+@contextlib.asynccontextmanager
+async def open_spec(
+    settings: VoiceSettings, *, engines: list[Engine] | None = None
+) -> AsyncIterator[ServiceSpec]:
+    """Opens the engines and the token service's channel, and yields the spec."""
+    chain = EngineChain(
+        engines if engines is not None else open_engines(settings),
+        breaker_threshold=settings.voice_breaker_threshold,
+        breaker_open_s=settings.voice_breaker_open_s,
+        first_audio_timeout_s=settings.voice_first_audio_timeout_s,
+        idle_timeout_s=settings.voice_idle_timeout_s,
+    )
+    channels = ServiceChannels(settings, "voice")
+    stub = token_service_pb2_grpc.TokenServiceStub(channels.channel(settings.token_addr))
+    service = VoiceService(
+        gate=TokenGate(stub, timeout_s=settings.call_timeout_s),
+        chain=chain,
+        voices=VoiceMap(settings.voice_map),
+    )
+    servicer = VoiceServicer(service=service)
+
+    def register(server: grpc.aio.Server) -> None:
+        voice_service_pb2_grpc.add_VoiceServiceServicer_to_server(servicer, server)
+
+    try:
+        yield ServiceSpec(
+            name="voice", grpc_service=SERVICE, register=register, public_methods=PUBLIC_METHODS
+        )
+    finally:
+        await service.drain()
+        await channels.close()
+        await chain.aclose()
+
+
+def main() -> None:
+    run_service("voice", VoiceSettings, open_spec)
