@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from services.avatar.colors import HEX_COLOR, to_hex
+from services.common import ids
 from services.common.errors import InvalidArgument
 from services.common.vocabulary import EMOTIONS
 
 STYLES: tuple[str, ...] = ("anime", "realistic", "cartoon", "chibi", "robot", "fantasy")
 
-AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+AGENT_ID = ids.AGENT_ID
 VOICE_PROVIDER = re.compile(r"[a-z0-9_-]{1,64}")
 MAX_NAME = 100
 MAX_PROMPT = 8000
@@ -106,16 +107,7 @@ def _has_control(text: str) -> bool:
     return any(ord(c) < 32 and c not in "\n\t" for c in text) or "\x7f" in text
 
 
-def validate_agent_id(agent_id: str, field_name: str = "agent_id") -> str:
-    """The id, or INVALID_ARGUMENT naming the field."""
-    if not agent_id:
-        raise InvalidArgument(f"{field_name} is required", violations=[(field_name, "required")])
-    if not AGENT_ID.fullmatch(agent_id):
-        raise InvalidArgument(
-            f"{field_name} is malformed",
-            violations=[(field_name, "1 to 64 characters of [a-z0-9_-], starting with [a-z0-9]")],
-        )
-    return agent_id
+validate_agent_id = ids.agent_id
 
 
 def _text(out: list[tuple[str, str]], path: str, value: str, limit: int, *, required: bool) -> None:

@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import enum
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from services.common import ids
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 MAX_CONTENT_CHARS = 4000
-MAX_STREAM_ID_CHARS = 128
+MAX_STREAM_ID_CHARS = ids.MAX_STREAM_ID_CHARS
 MAX_IDEMPOTENCY_KEY_CHARS = 128
 ROOMS_PAGE_DEFAULT, ROOMS_PAGE_MAX = 20, 100
 MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX = 50, 200
 
-_AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_PRINTABLE_KEY = re.compile(r"^[\x21-\x7e]+$")
+_PRINTABLE_KEY = re.compile(r"[\x21-\x7e]+")
 # C0 controls other than tab, line feed and carriage return: PostgreSQL refuses NUL in text,
 # and the stream service refuses or strips all of them before a message gets here.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -182,27 +180,8 @@ def status_name(status: RoomStatus) -> str:
 # --- validation ------------------------------------------------------------------------------
 
 
-def validate_agent_id(agent_id: str) -> str:
-    if not agent_id:
-        raise InvalidArgument("agent_id is required", violations=[("agent_id", "required")])
-    if not _AGENT_ID.match(agent_id):
-        raise InvalidArgument(
-            "agent_id must be 1 to 64 characters of [a-z0-9_-], starting with a letter or digit",
-            violations=[("agent_id", "1 to 64 characters of [a-z0-9_-]")],
-        )
-    return agent_id
-
-
-def validate_room_id(room_id: str, field: str = "room_id") -> str:
-    """The canonical (lower-case) form of a UUID room id, or INVALID_ARGUMENT."""
-    if not room_id:
-        raise InvalidArgument(f"{field} is required", violations=[(field, "required")])
-    if not _UUID.match(room_id):
-        raise InvalidArgument(
-            f"{field} must be a UUID (8-4-4-4-12 hex digits)",
-            violations=[(field, "not a UUID")],
-        )
-    return str(uuid.UUID(room_id))
+validate_agent_id = ids.agent_id
+validate_room_id = ids.room_id
 
 
 def page_size(value: int, *, default: int, maximum: int) -> int:
@@ -251,7 +230,7 @@ def validate_new_message(
         violations.append(("status", "HUMAN messages are always COMPLETE"))
     if not idempotency_key:
         violations.append(("idempotency_key", "required"))
-    elif len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS or not _PRINTABLE_KEY.match(
+    elif len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS or not _PRINTABLE_KEY.fullmatch(
         idempotency_key
     ):
         violations.append(

@@ -11,6 +11,7 @@ import grpc
 from arconv.stream.v1 import stream_service_pb2 as pb
 from arconv.stream.v1 import stream_service_pb2_grpc as pb_grpc
 
+from services.common import ids
 from services.common.auth import principal
 from services.common.errors import (
     DomainError,
@@ -36,12 +37,6 @@ def _aborter(context: grpc.aio.ServicerContext) -> AbortFn:
     return abort
 
 
-def _room_id(room_id: str, field: str = "room_id") -> str:
-    if not room_id:
-        raise InvalidArgument(f"{field} is required", violations=[(field, "required")])
-    return room_id
-
-
 class StreamServicer(pb_grpc.StreamServiceServicer):
     def __init__(self, *, core: ConversationCore) -> None:
         self._core = core
@@ -65,7 +60,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                 "the first request must be a join",
                 violations=[("join", "required as the first request")],
             )
-        room_id = _room_id(first.join.room_id, "join.room_id")
+        room_id = ids.room_id(first.join.room_id, "join.room_id")
         session, joined = await self._core.join(
             user, room_id, first.join.after_event_id, _aborter(context)
         )
@@ -115,7 +110,10 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                 )
             elif kind == "interrupt":
                 await self._core.interrupt(
-                    user, room_id, req.interrupt.stream_id, req.interrupt.played_chars
+                    user,
+                    room_id,
+                    ids.stream_id(req.interrupt.stream_id, "interrupt.stream_id", required=False),
+                    req.interrupt.played_chars,
                 )
             elif kind == "pause":
                 await self._core.pause(user, room_id)
@@ -142,7 +140,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SubscribeResponse | bytes]:
         user = principal().require_user()
-        room_id = _room_id(request.room_id)
+        room_id = ids.room_id(request.room_id)
         session, joined = await self._core.join(
             user, room_id, request.after_event_id, _aborter(context)
         )
@@ -160,7 +158,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
     ) -> pb.SendMessageResponse:
         user = principal().require_user()
         accepted = await self._core.send_message(
-            user, _room_id(request.room_id), request.content, request.client_message_id
+            user, ids.room_id(request.room_id), request.content, request.client_message_id
         )
         return pb.SendMessageResponse(
             message_id=accepted.message_id,
@@ -173,7 +171,10 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
     ) -> pb.InterruptResponse:
         user = principal().require_user()
         stopped = await self._core.interrupt(
-            user, _room_id(request.room_id), request.stream_id, request.played_chars
+            user,
+            ids.room_id(request.room_id),
+            ids.stream_id(request.stream_id, required=False),
+            request.played_chars,
         )
         return pb.InterruptResponse(interrupted=stopped)
 
@@ -181,20 +182,20 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         self, request: pb.PauseStreamRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseStreamResponse:
         user = principal().require_user()
-        status = await self._core.pause(user, _room_id(request.room_id))
+        status = await self._core.pause(user, ids.room_id(request.room_id))
         return pb.PauseStreamResponse(status=events.ROOM_STATUS_PB[status])
 
     async def ResumeStream(
         self, request: pb.ResumeStreamRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeStreamResponse:
         user = principal().require_user()
-        status = await self._core.resume(user, _room_id(request.room_id))
+        status = await self._core.resume(user, ids.room_id(request.room_id))
         return pb.ResumeStreamResponse(status=events.ROOM_STATUS_PB[status])
 
     async def NotifyRoomState(
         self, request: pb.NotifyRoomStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.NotifyRoomStateResponse:
-        room_id = _room_id(request.room_id)
+        room_id = ids.room_id(request.room_id)
         status = events.ROOM_STATUS_FROM_PB.get(request.status)
         if status is None:
             raise InvalidArgument(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 import functools
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from services.common import ids
 from services.common.errors import FailedPrecondition, InvalidArgument
 
 OPERATIONS = ("tts.synthesize", "tts.viseme_stream")
@@ -17,8 +17,7 @@ OPERATIONS = ("tts.synthesize", "tts.viseme_stream")
 # per entry).
 MAX_OPERATIONS = 10
 MAX_TOKEN_CHARS = 8192
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_TOKEN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class Reason(enum.StrEnum):
@@ -134,22 +133,13 @@ def parse_scope(scope: object) -> tuple[str, ...] | None:
     return tuple(ops)
 
 
-def validate_room_id(room_id: str) -> str:
-    """The canonical (lower-case) form of a UUID room id, as the rooms service keeps it."""
-    if not room_id:
-        raise InvalidArgument("room_id is required", violations=[("room_id", "required")])
-    if not _UUID.match(room_id):
-        raise InvalidArgument(
-            "room_id must be a UUID (8-4-4-4-12 hex digits)",
-            violations=[("room_id", "not a UUID")],
-        )
-    return str(uuid.UUID(room_id))
+validate_room_id = ids.room_id
 
 
 def validate_token_id(token_id: str) -> str:
     if not token_id:
         raise InvalidArgument("token_id is required", violations=[("token_id", "required")])
-    if not _TOKEN_ID.match(token_id):
+    if not _TOKEN_ID.fullmatch(token_id):
         raise InvalidArgument(
             "token_id is malformed", violations=[("token_id", "1-64 characters of [A-Za-z0-9_-]")]
         )
