@@ -60,6 +60,9 @@ class AvatarSettings(Settings):
     meshy_base_url: str = "https://api.meshy.ai"
     meshy_poll_interval_s: float = Field(default=5.0, gt=0, le=300)
     meshy_timeout_s: float = Field(default=600.0, gt=0, le=7200)
+    # After text-to-3D: "required" (rigging fails → fail over to procedural), "optional"
+    # (rigging fails → keep the unrigged mesh), "off" (never rig).
+    meshy_rigging: Literal["required", "optional", "off"] = "required"
 
     @field_validator("model_base_url", "meshy_base_url", "llm_base_url")
     @classmethod
@@ -104,6 +107,7 @@ def build_chain(settings: AvatarSettings) -> ProviderChain:
             poll_interval_s=settings.meshy_poll_interval_s,
             timeout_s=settings.meshy_timeout_s,
             max_bytes=settings.avatar_max_model_bytes,
+            rigging=settings.meshy_rigging,
         )
     return ProviderChain(
         providers,

@@ -1,11 +1,18 @@
-"""A small local HTTP server that speaks Meshy's text-to-3D task API, for tests.
+"""A small local HTTP server that speaks Meshy's text-to-3D and rigging task APIs, for tests.
 
 POST /openapi/v2/text-to-3d → {"result": task_id}; GET /openapi/v2/text-to-3d/{id} → the
 task, moving through `progress_steps` one poll at a time; GET /assets/{id}.glb → the model.
+A "refine" task (body {"mode": "refine", "preview_task_id"}) needs a SUCCEEDED preview.
+POST /openapi/v1/rigging {"input_task_id"} (a SUCCEEDED refine task, else 400) → {"result":
+id}; GET /openapi/v1/rigging/{id} → the task, and once SUCCEEDED "result" with
+"rigged_character_glb_url" (serving `rigged`) and "basic_animations".
 `progress_steps` may hold NaN or Infinity (sent as Python's json writes them) and
-`error_message` is the reason of a FAILED task. `mode` scripts the outcome of new tasks:
-"succeed", "fail" (task FAILED), "error" (HTTP 500 on create), "hang" (create never
+`error_message` is the reason of a FAILED task. `mode` scripts the outcome of new text-to-3D
+tasks: "succeed", "fail" (task FAILED), "error" (HTTP 500 on create), "hang" (create never
 answers), "bad_glb" (the asset is not a GLB), "hold" (stays IN_PROGRESS until `release()`).
+`rig_mode` scripts rigging tasks: "succeed", "fail" (task FAILED), "error" (HTTP 422 on
+create, as Meshy answers a model it cannot rig), "unrigged" (SUCCEEDED, but the GLB has no
+skin), "no_url" (SUCCEEDED without a GLB URL), "bad_glb" (the rigged asset is not a GLB).
 Runs on the test's event loop on 127.0.0.1, a free port.
 """
 
@@ -124,16 +131,20 @@ class Task:
     body: dict[str, Any]
     mode: str
     polls: int = 0
+    kind: str = "preview"  # "preview", "refine" or "rig"
 
 
 @dataclass
 class MeshyServer:
     mode: str = "succeed"
+    rig_mode: str = "succeed"
     progress_steps: tuple[float, ...] = (0, 25, 60, 90)
     error_message: str = "nope"
     glb: bytes = field(default_factory=tiny_glb)
+    rigged: bytes = field(default_factory=rigged_glb)
     tasks: list[Task] = field(default_factory=list)
-    creates: int = 0
+    creates: int = 0  # text-to-3D preview tasks asked for
+    rig_creates: int = 0
     auth: list[str] = field(default_factory=list)
     asset_auth: list[str] = field(default_factory=list)
     polled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -196,27 +207,60 @@ class MeshyServer:
         self, method: str, path: str, headers: dict[str, str], raw: bytes
     ) -> tuple[int, str, bytes]:
         base = "/openapi/v2/text-to-3d"
+        rigging = "/openapi/v1/rigging"
         if method == "POST" and path == base:
-            self.creates += 1
             self.auth.append(headers.get("authorization", ""))
+            body = json.loads(raw)
+            if body.get("mode") == "refine":
+                source = self._task(body.get("preview_task_id"))
+                if source is None or source.kind != "preview" or not self._done(source):
+                    return _json(400, {"message": "preview_task_id is not a succeeded preview"})
+                return self._new(body, "succeed", "refine")
+            self.creates += 1
             if self.mode == "error":
                 return _json(500, {"message": "internal error"})
             if self.mode == "hang":
                 await asyncio.Event().wait()
-            t = Task(f"task-{len(self.tasks)}", json.loads(raw), self.mode)
-            self.tasks.append(t)
-            return _json(202, {"result": t.task_id})
-        if method == "GET" and path.startswith(base + "/"):
-            t = next((x for x in self.tasks if x.task_id == path.rsplit("/", 1)[1]), None)
-            if t is None:
-                return _json(404, {"message": "no such task"})
-            return _json(200, self._task_view(t))
+            return self._new(body, self.mode, "preview")
+        if method == "POST" and path == rigging:
+            self.rig_creates += 1
+            self.auth.append(headers.get("authorization", ""))
+            body = json.loads(raw)
+            source = self._task(body.get("input_task_id"))
+            if source is None or source.kind != "refine" or not self._done(source):
+                return _json(400, {"message": "input_task_id is not a succeeded textured model"})
+            if self.rig_mode == "error":
+                return _json(422, {"message": "Pose estimation failed"})
+            return self._new(body, self.rig_mode, "rig")
+        for prefix in (base + "/", rigging + "/"):
+            if method == "GET" and path.startswith(prefix):
+                t = self._task(path.rsplit("/", 1)[1])
+                if t is None or (t.kind == "rig") != (prefix == rigging + "/"):
+                    return _json(404, {"message": "no such task"})
+                return _json(200, self._task_view(t))
         if method == "GET" and path.startswith("/assets/"):
             self.asset_auth.append(headers.get("authorization", ""))
             if "bad" in path:
                 return 200, "model/gltf-binary", b"<html>not a model</html>"
+            if "rigged" in path:
+                return 200, "model/gltf-binary", self.rigged
             return 200, "model/gltf-binary", self.glb
         return _json(404, {"message": "no route"})
+
+    def _new(self, body: dict[str, Any], mode: str, kind: str) -> tuple[int, str, bytes]:
+        t = Task(f"{kind}-{len(self.tasks)}", body, mode, kind=kind)
+        self.tasks.append(t)
+        return _json(202, {"result": t.task_id})
+
+    def _task(self, task_id: object) -> Task | None:
+        return next((x for x in self.tasks if x.task_id == task_id), None)
+
+    def _done(self, t: Task) -> bool:
+        if t.mode == "fail":
+            return False
+        if t.mode == "hold":
+            return self._release.is_set()
+        return t.polls > len(self.progress_steps)
 
     def _task_view(self, t: Task) -> dict[str, Any]:
         t.polls += 1
@@ -234,6 +278,22 @@ class MeshyServer:
                 "progress": 0,
                 "task_error": {"message": self.error_message},
             }
+        if t.kind == "rig":
+            del view["model_urls"]
+            asset = {"unrigged": "ok", "bad_glb": "bad"}.get(t.mode, "rigged")
+            url = f"{self.base_url}/assets/{t.task_id}-{asset}.glb"
+            anims = {
+                f"{a}_{f}_url": f"{self.base_url}/assets/{t.task_id}-{a}.{f.split('_')[-1]}"
+                for a in ("walking", "running")
+                for f in ("glb", "fbx", "armature_glb")
+            }
+            result: dict[str, Any] = {
+                "rigged_character_fbx_url": f"{self.base_url}/assets/{t.task_id}.fbx",
+                "basic_animations": anims,
+            }
+            if t.mode != "no_url":
+                result["rigged_character_glb_url"] = url
+            return {**view, "status": "SUCCEEDED", "progress": 100, "result": result}
         asset = "bad" if t.mode == "bad_glb" else "ok"
         url = f"{self.base_url}/assets/{t.task_id}-{asset}.glb"
         return {**view, "status": "SUCCEEDED", "progress": 100, "model_urls": {"glb": url}}

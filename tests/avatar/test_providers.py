@@ -59,7 +59,9 @@ async def generate_ready(client: AvatarClient, agent_id: str, style: int) -> lis
     return await watch_to_end(client, agent_id)
 
 
-async def test_meshy_success_with_progress(meshy: MeshyServer, meshy_settings) -> None:
+async def test_meshy_success_textured_and_rigged_with_progress(
+    meshy: MeshyServer, meshy_settings
+) -> None:
     async with running_avatar(meshy_settings()) as client:
         seen = await generate_ready(client, "nova", pb.AVATAR_STYLE_REALISTIC)
     final = seen[-1]
@@ -68,12 +70,94 @@ async def test_meshy_success_with_progress(meshy: MeshyServer, meshy_settings) -
     assert [lod.level for lod in final.lods] == [0]
     assert final.lods[0].triangle_count == 1
     assert list(final.morph_targets) == []
-    assert any(a.progress.provider == "meshy" for a in seen[:-1])
-    assert meshy.auth == [f"Bearer {API_KEY}"]
+    percents = [a.progress.percent for a in seen if a.progress.provider == "meshy"]
+    assert percents and percents == sorted(percents)
+    # preview → refine (texture) → rigging of the refined task; only the rigged GLB is fetched.
+    assert [t.kind for t in meshy.tasks] == ["preview", "refine", "rig"]
+    preview, refine, rig = meshy.tasks
+    assert refine.body == {"mode": "refine", "preview_task_id": preview.task_id}
+    assert rig.body == {"input_task_id": refine.task_id}
+    assert meshy.auth == [f"Bearer {API_KEY}"] * 3
     assert meshy.asset_auth == [""]  # the key never goes to the asset host
-    body = meshy.tasks[0].body
+    caps = final.capabilities
+    assert caps.rigged and caps.joint_count == 2
+    assert list(caps.clips) == [] and not caps.vrm and list(caps.morph_targets) == []
+    body = preview.body
     assert body["mode"] == "preview" and body["art_style"] == "realistic"
     assert "Nova" in body["prompt"] and len(body["prompt"]) <= 600
+    assert "full body" in body["prompt"]
+
+
+async def test_meshy_without_rigging_is_used_and_says_it_cannot_move(
+    meshy: MeshyServer, meshy_settings
+) -> None:
+    async with running_avatar(meshy_settings(meshy_rigging="off")) as client:
+        seen = await generate_ready(client, "nova", pb.AVATAR_STYLE_REALISTIC)
+    final = seen[-1]
+    assert final.status == pb.AVATAR_STATUS_READY and final.provider == "meshy"
+    assert [t.kind for t in meshy.tasks] == ["preview"] and meshy.rig_creates == 0
+    assert final.HasField("capabilities")
+    assert not final.capabilities.rigged and list(final.capabilities.clips) == []
+
+
+@pytest.mark.parametrize("rig_mode", ["fail", "error", "unrigged", "no_url", "bad_glb"])
+async def test_rigging_failure_fails_over_to_procedural(
+    meshy: MeshyServer, meshy_settings, rig_mode: str
+) -> None:
+    """By default a model that cannot play gestures is a failure: the procedural avatar,
+    rigged and animated, is used instead, and Meshy's breaker counts it."""
+    meshy.rig_mode = rig_mode
+    meshy.error_message = "Pose estimation failed"
+    async with running_avatar(meshy_settings()) as client:
+        seen = await generate_ready(client, "nova", pb.AVATAR_STYLE_REALISTIC)
+    final = seen[-1]
+    assert final.status == pb.AVATAR_STATUS_READY, final.error
+    assert final.provider == "procedural"
+    assert [lod.level for lod in final.lods] == [0, 1, 2]
+    assert meshy.creates == 1 and meshy.rig_creates == 1
+    assert any(a.progress.provider == "meshy" for a in seen[:-1])
+
+
+@pytest.mark.parametrize("rig_mode", ["fail", "unrigged"])
+async def test_optional_rigging_keeps_the_unrigged_model(
+    meshy: MeshyServer, meshy_settings, rig_mode: str
+) -> None:
+    meshy.rig_mode = rig_mode
+    async with running_avatar(meshy_settings(meshy_rigging="optional")) as client:
+        seen = await generate_ready(client, "nova", pb.AVATAR_STYLE_REALISTIC)
+    final = seen[-1]
+    assert final.status == pb.AVATAR_STATUS_READY, final.error
+    assert final.provider == "meshy" and [lod.level for lod in final.lods] == [0]
+    assert not final.capabilities.rigged and list(final.capabilities.clips) == []
+    # "unrigged": the skinless "rigged" file was fetched and refused, then the preview's GLB
+    assert len(meshy.asset_auth) == (2 if rig_mode == "unrigged" else 1)
+
+
+@pytest.mark.parametrize(("rigging", "opens"), [("required", True), ("optional", False)])
+async def test_rigging_failures_and_the_breaker(
+    meshy: MeshyServer, rigging: str, opens: bool
+) -> None:
+    """Required rigging that fails is a Meshy failure like any other: three open the circuit.
+    Optional rigging that fails still delivers a model: the circuit stays closed."""
+    meshy.rig_mode = "fail"
+    chain = ProviderChain(
+        {"meshy": _meshy_provider(meshy, rigging), "procedural": ProceduralProvider()},
+        routes=parse_routes("realistic=meshy"),
+        breaker_threshold=3,
+    )
+    try:
+        for _ in range(3):
+            await chain.generate(derive(_agent()), lambda p, f: None)
+        assert chain.breakers["meshy"].state == ("open" if opens else "closed")
+        result = await chain.generate(derive(_agent()), lambda p, f: None)
+    finally:
+        await chain.aclose()
+    assert result.provider == ("procedural" if opens else "meshy")
+    assert meshy.creates == (3 if opens else 4)
+    if opens:
+        assert result.failures == ("meshy: skipped, circuit open",)
+    else:
+        assert not result.capabilities.rigged and result.failures == ()
 
 
 @pytest.mark.parametrize(
@@ -81,7 +165,7 @@ async def test_meshy_success_with_progress(meshy: MeshyServer, meshy_settings) -
     [
         ("fail", {}),
         ("error", {}),
-        ("bad_glb", {}),
+        ("bad_glb", {"meshy_rigging": "off"}),
         ("hang", {"meshy_timeout_s": 0.3}),
     ],
 )
@@ -172,8 +256,10 @@ async def test_breaker_half_open_probe_closes_on_success(meshy: MeshyServer) -> 
         await chain.aclose()
 
 
-def _meshy_provider(meshy: MeshyServer) -> MeshyProvider:
-    return MeshyProvider(base_url=meshy.base_url, api_key=API_KEY, poll_interval_s=0.01)
+def _meshy_provider(meshy: MeshyServer, rigging: str = "off") -> MeshyProvider:
+    return MeshyProvider(
+        base_url=meshy.base_url, api_key=API_KEY, poll_interval_s=0.01, rigging=rigging
+    )
 
 
 async def test_meshy_progress_that_is_not_a_finite_number_is_ignored(meshy: MeshyServer) -> None:
@@ -232,3 +318,37 @@ def test_routes_parse_and_procedural_is_always_last() -> None:
     )
     assert chain.order("anime") == ["procedural"]
     assert chain.order("robot") == ["procedural"]
+
+
+@pytest.mark.parametrize(
+    ("rig_mode", "reason"),
+    [
+        ("fail", "rigging failed: task failed: Pose estimation failed"),
+        ("error", "rigging failed: HTTP 422 from /openapi/v1/rigging"),
+        ("unrigged", "rigging failed: the rigged model has no skin"),
+        ("no_url", "rigging failed: task succeeded without a GLB URL"),
+        ("bad_glb", "rigging failed: the rigged model: the glTF library cannot read"),
+    ],
+)
+async def test_rigging_failure_says_why(meshy: MeshyServer, rig_mode: str, reason: str) -> None:
+    meshy.rig_mode = rig_mode
+    meshy.error_message = "Pose estimation failed"
+    provider = _meshy_provider(meshy, "required")
+    try:
+        with pytest.raises(ProviderFailure) as info:
+            await provider.generate(derive(_agent()), lambda f: None)
+    finally:
+        await provider.aclose()
+    assert str(info.value).startswith(f"meshy: {reason}")
+
+
+async def test_rigged_progress_rises_through_every_task(meshy: MeshyServer) -> None:
+    reported: list[float] = []
+    provider = _meshy_provider(meshy, "required")
+    try:
+        [glb] = await provider.generate(derive(_agent()), reported.append)
+    finally:
+        await provider.aclose()
+    assert glb == meshy.rigged
+    assert reported == sorted(reported) and reported[0] >= 0 and reported[-1] == pytest.approx(0.9)
+    assert any(0.4 < f < 0.65 for f in reported) and any(0.65 < f < 0.9 for f in reported)

@@ -1,20 +1,35 @@
-"""Meshy's asynchronous text-to-3D task API (https://docs.meshy.ai), over httpx.
+"""Meshy's asynchronous task APIs (https://docs.meshy.ai), over httpx: text-to-3D, then rigging.
 
-POST /openapi/v2/text-to-3d {"mode": "preview", "prompt", "art_style", ...} → {"result": id};
-GET /openapi/v2/text-to-3d/{id} → {"status": PENDING|IN_PROGRESS|SUCCEEDED|FAILED|CANCELED,
-"progress": 0..100, "model_urls": {"glb": url}, "task_error": {"message"}}; then the GLB is
-downloaded from `model_urls.glb`.
+1. POST /openapi/v2/text-to-3d {"mode": "preview", "prompt", "art_style", ...} → {"result": id};
+   GET /openapi/v2/text-to-3d/{id} → {"status": PENDING|IN_PROGRESS|SUCCEEDED|FAILED|CANCELED,
+   "progress": 0..100, "model_urls": {"glb": url}, "task_error": {"message"}}.
+2. With rigging on, the mesh is textured first (Meshy rigs textured models only): POST
+   /openapi/v2/text-to-3d {"mode": "refine", "preview_task_id": id}, polled the same way.
+3. Rigging: POST /openapi/v1/rigging {"input_task_id": refined id} → {"result": rig id};
+   GET /openapi/v1/rigging/{rig id} → the same status fields and, once SUCCEEDED,
+   "result": {"rigged_character_glb_url", "rigged_character_fbx_url", "basic_animations":
+   {"walking_glb_url", "running_glb_url", ...}}. The rigged character GLB is downloaded and
+   must really be skinned (a glTF skin its mesh is bound to). Meshy's basic walking and
+   running animations are separate files of their own and are not merged into the model.
+
+`rigging` says what a failed rigging step means: "required" (the default) fails the provider,
+so the chain fails over to `procedural`, which is always rigged and animated: a client always
+gets an avatar that can play gestures. "optional" keeps Meshy's unrigged mesh instead (the
+avatar's capabilities then say rigged: false and list no clips), and "off" never asks for
+rigging (no refine step either, as before rigging existed).
 
 A Meshy model is one mesh without viseme or expression morph targets and without LODs: it is
-returned as LOD 0 only, and the avatar reports whatever morph targets the file has (usually
-none). Every failure (HTTP error, task FAILED or CANCELED, timeout, malformed answer, oversized
-or invalid GLB) is a ProviderFailure, so the chain fails over to `procedural`.
+returned as LOD 0 only, and the avatar reports what the file has (`Avatar.capabilities`).
+Every failure (HTTP error, task FAILED or CANCELED, timeout, malformed answer, oversized or
+invalid GLB) is a ProviderFailure, so the chain fails over to `procedural` and the provider's
+circuit breaker counts it, rigging failures included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -22,11 +37,17 @@ from typing import Any
 
 import httpx
 
+from services.avatar.capabilities import read_capabilities
 from services.avatar.description import CharacterDescription
 from services.avatar.providers.base import ProgressFn, ProviderFailure
+from services.avatar.providers.glb import InvalidGlb
+
+log = logging.getLogger("arconv.avatar.providers.meshy")
 
 NAME = "meshy"
 TASKS = "/openapi/v2/text-to-3d"
+RIGGING = "/openapi/v1/rigging"
+RIGGING_MODES = ("required", "optional", "off")
 MAX_PROMPT = 600
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
@@ -60,9 +81,10 @@ def _translate() -> Iterator[None]:
 
 
 def build_prompt(d: CharacterDescription) -> str:
-    """The text-to-3D prompt: a bust of the character, within Meshy's 600 characters."""
+    """The text-to-3D prompt: the whole standing character (the rigger needs clear limbs),
+    within Meshy's 600 characters."""
     style = _STYLE_WORDS.get(d.style, "")
-    prompt = f"{d.summary} {style}, head and shoulders bust, facing forward, neutral A-pose"
+    prompt = f"{d.summary} {style}, full body standing character, facing forward, neutral A-pose"
     return " ".join(prompt.split())[:MAX_PROMPT]
 
 
@@ -75,9 +97,13 @@ class MeshyProvider:
         poll_interval_s: float = 5.0,
         timeout_s: float = 600.0,
         max_bytes: int = 64 * 1024 * 1024,
+        rigging: str = "required",
         http: httpx.AsyncClient | None = None,
     ) -> None:
+        if rigging not in RIGGING_MODES:
+            raise ValueError(f"rigging must be one of {', '.join(RIGGING_MODES)}")
         self.name = NAME
+        self._rigging = rigging
         self._poll = poll_interval_s
         self._timeout = timeout_s
         self._max_bytes = max_bytes
@@ -92,11 +118,46 @@ class MeshyProvider:
     ) -> list[bytes]:
         try:
             async with asyncio.timeout(self._timeout):
-                task_id = await self._create(description)
-                url = await self._wait(task_id, progress)
-                return [await self._download(url)]
+                return [await self._model(description, progress)]
         except TimeoutError as exc:
             raise ProviderFailure(NAME, f"task did not finish within {self._timeout:g} s") from exc
+
+    async def _model(self, description: CharacterDescription, progress: ProgressFn) -> bytes:
+        def span(start: float, end: float) -> ProgressFn:
+            return lambda f: progress(start + (end - start) * f)
+
+        task_id = await self._create(description)
+        if self._rigging == "off":
+            return await self._download(await self._wait(TASKS, task_id, span(0.0, 0.9)))
+        url = await self._wait(TASKS, task_id, span(0.0, 0.4))
+        try:
+            return await self._rig(task_id, span(0.4, 0.9))
+        except ProviderFailure as exc:
+            if self._rigging == "required":
+                raise
+            log.warning(
+                "meshy rigging failed; keeping the unrigged model",
+                extra={"fields": {"failure": str(exc)}},
+            )
+            return await self._download(url)
+
+    async def _rig(self, preview_id: str, progress: ProgressFn) -> bytes:
+        """Textures the preview (refine), rigs it, downloads the rigged GLB and checks its skin."""
+        refined = await self._post(TASKS, {"mode": "refine", "preview_task_id": preview_id})
+        await self._wait(TASKS, refined, lambda f: progress(f * 0.5))
+        try:
+            rig_id = await self._post(RIGGING, {"input_task_id": refined})
+            url = await self._wait(RIGGING, rig_id, lambda f: progress(0.5 + f * 0.5))
+        except ProviderFailure as exc:
+            raise ProviderFailure(NAME, f"rigging failed: {exc.message}") from exc
+        data = await self._download(url)
+        try:
+            caps = await asyncio.to_thread(read_capabilities, data)
+        except InvalidGlb as exc:
+            raise ProviderFailure(NAME, f"rigging failed: the rigged model: {exc}") from exc
+        if not caps.rigged:
+            raise ProviderFailure(NAME, "rigging failed: the rigged model has no skin")
+        return data
 
     async def _create(self, d: CharacterDescription) -> str:
         body = {
@@ -108,8 +169,12 @@ class MeshyProvider:
             "target_polycount": 30000,
             "should_remesh": True,
         }
+        return await self._post(TASKS, body)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> str:
+        """Creates a task; its id."""
         with _translate():
-            resp = await self._http.post(TASKS, json=body, headers=self._auth)
+            resp = await self._http.post(path, json=body, headers=self._auth)
             resp.raise_for_status()
             data = resp.json()
         task_id = data.get("result") if isinstance(data, dict) else None
@@ -117,10 +182,11 @@ class MeshyProvider:
             raise ProviderFailure(NAME, "task creation returned no valid task id")
         return task_id
 
-    async def _wait(self, task_id: str, progress: ProgressFn) -> str:
+    async def _wait(self, path: str, task_id: str, progress: ProgressFn) -> str:
+        """Polls the task until it ends; the URL of its GLB once SUCCEEDED."""
         while True:
             with _translate():
-                resp = await self._http.get(f"{TASKS}/{task_id}", headers=self._auth)
+                resp = await self._http.get(f"{path}/{task_id}", headers=self._auth)
                 resp.raise_for_status()
                 task: Any = resp.json()
             if not isinstance(task, dict):
@@ -129,10 +195,9 @@ class MeshyProvider:
             pct = task.get("progress")
             # JSON from the provider may hold NaN or Infinity; only a finite number is progress.
             if isinstance(pct, int | float) and not isinstance(pct, bool) and math.isfinite(pct):
-                progress(min(max(float(pct), 0.0), 100.0) / 100.0 * 0.9)
+                progress(min(max(float(pct), 0.0), 100.0) / 100.0)
             if status == "SUCCEEDED":
-                urls = task.get("model_urls")
-                url = urls.get("glb") if isinstance(urls, dict) else None
+                url = _glb_url(task)
                 if not isinstance(url, str) or not url.startswith(("https://", "http://")):
                     raise ProviderFailure(NAME, "task succeeded without a GLB URL")
                 return url
@@ -164,3 +229,12 @@ class MeshyProvider:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _glb_url(task: dict[str, Any]) -> object:
+    """A text-to-3D task's `model_urls.glb`, or a rigging task's rigged character GLB."""
+    urls = task.get("model_urls")
+    if isinstance(urls, dict) and "glb" in urls:
+        return urls.get("glb")
+    result = task.get("result")
+    return result.get("rigged_character_glb_url") if isinstance(result, dict) else None
