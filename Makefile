@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint protos bench clean lock node breaking api-baseline web browser-setup
+.PHONY: setup run test lint protos bench clean lock node breaking api-baseline web browser-setup \
+	image image-smoke
 
 setup: $(VENV)/.installed gen/.stamp node
 
@@ -79,6 +80,16 @@ breaking: setup
 
 api-baseline: setup
 	$(VENV)/bin/buf build -o api/baseline.binpb
+
+# The container image (deploy/Containerfile) with podman. BASE_IMAGE: the python slim image by
+# default; ARCONV_IMAGE_BASE=mmdebstrap (or auto, when no registry answers) builds a Debian
+# base from Debian's packages instead. IMAGE names the result.
+image:
+	deploy/build-image.sh
+
+# Every service and the edge from the image, in containers, and a Converse through the edge.
+image-smoke: setup
+	deploy/smoke-test.sh
 
 bench: setup
 	$(PY) -m bench

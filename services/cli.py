@@ -4,6 +4,7 @@ python -m services.cli token --user alice            # a user token (1 hour)
 python -m services.cli token --service rooms         # a service token
 python -m services.cli migrate                       # migrate every service's database
 python -m services.cli speak "Hello!" > hello.wav    # an agent speaks, through the edge
+python -m services.cli seed                          # store the demo agents (avatar service)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     say.add_argument("--user", default="alice")
     say.add_argument("--agent", default="nova")
     say.add_argument("--edge", default="localhost:8080", help="the edge (or voice) address")
+    sub.add_parser("seed", help="store the demo agents through the avatar service")
     args = parser.parse_args(argv)
 
     try:
@@ -58,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         user_token = authority_from(settings).mint(args.user, ttl_s=600)
         wav = asyncio.run(_speak(args.edge, user_token, args.agent, args.text))
         sys.stdout.buffer.write(wav)
+        return 0
+    if args.cmd == "seed":
+        import asyncio
+
+        from services.avatar.demo import seed_demo_agents
+
+        print(f"seeded {asyncio.run(seed_demo_agents(settings, settings.avatar_addr))} agents")
         return 0
     from services.common.db import migrate
 

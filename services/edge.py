@@ -1,4 +1,10 @@
-"""The Envoy edge: renders envoy/envoy.yaml for given ports and origins, and runs Envoy."""
+"""The Envoy edge: renders envoy/envoy.yaml for given ports and origins, and runs Envoy.
+
+`python -m services.edge` (the container image's edge) renders the config from the environment
+(ARCONV_EDGE_*, ARCONV_CORS_ORIGINS, ARCONV_<SERVICE>_ADDR), runs Envoy, and on SIGTERM drains
+it: the admin health check fails, listeners drain gracefully (GOAWAY, `Connection: close`) for
+ARCONV_EDGE_DRAIN_S, then Envoy stops.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,8 @@ class EdgeConfig:
     admin_port: int = 9901
     upstream_host: str = "127.0.0.1"
     upstreams: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_UPSTREAMS))
+    # Per-service host, overriding upstream_host (e.g. each service's DNS name).
+    upstream_hosts: Mapping[str, str] = field(default_factory=dict)
     # Empty: the development default (http(s)://localhost and 127.0.0.1 on any port).
     cors_origins: Sequence[str] = ()
 
@@ -60,7 +68,7 @@ def render(cfg: EdgeConfig) -> str:
     for name, default in DEFAULT_UPSTREAMS.items():
         text = text.replace(
             f"socket_address: {{ address: 127.0.0.1, port_value: {default} }}",
-            f"socket_address: {{ address: {cfg.upstream_host}, "
+            f"socket_address: {{ address: {cfg.upstream_hosts.get(name, cfg.upstream_host)}, "
             f"port_value: {cfg.upstreams.get(name, default)} }}",
         )
     if cfg.cors_origins:
@@ -113,7 +121,12 @@ def envoy_binary() -> str:
 
 
 async def start_envoy(
-    cfg: EdgeConfig, workdir: Path, *, log_level: str = "warning", quiet: bool = False
+    cfg: EdgeConfig,
+    workdir: Path,
+    *,
+    log_level: str = "warning",
+    quiet: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> asyncio.subprocess.Process:
     """Starts Envoy on the rendered config; the caller waits for readiness and stops it."""
     path = workdir / f"envoy-{cfg.listen_port}.yaml"
@@ -130,6 +143,7 @@ async def start_envoy(
         "--log-level",
         log_level,
         "--disable-hot-restart",
+        *extra_args,
         stdout=out,
         stderr=out,
     )
@@ -152,3 +166,95 @@ async def wait_envoy_ready(admin_port: int, timeout_s: float = 20.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"envoy admin on :{admin_port} not ready after {timeout_s}s")
         await asyncio.sleep(0.1)
+
+
+def _split_addr(value: str, default_port: int) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        return value or "127.0.0.1", default_port
+    return host.strip("[]"), int(port)
+
+
+def config_from_env(environ: Mapping[str, str]) -> EdgeConfig:
+    """The edge of `python -m services.edge`: upstreams from ARCONV_<SERVICE>_ADDR (host:port)."""
+    hosts: dict[str, str] = {}
+    ports: dict[str, int] = {}
+    for name, default in DEFAULT_UPSTREAMS.items():
+        hosts[name], ports[name] = _split_addr(
+            environ.get(f"ARCONV_{name.upper()}_ADDR", ""), default
+        )
+    return EdgeConfig(
+        listen_host=environ.get("ARCONV_EDGE_HOST", "127.0.0.1"),
+        listen_port=int(environ.get("ARCONV_EDGE_PORT", "8080")),
+        admin_port=int(environ.get("ARCONV_EDGE_ADMIN_PORT", "9901")),
+        upstreams=ports,
+        upstream_hosts=hosts,
+        cors_origins=parse_origins(environ.get("ARCONV_CORS_ORIGINS", "")),
+    )
+
+
+async def _admin_post(admin_port: int, path: str) -> None:
+    with contextlib.suppress(OSError):
+        reader, writer = await asyncio.open_connection("127.0.0.1", admin_port)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+
+async def run_edge(cfg: EdgeConfig, workdir: Path, *, drain_s: float) -> int:
+    """Runs Envoy until it exits or SIGTERM/SIGINT arrives, then drains and stops it."""
+    proc = await start_envoy(
+        cfg,
+        workdir,
+        log_level=os.environ.get("ARCONV_EDGE_LOG_LEVEL", "warning"),
+        extra_args=("--drain-time-s", str(max(1, round(drain_s)))),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    exited = asyncio.ensure_future(proc.wait())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({exited, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if exited.done():
+        return int(exited.result())
+    # Readiness fails first (balancers stop sending), then open connections are told to go.
+    await _admin_post(cfg.admin_port, "/healthcheck/fail")
+    await _admin_post(cfg.admin_port, "/drain_listeners?graceful")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(exited), timeout=drain_s)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+    await exited
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m services.edge")
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=("run", "render"), help="default: run"
+    )
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_env(os.environ)
+    except ValueError as exc:
+        print(f"arconv edge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "render":
+        sys.stdout.write(render(cfg))
+        return 0
+    workdir = Path(os.environ.get("ARCONV_VAR_DIR", "var")) / "envoy"
+    drain_s = float(os.environ.get("ARCONV_EDGE_DRAIN_S", "5"))
+    return asyncio.run(run_edge(cfg, workdir, drain_s=drain_s))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
