@@ -11,7 +11,7 @@ IMAGE="${1:-${IMAGE:-}}"
 [ -n "$IMAGE" ] || IMAGE="$(deploy/build-image.sh)"
 GRPCURL="${GRPCURL:-$PWD/.venv/bin/grpcurl}"
 PY="${PYTHON:-$PWD/.venv/bin/python}"
-SERVICES=(rooms stream avatar token)
+SERVICES=(rooms stream avatar token voice)
 RUN_ID="smoke-$$"
 WORK="$(mktemp -d)"
 NAMES=()
@@ -36,10 +36,10 @@ free_ports() { "$PY" -c 'import socket,sys
 socks=[socket.socket() for _ in range(int(sys.argv[1]))]
 [s.bind(("127.0.0.1",0)) for s in socks]
 print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"; }
-read -r -a P <<<"$(free_ports 6)"
-declare -A PORT=([rooms]=${P[0]} [stream]=${P[1]} [avatar]=${P[2]} [token]=${P[3]})
-EDGE_PORT=${P[4]}
-ADMIN_PORT=${P[5]}
+read -r -a P <<<"$(free_ports 7)"
+declare -A PORT=([rooms]=${P[0]} [stream]=${P[1]} [avatar]=${P[2]} [token]=${P[3]} [voice]=${P[4]})
+EDGE_PORT=${P[5]}
+ADMIN_PORT=${P[6]}
 
 mkdir -p "$WORK/var"
 chown 10001:10001 "$WORK/var" 2>/dev/null || "$PODMAN" unshare chown 10001:10001 "$WORK/var"
@@ -71,7 +71,7 @@ for n in "${NAMES[@]}"; do
     sleep 0.5
   done
 done
-echo "smoke: 4 services and the edge healthy in $(( $(date +%s) - started )) s" >&2
+echo "smoke: ${#SERVICES[@]} services and the edge healthy in $(( $(date +%s) - started )) s" >&2
 
 "$PODMAN" run --rm "${COMMON[@]}" "$IMAGE" python -m services.cli seed >/dev/null \
   || fail "seeding the demo agents failed"

@@ -1,7 +1,7 @@
 """The container image's HEALTHCHECK: is the process this container runs healthy?
 
-`python -m services.healthcheck [ROLE]`: exits 0 when healthy, 1 otherwise. ROLE (rooms, stream,
-avatar, token, edge or mesh) defaults to the `services.<role>` the container's main process
+`python -m services.healthcheck [ROLE]`: exits 0 when healthy, 1 otherwise. ROLE (a service,
+edge or mesh) defaults to the `services.<role>` the container's main process
 runs. A service answers the standard gRPC health check on 127.0.0.1:ARCONV_PORT (default: the
 service's port); the edge and the mesh answer when Envoy's admin /ready says LIVE.
 Kubernetes uses native gRPC probes instead (deploy/kubernetes).
