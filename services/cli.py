@@ -5,6 +5,7 @@ python -m services.cli token --service rooms         # a service token
 python -m services.cli migrate                       # migrate every service's database
 python -m services.cli speak "Hello!" > hello.wav    # an agent speaks, through the edge
 python -m services.cli seed                          # store the demo agents (avatar service)
+python -m services.cli provider-token                # a TTS provider token for Nova's voice
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     say.add_argument("--agent", default="nova")
     say.add_argument("--edge", default="localhost:8080", help="the edge (or voice) address")
     sub.add_parser("seed", help="store the demo agents through the avatar service")
+    ptok = sub.add_parser("provider-token", help="a room with an agent, then a TTS token")
+    ptok.add_argument("--user", default="alice")
+    ptok.add_argument("--agent", default="nova")
+    ptok.add_argument("--edge", default="localhost:8080", help="the edge address")
     args = parser.parse_args(argv)
 
     try:
@@ -51,15 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(authority.mint(f"service:{args.service}", ttl_s=args.ttl, role="service"))
         return 0
-    if args.cmd == "speak":
+    if args.cmd in ("speak", "provider-token"):
         import asyncio
 
         if settings.env == "production":
             print("refusing to mint tokens with ARCONV_ENV=production", file=sys.stderr)
             return 2
         user_token = authority_from(settings).mint(args.user, ttl_s=600)
-        wav = asyncio.run(_speak(args.edge, user_token, args.agent, args.text))
-        sys.stdout.buffer.write(wav)
+        if args.cmd == "provider-token":
+            print(asyncio.run(_provider_token(args.edge, user_token, args.agent)))
+        else:
+            wav = asyncio.run(_speak(args.edge, user_token, args.agent, args.text))
+            sys.stdout.buffer.write(wav)
         return 0
     if args.cmd == "seed":
         import asyncio
@@ -79,15 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _speak(edge: str, user_token: str, agent_id: str, text: str) -> bytes:
-    """A room with the agent, a provider token for its voice, then Synthesize: the WAV."""
+async def _provider_token(edge: str, user_token: str, agent_id: str) -> str:
+    """A room with the agent (created or resumed), then a provider token for its voice."""
     import grpc
     from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
     from arconv.rooms.v1 import rooms_service_pb2_grpc as rooms_grpc
     from arconv.token.v1 import token_service_pb2 as token_pb
     from arconv.token.v1 import token_service_pb2_grpc as token_grpc
-    from arconv.voice.v1 import voice_service_pb2 as voice_pb
-    from arconv.voice.v1 import voice_service_pb2_grpc as voice_grpc
 
     user = (("authorization", f"Bearer {user_token}"),)
     async with grpc.aio.insecure_channel(edge) as ch:
@@ -96,19 +102,30 @@ async def _speak(edge: str, user_token: str, agent_id: str, text: str) -> bytes:
         )
         issued = await token_grpc.TokenServiceStub(ch).IssueProviderToken(
             token_pb.IssueProviderTokenRequest(
-                room_id=room.room.room_id, operations=["tts.synthesize"]
+                room_id=room.room.room_id, operations=["tts.synthesize", "tts.viseme_stream"]
             ),
             metadata=user,
         )
-        audio = b""
+        return str(issued.token)
+
+
+async def _speak(edge: str, user_token: str, agent_id: str, text: str) -> bytes:
+    """Synthesize with a fresh provider token: the WAV."""
+    import grpc
+    from arconv.voice.v1 import voice_service_pb2 as voice_pb
+    from arconv.voice.v1 import voice_service_pb2_grpc as voice_grpc
+
+    token = await _provider_token(edge, user_token, agent_id)
+    audio = b""
+    async with grpc.aio.insecure_channel(edge) as ch:
         call = voice_grpc.VoiceServiceStub(ch).Synthesize(
             voice_pb.SynthesizeRequest(text=text),
-            metadata=(("authorization", f"Bearer {issued.token}"),),
+            metadata=(("authorization", f"Bearer {token}"),),
         )
         async for msg in call:
             if msg.WhichOneof("event") == "audio":
                 audio += msg.audio.data
-        return audio
+    return audio
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ DEFAULT_UPSTREAMS = {
     "avatar": 50053,
     "token": 50054,
     "voice": 50055,
+    "voice_http": 50056,
 }
 _ORIGIN_LINE = "# ARCONV_CORS_ORIGINS"
 

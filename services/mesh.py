@@ -59,6 +59,8 @@ def service_ports(settings: Settings) -> dict[str, int]:
     for name, addr in addrs.items():
         port = addr.rsplit(":", 1)[-1]
         out[name] = int(port) if port.isdigit() else DEFAULT_PORTS[name]
+    # The voice service's OpenAI-compatible HTTP listener, which the edge also routes to.
+    out["voice_http"] = int(os.environ.get("ARCONV_VOICE_HTTP_PORT", "50056"))
     return out
 
 
@@ -153,8 +155,11 @@ arconv.avatar.v1.AvatarService/ListAgents
   .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"agent_id": "nova"}}' \
 localhost:{port} arconv.rooms.v1.RoomService/CreateRoom
 
-Nova speaks (espeak-ng; a room, a provider token, then VoiceService/Synthesize):
-  .venv/bin/python -m services.cli speak --edge localhost:{port} "Hello, I am Nova!" > hello.wav
+Nova speaks (espeak-ng), OpenAI-style: a provider token for her voice, then POST /v1/audio/speech:
+  export TTS_TOKEN=$(.venv/bin/python -m services.cli provider-token --edge localhost:{port})
+  curl -s localhost:{port}/v1/audio/speech -H "authorization: Bearer $TTS_TOKEN" \\
+\
+  -d '{{"model": "tts-1", "voice": "nova-bright", "input": "Hello, I am Nova!"}}' > hello.wav
 
 Ctrl-C stops everything.
 """,

@@ -6,6 +6,8 @@ Configuration (besides the shared ARCONV_ variables):
 - ARCONV_VOICE_MAP: JSON, agent voice id -> {engine: engine voice}; the default maps the
   demo agents' voices. Unmapped voices get the engine's default voice.
 - ARCONV_VOICE_ESPEAK_VOICE (en-us): espeak's default voice (a language, `+variant` allowed).
+- ARCONV_VOICE_HTTP_PORT (50056): the OpenAI-compatible `POST /v1/audio/speech` listener
+  (the edge routes that path here); -1 disables it, 0 picks a free port.
 - ARCONV_VOICE_BREAKER_THRESHOLD (3), ARCONV_VOICE_BREAKER_OPEN_S (60): engine breaker.
 - ARCONV_VOICE_FIRST_AUDIO_TIMEOUT_S (10), ARCONV_VOICE_IDLE_TIMEOUT_S (10): deadlines on an
   engine's first audio and on each later piece.
@@ -14,7 +16,7 @@ Configuration (besides the shared ARCONV_ variables):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from arconv.token.v1 import token_service_pb2_grpc
@@ -28,6 +30,7 @@ from services.common.server import ServiceSpec
 from services.voice.domain import DEFAULT_VOICE_MAP, VoiceMap
 from services.voice.engines.base import Engine
 from services.voice.engines.chain import EngineChain
+from services.voice.http import SpeechHttpServer
 from services.voice.service import VoiceService
 from services.voice.servicer import VoiceServicer
 from services.voice.tokens import TokenGate
@@ -46,6 +49,7 @@ class VoiceSettings(Settings):
     voice_engines: str = "espeak"
     voice_map: dict[str, dict[str, str]] = Field(default_factory=lambda: dict(DEFAULT_VOICE_MAP))
     voice_espeak_voice: str = Field(default="en-us", min_length=1)
+    voice_http_port: int = Field(default=50056, ge=-1, le=65535)
     voice_breaker_threshold: int = Field(default=3, ge=1)
     voice_breaker_open_s: float = Field(default=60.0, gt=0)
     voice_first_audio_timeout_s: float = Field(default=10.0, gt=0)
@@ -79,9 +83,13 @@ def open_engines(settings: VoiceSettings) -> list[Engine]:
 
 @contextlib.asynccontextmanager
 async def open_spec(
-    settings: VoiceSettings, *, engines: list[Engine] | None = None
+    settings: VoiceSettings,
+    *,
+    engines: list[Engine] | None = None,
+    on_http: Callable[[int], None] | None = None,
 ) -> AsyncIterator[ServiceSpec]:
-    """Opens the engines and the token service's channel, and yields the spec."""
+    """Opens the engines, the token service's channel and the HTTP listener (its port goes
+    to `on_http`), and yields the spec."""
     chain = EngineChain(
         engines if engines is not None else open_engines(settings),
         breaker_threshold=settings.voice_breaker_threshold,
@@ -101,11 +109,19 @@ async def open_spec(
     def register(server: grpc.aio.Server) -> None:
         voice_service_pb2_grpc.add_VoiceServiceServicer_to_server(servicer, server)
 
+    http: SpeechHttpServer | None = None
     try:
+        if settings.voice_http_port >= 0:
+            http = SpeechHttpServer(service, host=settings.host, port=settings.voice_http_port)
+            await http.start()
+            if on_http is not None:
+                on_http(http.port)
         yield ServiceSpec(
             name="voice", grpc_service=SERVICE, register=register, public_methods=PUBLIC_METHODS
         )
     finally:
+        if http is not None:
+            await http.close()
         await service.drain()
         await channels.close()
         await chain.aclose()

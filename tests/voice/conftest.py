@@ -51,6 +51,7 @@ def words_of(text: str) -> list[str]:
 class Voice:
     mesh: Mesh
     port: int
+    http_port: int = 0
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     @property
@@ -93,18 +94,24 @@ async def voice_factory(
     async def make(
         *, engines: list[Engine] | None = None, token_port: int | None = None, **over: Any
     ) -> Voice:
+        over.setdefault("voice_http_port", 0)
+        http_port: list[int] = []
         settings = VoiceSettings(
             **BASE,
             var_dir=mesh.tmp,
             token_addr=f"127.0.0.1:{token_port or mesh.token_port}",
             **over,
         )
-        cm = open_spec(settings, engines=engines if engines is not None else [EspeakEngine()])
+        cm = open_spec(
+            settings,
+            engines=engines if engines is not None else [EspeakEngine()],
+            on_http=http_port.append,
+        )
         spec = await cm.__aenter__()
         specs.append(cm)
         srv = await create_server(settings, spec, port=0)
         servers.append(srv)
-        v = Voice(mesh, srv.port)
+        v = Voice(mesh, srv.port, http_port[0])
         made.append(v)
         return v
 
