@@ -72,6 +72,10 @@ class KV(abc.ABC):
         """A string value, or None."""
 
     @abc.abstractmethod
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """The string values of `keys` (None for a missing one), read in one step."""
+
+    @abc.abstractmethod
     async def set(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
         """Stores a string value, expiring in `ttl_s` (None: never)."""
 
@@ -234,6 +238,9 @@ class InProcessKV(KV):
             if isinstance(e.value, set):
                 raise Internal(f"kv key {key!r} holds a set, not a string")
             return str(e.value)
+
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        return [await self.get(key) for key in keys]
 
     async def set(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
         _check_ttl(ttl_s)
@@ -489,6 +496,11 @@ class RedisKV(KV):
         with redis_errors():
             raw = await self._client.get(self._k(key))
         return None if raw is None else str(raw)
+
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        with redis_errors():
+            raw = await self._client.mget([self._k(k) for k in keys])
+        return [None if v is None else str(v) for v in raw]
 
     async def set(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
         _check_ttl(ttl_s)

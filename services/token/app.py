@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -31,6 +32,7 @@ from services.common.app import run_service
 from services.common.clients import ServiceChannels
 from services.common.config import ConfigError, Settings
 from services.common.db import create_engine, migrate, sessionmaker
+from services.common.errors import Unavailable
 from services.common.kv import KV, open_kv
 from services.common.server import ServiceSpec
 from services.token.codec import TokenCodec
@@ -41,6 +43,8 @@ from services.token.limits import Limits
 from services.token.repository import TokenRepository
 from services.token.service import PlanBook, TokenService
 from services.token.servicer import TokenServicer
+
+log = logging.getLogger("arconv.token")
 
 SERVICE = "arconv.token.v1.TokenService"
 INTERNAL_METHODS = (
@@ -147,7 +151,11 @@ async def open_spec(
             plans=settings.plan_book(),
             clock=clock,
         )
-        await service.restore_revocations()
+        try:
+            await service.restore_revocations()
+        except Unavailable as exc:
+            # Not fatal: without the loaded marker, the first revocation check loads them.
+            log.warning("revocations not loaded at start-up: %s", exc.message)
         servicer = TokenServicer(service=service)
 
         def register(server: grpc.aio.Server) -> None:

@@ -6,6 +6,9 @@ Keys (under the store's prefix; the user id is always the last part):
   rate:<token id>           consumed requests of a token (a one-hour window from its first use)
   quota:<UTC day>:<user>    characters consumed today
   revoked:<token id>        present while a revoked token would otherwise still be valid
+  revocations:loaded        present once the revoked tokens of the database are all marked; a
+                            store that lost its data (a Redis restart without persistence)
+                            lacks it, and the marks are loaded again before any answer
   room_ended:<room id>      set by RevokeRoomTokens, for issues that raced with it
 """
 
@@ -18,6 +21,7 @@ from services.common.kv import KV, Bound
 from services.token.domain import Claims, Plan, Reason, day_window
 
 HOUR_S = 3600
+LOADED = "revocations:loaded"
 
 
 class Limits:
@@ -89,8 +93,17 @@ class Limits:
         ttl = max(1.0, expires_at + leeway_s - now)
         await self._kv.set(f"revoked:{token_id}", "1", ttl_s=ttl)
 
-    async def is_revoked(self, token_id: str) -> bool:
-        return await self._kv.exists(f"revoked:{token_id}")
+    async def is_revoked(self, token_id: str) -> bool | None:
+        """Whether the token is marked revoked; None if the store does not hold every
+        revocation (it lost its data since they were loaded): never a guess."""
+        loaded, revoked = await self._kv.get_many([LOADED, f"revoked:{token_id}"])
+        if revoked is not None:
+            return True
+        return False if loaded is not None else None
+
+    async def revocations_loaded(self) -> None:
+        """Records that every revocation of the database is marked in the store."""
+        await self._kv.set(LOADED, "1")
 
     async def mark_room_ended(self, room_id: str, *, ttl_s: float) -> None:
         await self._kv.set(f"room_ended:{room_id}", "1", ttl_s=ttl_s)

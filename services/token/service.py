@@ -6,6 +6,8 @@ the repository (SQL) and the directory (rooms and avatar services). No gRPC here
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from services.token.domain import (
 from services.token.keys import KeyRing
 from services.token.limits import Limits
 from services.token.repository import TokenRepository, at
+
+log = logging.getLogger("arconv.token")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,7 @@ class TokenService:
         self._directory = directory
         self._plans = plans
         self._clock = clock
+        self._reloading = asyncio.Lock()
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return self._keys.jwks()
@@ -114,7 +119,7 @@ class TokenService:
             raise PermissionDenied("the token belongs to another user", reason="TOKEN_NOT_YOURS")
         if decoded.reason is Reason.EXPIRED:
             raise refresh_refusal(Reason.EXPIRED)
-        if await self._limits.is_revoked(old.token_id):
+        if await self._is_revoked(old.token_id):
             raise refresh_refusal(Reason.REVOKED)
         now = self._clock()
         await self._limits.take_refresh(user_id, now=now)
@@ -205,7 +210,7 @@ class TokenService:
         c = decoded.claims
         if decoded.reason is not None or c is None:
             return Decision(decoded.reason or Reason.INVALID, c, message=decoded.message)
-        if await self._limits.is_revoked(c.token_id):
+        if await self._is_revoked(c.token_id):
             return Decision(Reason.REVOKED, c, message="token is revoked")
         if operation not in c.operations:
             return Decision(Reason.SCOPE, c, message=f"operation not in scope {c.scope!r}")
@@ -316,8 +321,9 @@ class TokenService:
             reset_time=reset,
         )
 
-    async def restore_revocations(self) -> int:
-        """Re-marks revoked, unexpired tokens in the store (the in-process one starts empty)."""
+    async def restore_revocations(self) -> set[str]:
+        """Marks every revoked, unexpired token of the database in the store, then records
+        that the store holds them all; the ids marked."""
         now = self._clock()
         async with self._repo.begin() as s:
             recs = await self._repo.revoked_unexpired(s, now=at(now - self._codec.leeway_s))
@@ -328,7 +334,22 @@ class TokenService:
                 now=now,
                 leeway_s=self._codec.leeway_s,
             )
-        return len(recs)
+        await self._limits.revocations_loaded()
+        return {rec.token_id for rec in recs}
+
+    async def _is_revoked(self, token_id: str) -> bool:
+        """The revocation check, which never fails open: when the store has lost its data
+        (a Redis restart without persistence), the revocations are loaded again from the
+        database before the answer."""
+        revoked = await self._limits.is_revoked(token_id)
+        if revoked is not None:
+            return revoked
+        async with self._reloading:
+            revoked = await self._limits.is_revoked(token_id)  # another call reloaded meanwhile
+            if revoked is not None:
+                return revoked
+            log.warning("the token store lost its revocations; loading them again")
+            return token_id in await self.restore_revocations()
 
 
 def _room_ended(room_id: str) -> FailedPrecondition:

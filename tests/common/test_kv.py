@@ -56,6 +56,12 @@ async def test_set_get_exists_delete(kv: KV) -> None:
     assert not await kv.exists("s")
 
 
+async def test_get_many_reads_present_and_missing_keys(kv: KV) -> None:
+    await kv.set("a", "1")
+    await kv.set("c", "three", ttl_s=60)
+    assert await kv.get_many(["a", "b", "c"]) == ["1", None, "three"]
+
+
 async def test_set_of_an_integer_reads_as_int(kv: KV) -> None:
     await kv.set("n", "41", ttl_s=30)
     assert await kv.incr("n", ttl_s=30) == 42
