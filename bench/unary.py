@@ -68,6 +68,7 @@ async def unary_rates(
     }
     room_stub = rooms_grpc.RoomServiceStub(chans["rooms"])
     token_stub = token_grpc.TokenServiceStub(chans["token"])
+    token_internal = token_grpc.TokenInternalServiceStub(chans["token"])
     echo = chans["echo"].unary_unary(
         "/bench.Echo/Unary", request_serializer=lambda b: b, response_deserializer=lambda b: b
     )
@@ -114,7 +115,7 @@ async def unary_rates(
             input_length=120,
             consume=True,
         )
-        return lambda: token_stub.VerifyProviderToken(req, metadata=svc)
+        return lambda: token_internal.VerifyProviderToken(req, metadata=svc)
 
     rpcs = {
         "CreateRoom": create_room,

@@ -19,7 +19,7 @@ from services.avatar.providers.chain import ProviderChain, parse_routes
 from services.avatar.providers.meshy import MeshyProvider
 from services.avatar.providers.procedural import ProceduralProvider
 from services.avatar.repository import AgentRepository, AvatarRepository
-from services.avatar.servicer import AvatarServicer
+from services.avatar.servicer import AvatarInternalServicer, AvatarServicer
 from services.avatar.storage import ModelStore
 from services.common.app import run_service
 from services.common.config import ConfigError, Settings
@@ -29,7 +29,6 @@ from services.common.server import ServiceSpec
 from services.llm import LLMProvider, build_provider
 
 SERVICE = "arconv.avatar.v1.AvatarService"
-INTERNAL_METHODS = ("/arconv.avatar.v1.AvatarService/UpsertAgent",)
 PUBLIC_METHODS = ()
 
 
@@ -153,6 +152,9 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
 
     def register(server: grpc.aio.Server) -> None:
         avatar_service_pb2_grpc.add_AvatarServiceServicer_to_server(servicer, server)
+        avatar_service_pb2_grpc.add_AvatarInternalServiceServicer_to_server(
+            AvatarInternalServicer(agents=agents), server
+        )
 
     try:
         from services.speech import warm_up
@@ -163,7 +165,6 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
             name="avatar",
             grpc_service=SERVICE,
             register=register,
-            internal_methods=INTERNAL_METHODS,
             public_methods=PUBLIC_METHODS,
         )
     finally:

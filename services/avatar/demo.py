@@ -90,7 +90,7 @@ async def seed_demo_agents(settings: Settings, target: str) -> int:
     """Upserts the demo agents through the avatar service; returns how many were stored."""
     channels = ServiceChannels(settings, "mesh")
     try:
-        stub = pb_grpc.AvatarServiceStub(channels.channel(target))
+        stub = pb_grpc.AvatarInternalServiceStub(channels.channel(target))
         stored = 0
         for agent in DEMO_AGENTS:
             try:

@@ -45,15 +45,6 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
             raise AgentNotFound(agent_id)
         return agent
 
-    async def UpsertAgent(
-        self, request: pb.UpsertAgentRequest, context: grpc.aio.ServicerContext
-    ) -> pb.UpsertAgentResponse:
-        if not request.HasField("agent"):
-            raise InvalidArgument("agent is required", violations=[("agent", "required")])
-        agent = validate_agent(mapping.agent_input(request.agent))
-        stored, created = await self._agents.upsert(agent=agent)
-        return pb.UpsertAgentResponse(agent=mapping.agent_to_pb(stored), created=created)
-
     async def GetAgent(
         self, request: pb.GetAgentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetAgentResponse:
@@ -145,3 +136,19 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
         self, request: pb.GetVisemeMappingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetVisemeMappingsResponse:
         return self._mappings
+
+
+class AvatarInternalServicer(pb_grpc.AvatarInternalServiceServicer):
+    """AvatarInternalService: the avatar service's RPCs for the other services of the mesh."""
+
+    def __init__(self, *, agents: AgentRepository) -> None:
+        self._agents = agents
+
+    async def UpsertAgent(
+        self, request: pb.UpsertAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertAgentResponse:
+        if not request.HasField("agent"):
+            raise InvalidArgument("agent is required", violations=[("agent", "required")])
+        agent = validate_agent(mapping.agent_input(request.agent))
+        stored, created = await self._agents.upsert(agent=agent)
+        return pb.UpsertAgentResponse(agent=mapping.agent_to_pb(stored), created=created)

@@ -35,6 +35,10 @@ log = logging.getLogger("arconv.rpc")
 
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
+# Services whose names end so are internal to the mesh: service tokens only (and the edge
+# refuses them whatever the token).
+INTERNAL_SUFFIX = "InternalService"
+
 # Request ids of calls that bring none: a random prefix per process and a counter, unique
 # without a call to the OS's random source per request.
 _ID_PREFIX = os.urandom(8).hex()
@@ -45,11 +49,16 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
+def is_internal(method: str) -> bool:
+    """True for a method ("/pkg.Service/Method") of an internal service (`*InternalService`)."""
+    return method.rpartition("/")[0].endswith(INTERNAL_SUFFIX)
+
+
 class MeshInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates each call and maps its outcome to a status, a log line and metrics.
 
-    `internal` methods (full names, "/pkg.Service/Method") accept only service tokens;
-    `public` methods need no token at all.
+    Methods of internal services (`*InternalService`) accept only service tokens; `public`
+    methods (full names, "/pkg.Service/Method") need no token at all.
     """
 
     def __init__(
@@ -57,12 +66,10 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         *,
         service: str,
         authority: JwtAuthority,
-        internal: Collection[str] = (),
         public: Collection[str] = (),
     ) -> None:
         self._service = service
         self._authority = authority
-        self._internal = frozenset(internal)
         self._public = frozenset(public)
         # The wrapped handler of each method, built on its first call: (handler, wrapped).
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -103,7 +110,7 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         p = self._authority.principal_for(
             token.strip(), on_behalf if isinstance(on_behalf, str) else None
         )
-        if method in self._internal and not p.is_service:
+        if not p.is_service and is_internal(method):
             raise PermissionDenied(
                 f"{method} is internal to the mesh and needs a service token",
                 reason="INTERNAL_METHOD",

@@ -19,8 +19,9 @@ from services.common.interceptor import MeshInterceptor
 
 log = logging.getLogger("arconv.server")
 
-# Every server describes the whole mesh API by reflection, so one reflection endpoint (the
-# edge's) lets grpcurl and buf curl list and describe every arconv service.
+# Every server describes the mesh's public API by reflection, so one reflection endpoint (the
+# edge's) lets grpcurl and buf curl list and describe every public arconv service. Internal
+# services (`*InternalService`) are served but not advertised.
 MESH_SERVICES = (
     "arconv.rooms.v1.RoomService",
     "arconv.stream.v1.StreamService",
@@ -65,8 +66,8 @@ class ServiceSpec:
 
     name: str  # "rooms"
     grpc_service: str  # "arconv.rooms.v1.RoomService"
+    # Adds the service's servicers: the public one and its `*InternalService`, if any.
     register: Callable[[grpc.aio.Server], None]
-    internal_methods: Collection[str] = ()
     public_methods: Collection[str] = ()
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
     # Runs when the server starts shutting down, before in-flight RPCs are drained: a chance
@@ -97,7 +98,6 @@ async def create_server(
     interceptor = MeshInterceptor(
         service=spec.name,
         authority=authority_from(settings),
-        internal=spec.internal_methods,
         public=spec.public_methods,
     )
     server = grpc.aio.server(

@@ -22,10 +22,9 @@ from services.rooms.agents import AgentDirectory, CachedAgentDirectory, GrpcAgen
 from services.rooms.notifier import GrpcRoomNotifier, RoomNotifier
 from services.rooms.repository import RoomRepository
 from services.rooms.service import Rooms
-from services.rooms.servicer import RoomServicer
+from services.rooms.servicer import RoomInternalServicer, RoomServicer
 
 SERVICE = "arconv.rooms.v1.RoomService"
-INTERNAL_METHODS = ("/arconv.rooms.v1.RoomService/AppendMessage",)
 PUBLIC_METHODS = ()
 
 log = logging.getLogger("arconv.rooms")
@@ -102,13 +101,15 @@ async def open_spec(
 
     def register(server: grpc.aio.Server) -> None:
         rooms_service_pb2_grpc.add_RoomServiceServicer_to_server(servicer, server)
+        rooms_service_pb2_grpc.add_RoomInternalServiceServicer_to_server(
+            RoomInternalServicer(rooms=rooms), server
+        )
 
     try:
         yield ServiceSpec(
             name="rooms",
             grpc_service=SERVICE,
             register=register,
-            internal_methods=INTERNAL_METHODS,
             public_methods=PUBLIC_METHODS,
         )
     finally:

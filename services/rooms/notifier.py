@@ -50,7 +50,8 @@ class RoomNotifier(Protocol):
 
 
 class GrpcRoomNotifier:
-    """RoomNotifier over StreamService.NotifyRoomState and TokenService.RevokeRoomTokens."""
+    """RoomNotifier over StreamInternalService.NotifyRoomState and
+    TokenInternalService.RevokeRoomTokens."""
 
     def __init__(
         self,
@@ -61,8 +62,8 @@ class GrpcRoomNotifier:
         attempts: int = 3,
         backoff_s: float = 0.1,
     ) -> None:
-        self._stream = stream_grpc.StreamServiceStub(stream_channel)
-        self._token = token_grpc.TokenServiceStub(token_channel)
+        self._stream = stream_grpc.StreamInternalServiceStub(stream_channel)
+        self._token = token_grpc.TokenInternalServiceStub(token_channel)
         self._timeout = timeout_s
         self._attempts = max(1, attempts)
         self._backoff = backoff_s

@@ -156,6 +156,13 @@ class RoomServicer(pb_grpc.RoomServiceServicer):
             messages=[message_pb(m) for m in messages], next_page_token=token
         )
 
+
+class RoomInternalServicer(pb_grpc.RoomInternalServiceServicer):
+    """RoomInternalService: the rooms service's RPCs for the other services of the mesh."""
+
+    def __init__(self, *, rooms: Rooms) -> None:
+        self._rooms = rooms
+
     async def AppendMessage(
         self, request: pb.AppendMessageRequest, context: Ctx
     ) -> pb.AppendMessageResponse:

@@ -23,11 +23,10 @@ from services.stream.clients import CachedAgents, GrpcAgents, GrpcRooms
 from services.stream.core import ConversationCore
 from services.stream.llm import build_llm
 from services.stream.ports import Agents, Rooms
-from services.stream.servicer import StreamServicer
+from services.stream.servicer import StreamInternalServicer, StreamServicer
 from services.stream.state import CoreConfig
 
 SERVICE = "arconv.stream.v1.StreamService"
-INTERNAL_METHODS = ("/arconv.stream.v1.StreamService/NotifyRoomState",)
 PUBLIC_METHODS = ()
 
 
@@ -126,13 +125,15 @@ async def open_spec(
 
     def register(server: grpc.aio.Server) -> None:
         stream_service_pb2_grpc.add_StreamServiceServicer_to_server(servicer, server)
+        stream_service_pb2_grpc.add_StreamInternalServiceServicer_to_server(
+            StreamInternalServicer(core=core), server
+        )
 
     try:
         yield ServiceSpec(
             name="stream",
             grpc_service=SERVICE,
             register=register,
-            internal_methods=INTERNAL_METHODS,
             public_methods=PUBLIC_METHODS,
             on_shutdown=core.shutdown,
         )

@@ -107,10 +107,11 @@ def _message(m: rooms_pb.Message) -> StoredMessage:
 
 
 class GrpcRooms:
-    """`Rooms` over arconv.rooms.v1.RoomService."""
+    """`Rooms` over arconv.rooms.v1.RoomService and RoomInternalService (AppendMessage)."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = rooms_grpc.RoomServiceStub(channel)
+        self._internal = rooms_grpc.RoomInternalServiceStub(channel)
 
     async def get_room(self, user_id: str, room_id: str) -> RoomInfo:
         with _translate("rooms", "room", room_id):
@@ -141,7 +142,7 @@ class GrpcRooms:
             idempotency_key=idempotency_key,
         )
         with _translate("rooms", "room", room_id):
-            r = await self._stub.AppendMessage(request, metadata=for_user(user_id))
+            r = await self._internal.AppendMessage(request, metadata=for_user(user_id))
         return _message(r.message), r.created
 
     async def recent_messages(

@@ -192,6 +192,13 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         status = await self._core.resume(user, ids.room_id(request.room_id))
         return pb.ResumeStreamResponse(status=events.ROOM_STATUS_PB[status])
 
+
+class StreamInternalServicer(pb_grpc.StreamInternalServiceServicer):
+    """StreamInternalService: the stream service's RPCs for the other services of the mesh."""
+
+    def __init__(self, *, core: ConversationCore) -> None:
+        self._core = core
+
     async def NotifyRoomState(
         self, request: pb.NotifyRoomStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.NotifyRoomStateResponse:

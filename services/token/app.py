@@ -42,16 +42,11 @@ from services.token.keys import load_keys
 from services.token.limits import Limits
 from services.token.repository import TokenRepository
 from services.token.service import PlanBook, TokenService
-from services.token.servicer import TokenServicer
+from services.token.servicer import TokenInternalServicer, TokenServicer
 
 log = logging.getLogger("arconv.token")
 
 SERVICE = "arconv.token.v1.TokenService"
-INTERNAL_METHODS = (
-    "/arconv.token.v1.TokenService/VerifyProviderToken",
-    "/arconv.token.v1.TokenService/RevokeRoomTokens",
-    "/arconv.token.v1.TokenService/RefundProviderUsage",
-)
 PUBLIC_METHODS = ("/arconv.token.v1.TokenService/GetJwks",)
 
 
@@ -160,12 +155,14 @@ async def open_spec(
 
         def register(server: grpc.aio.Server) -> None:
             token_service_pb2_grpc.add_TokenServiceServicer_to_server(servicer, server)
+            token_service_pb2_grpc.add_TokenInternalServiceServicer_to_server(
+                TokenInternalServicer(service=service), server
+            )
 
         yield ServiceSpec(
             name="token",
             grpc_service=SERVICE,
             register=register,
-            internal_methods=INTERNAL_METHODS,
             public_methods=PUBLIC_METHODS,
         )
     finally:

@@ -66,6 +66,44 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
         token, claims = await self._service.refresh(user_id=user, token=request.token)
         return pb.RefreshProviderTokenResponse(token=_issued(token, claims))
 
+    async def RevokeProviderToken(
+        self, request: pb.RevokeProviderTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeProviderTokenResponse:
+        user = principal().require_user()
+        revoked = await self._service.revoke(user_id=user, token_id=request.token_id)
+        return pb.RevokeProviderTokenResponse(revoked=revoked)
+
+    async def GetUsage(
+        self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetUsageResponse:
+        user = principal().require_user()
+        u = await self._service.usage(user_id=user)
+        return pb.GetUsageResponse(
+            plan=u.plan.name,
+            characters_used=u.characters_used,
+            characters_limit=u.plan.daily_characters,
+            requests_per_token_per_hour=u.plan.requests_per_token_per_hour,
+            active_tokens=u.active_tokens,
+            warning=u.warning,
+            reset_time=_ts(u.reset_time.timestamp()),
+        )
+
+    async def GetJwks(
+        self, request: pb.GetJwksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetJwksResponse:
+        jwks = self._service.jwks()
+        return pb.GetJwksResponse(
+            keys=[pb.Jwk(**k) for k in jwks["keys"]],
+            jwks_json=json.dumps(jwks, separators=(",", ":")),
+        )
+
+
+class TokenInternalServicer(pb_grpc.TokenInternalServiceServicer):
+    """TokenInternalService: the token service's RPCs for the other services of the mesh."""
+
+    def __init__(self, *, service: TokenService) -> None:
+        self._service = service
+
     async def VerifyProviderToken(
         self, request: pb.VerifyProviderTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyProviderTokenResponse:
@@ -92,13 +130,6 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
             resp.expire_time.CopyFrom(_ts(c.expires_at))
         return resp
 
-    async def RevokeProviderToken(
-        self, request: pb.RevokeProviderTokenRequest, context: grpc.aio.ServicerContext
-    ) -> pb.RevokeProviderTokenResponse:
-        user = principal().require_user()
-        revoked = await self._service.revoke(user_id=user, token_id=request.token_id)
-        return pb.RevokeProviderTokenResponse(revoked=revoked)
-
     async def RevokeRoomTokens(
         self, request: pb.RevokeRoomTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.RevokeRoomTokensResponse:
@@ -110,27 +141,3 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
     ) -> pb.RefundProviderUsageResponse:
         used = await self._service.refund(token=request.token, characters=request.characters)
         return pb.RefundProviderUsageResponse(characters_used=used)
-
-    async def GetUsage(
-        self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetUsageResponse:
-        user = principal().require_user()
-        u = await self._service.usage(user_id=user)
-        return pb.GetUsageResponse(
-            plan=u.plan.name,
-            characters_used=u.characters_used,
-            characters_limit=u.plan.daily_characters,
-            requests_per_token_per_hour=u.plan.requests_per_token_per_hour,
-            active_tokens=u.active_tokens,
-            warning=u.warning,
-            reset_time=_ts(u.reset_time.timestamp()),
-        )
-
-    async def GetJwks(
-        self, request: pb.GetJwksRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetJwksResponse:
-        jwks = self._service.jwks()
-        return pb.GetJwksResponse(
-            keys=[pb.Jwk(**k) for k in jwks["keys"]],
-            jwks_json=json.dumps(jwks, separators=(",", ":")),
-        )

@@ -98,7 +98,7 @@ async def open_spec(
         idle_timeout_s=settings.voice_idle_timeout_s,
     )
     channels = ServiceChannels(settings, "voice")
-    stub = token_service_pb2_grpc.TokenServiceStub(channels.channel(settings.token_addr))
+    stub = token_service_pb2_grpc.TokenInternalServiceStub(channels.channel(settings.token_addr))
     service = VoiceService(
         gate=TokenGate(stub, timeout_s=settings.call_timeout_s),
         chain=chain,

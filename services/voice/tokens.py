@@ -70,7 +70,9 @@ def refusal(resp: token_pb.VerifyProviderTokenResponse) -> DomainError:
 
 
 class TokenGate:
-    def __init__(self, stub: token_grpc.TokenServiceStub, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, stub: token_grpc.TokenInternalServiceStub, *, timeout_s: float = 5.0
+    ) -> None:
         self._stub = stub
         self._timeout = timeout_s
 

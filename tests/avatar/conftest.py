@@ -37,6 +37,7 @@ def avatar_settings(tmp_path: Path, **overrides: Any) -> AvatarSettings:
 @dataclass
 class AvatarClient:
     stub: pb_grpc.AvatarServiceStub
+    internal: pb_grpc.AvatarInternalServiceStub
     user: Metadata
     service: Metadata
     settings: AvatarSettings
@@ -55,6 +56,7 @@ async def running_avatar(settings: AvatarSettings) -> AsyncIterator[AvatarClient
             async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
                 yield AvatarClient(
                     stub=pb_grpc.AvatarServiceStub(ch),
+                    internal=pb_grpc.AvatarInternalServiceStub(ch),
                     user=bearer(authority.mint("alice", ttl_s=600)),
                     service=bearer(authority.mint("service:test", ttl_s=600, role="service")),
                     settings=settings,
@@ -114,7 +116,7 @@ def make_agent(agent_id: str = "nova", **changes: Any) -> pb.Agent:
 
 
 async def upsert(client: AvatarClient, agent: pb.Agent) -> pb.UpsertAgentResponse:
-    return await client.stub.UpsertAgent(
+    return await client.internal.UpsertAgent(
         pb.UpsertAgentRequest(agent=agent), metadata=client.service
     )
 

@@ -44,7 +44,7 @@ async def test_demo_agents_are_valid(avatar: AvatarClient) -> None:
 
 async def test_upsert_with_user_token_is_denied(avatar: AvatarClient) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await avatar.stub.UpsertAgent(
+        await avatar.internal.UpsertAgent(
             pb.UpsertAgentRequest(agent=make_agent()), metadata=avatar.user
         )
     assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -100,7 +100,7 @@ async def test_missing_sub_messages_are_required(avatar: AvatarClient) -> None:
         await upsert(avatar, pb.Agent(agent_id="x", name="X"))
     assert set(violations(exc.value)) == {"agent.persona", "agent.appearance", "agent.voice"}
     with pytest.raises(grpc.aio.AioRpcError) as none:
-        await avatar.stub.UpsertAgent(pb.UpsertAgentRequest(), metadata=avatar.service)
+        await avatar.internal.UpsertAgent(pb.UpsertAgentRequest(), metadata=avatar.service)
     assert violations(none.value) == {"agent": "required"}
 
 

@@ -1,4 +1,5 @@
-"""A small RoomService used to exercise the server kit itself (auth, errors, metrics)."""
+"""A small RoomService and RoomInternalService that exercise the server kit itself
+(auth, errors, metrics)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class KitRooms(pb_grpc.RoomServiceServicer):
             raise RuntimeError("an unexpected bug")
         return pb.GetRoomResponse(room=pb.Room(room_id=request.room_id, user_id=p.user_id))
 
+
+class KitRoomsInternal(pb_grpc.RoomInternalServiceServicer):
     async def AppendMessage(
         self, request: pb.AppendMessageRequest, context: Any
     ) -> pb.AppendMessageResponse:
@@ -51,11 +54,11 @@ class KitStream(spb_grpc.StreamServiceServicer):
 def kit_spec() -> ServiceSpec:
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_RoomServiceServicer_to_server(KitRooms(), server)
+        pb_grpc.add_RoomInternalServiceServicer_to_server(KitRoomsInternal(), server)
         spb_grpc.add_StreamServiceServicer_to_server(KitStream(), server)
 
     return ServiceSpec(
         name="kit",
         grpc_service="arconv.rooms.v1.RoomService",
         register=register,
-        internal_methods=("/arconv.rooms.v1.RoomService/AppendMessage",),
     )

@@ -81,8 +81,8 @@ async def test_service_channel_sends_service_token_and_acts_for_user(
     srv = await start_server(settings, kit_spec())
     channels = ServiceChannels(settings, "tester")
     try:
-        stub = pb_grpc.RoomServiceStub(channels.channel(f"127.0.0.1:{srv.port}"))
-        # AppendMessage is internal: only a service token passes.
+        stub = pb_grpc.RoomInternalServiceStub(channels.channel(f"127.0.0.1:{srv.port}"))
+        # RoomInternalService is internal: only a service token passes.
         r = await stub.AppendMessage(pb.AppendMessageRequest(room_id="r"), metadata=for_user("u1"))
         assert r.message.sender_id == "u1"
         r2 = await stub.AppendMessage(pb.AppendMessageRequest(room_id="r"))

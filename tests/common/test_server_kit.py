@@ -1,4 +1,4 @@
-"""The server kit through a real server: auth, internal methods, errors, health, reflection."""
+"""The server kit through a real server: auth, internal services, errors, health, reflection."""
 
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ async def kit(settings: Settings, start_server: StartServer) -> pb_grpc.RoomServ
     srv = await start_server(settings, kit_spec())
     async with channel(srv.port) as ch:
         yield pb_grpc.RoomServiceStub(ch)
+
+
+@pytest.fixture
+async def kit_internal(
+    settings: Settings, start_server: StartServer
+) -> pb_grpc.RoomInternalServiceStub:
+    srv = await start_server(settings, kit_spec())
+    async with channel(srv.port) as ch:
+        yield pb_grpc.RoomInternalServiceStub(ch)
 
 
 def _claims(settings: Settings, **over: object) -> dict[str, object]:
@@ -95,14 +104,28 @@ async def test_garbage_token_is_unauthenticated(kit) -> None:
     assert await _code(kit, bearer("not.a.jwt")) == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_internal_method_refuses_user_token(kit, user_md) -> None:
+async def test_internal_service_refuses_user_token(kit_internal, user_md) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await kit.AppendMessage(pb.AppendMessageRequest(room_id="r1"), metadata=user_md("alice"))
+        await kit_internal.AppendMessage(
+            pb.AppendMessageRequest(room_id="r1"), metadata=user_md("alice")
+        )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    info = [d for d in status_details(err.value) if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert [i.reason for i in info] == ["INTERNAL_METHOD"]
 
 
-async def test_internal_method_accepts_service_token_acting_for_user(kit, service_md) -> None:
-    r = await kit.AppendMessage(pb.AppendMessageRequest(room_id="r1"), metadata=service_md("bob"))
+async def test_internal_service_without_token_is_unauthenticated(kit_internal) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await kit_internal.AppendMessage(pb.AppendMessageRequest(room_id="r1"))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_internal_service_accepts_service_token_acting_for_user(
+    kit_internal, service_md
+) -> None:
+    r = await kit_internal.AppendMessage(
+        pb.AppendMessageRequest(room_id="r1"), metadata=service_md("bob")
+    )
     assert r.message.sender_id == "bob"
 
 
@@ -112,12 +135,14 @@ async def test_user_token_cannot_act_for_another_user(kit, user_md) -> None:
     assert r.room.user_id == "alice"
 
 
-async def test_role_service_claim_signed_by_another_key_is_refused(kit, settings) -> None:
+async def test_role_service_claim_signed_by_another_key_is_refused(kit_internal, settings) -> None:
     token = jwt.encode(
         _claims(settings, role="service", sub="service:x"), "x" * 40, algorithm="HS256"
     )
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await kit.AppendMessage(pb.AppendMessageRequest(room_id="r1"), metadata=bearer(token))
+        await kit_internal.AppendMessage(
+            pb.AppendMessageRequest(room_id="r1"), metadata=bearer(token)
+        )
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -204,7 +229,7 @@ async def test_health_needs_no_token_and_goes_not_serving_on_stop(settings, star
         assert r.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-async def test_reflection_lists_every_mesh_service(settings, start_server) -> None:
+async def test_reflection_lists_every_public_mesh_service(settings, start_server) -> None:
     srv = await start_server(settings, kit_spec())
     async with channel(srv.port) as ch:
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
@@ -220,6 +245,8 @@ async def test_reflection_lists_every_mesh_service(settings, start_server) -> No
         "arconv.token.v1.TokenService",
         "grpc.health.v1.Health",
     } <= names
+    # Internal services are served but not advertised.
+    assert not [n for n in names if n.endswith("InternalService")]
 
 
 async def test_metrics_endpoint_serves_rpc_metrics(kit, user_md) -> None:

@@ -88,7 +88,7 @@ async def test_native_grpc_through_envoy_keeps_status_and_details(edge, user_md)
 
 async def test_internal_rpc_is_refused_at_the_edge_whatever_the_token(edge, service_md) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.listen_port}") as ch:
-        stub = pb_grpc.RoomServiceStub(ch)
+        stub = pb_grpc.RoomInternalServiceStub(ch)
         # The upstream would accept this service token; the edge must not forward it.
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.AppendMessage(
@@ -168,7 +168,7 @@ async def test_grpc_web_errors_and_internal_refusal(edge, authority) -> None:
     _, _, trailers = await asyncio.to_thread(
         _grpc_web_call,
         edge.listen_port,
-        "/arconv.rooms.v1.RoomService/AppendMessage",
+        "/arconv.rooms.v1.RoomInternalService/AppendMessage",
         pb.AppendMessageRequest(room_id="r").SerializeToString(),
         {"authorization": f"Bearer {svc}"},
     )

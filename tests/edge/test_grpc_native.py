@@ -1,4 +1,4 @@
-"""Native gRPC through the same Envoy port: grpcurl by reflection, Converse, internal RPCs."""
+"""Native gRPC through the same Envoy port: grpcurl by reflection, Converse, internal services."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import json
 
 import grpc
 import pytest
+from arconv.avatar.v1 import avatar_service_pb2
+from arconv.rooms.v1 import rooms_service_pb2
+from arconv.stream.v1 import stream_service_pb2
+from arconv.token.v1 import token_service_pb2
+from arconv.voice.v1 import voice_service_pb2
 
 from services.common.errors import status_details
 from tests.edge.mesh_fixtures import EdgeMesh, edge_mesh, json_documents, trailer_status
@@ -19,19 +24,40 @@ SERVICES = {
     "arconv.avatar.v1.AvatarService": ("ListAgents", "GenerateAvatar", "WatchAvatar"),
     "arconv.token.v1.TokenService": ("IssueProviderToken", "GetJwks"),
 }
-INTERNAL = (
-    ("rooms", "/arconv.rooms.v1.RoomService/AppendMessage"),
-    ("avatar", "/arconv.avatar.v1.AvatarService/UpsertAgent"),
-    ("stream", "/arconv.stream.v1.StreamService/NotifyRoomState"),
-    ("token", "/arconv.token.v1.TokenService/VerifyProviderToken"),
-    ("token", "/arconv.token.v1.TokenService/RevokeRoomTokens"),
-)
 
 
-async def test_grpcurl_lists_and_describes_every_service(edge_mesh: EdgeMesh) -> None:
+def _internal_methods() -> tuple[tuple[str, str], ...]:
+    """(server name, "/pkg.Service/Method") of every method of every `*InternalService`."""
+    out = []
+    modules = (rooms_service_pb2, stream_service_pb2, avatar_service_pb2, token_service_pb2)
+    for module in (*modules, voice_service_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            if service.name.endswith("InternalService"):
+                server = service.full_name.split(".")[1]  # arconv.<server>.v1.X
+                out += [(server, f"/{service.full_name}/{m.name}") for m in service.methods]
+    return tuple(out)
+
+
+INTERNAL = _internal_methods()
+
+
+def test_every_internal_rpc_is_in_an_internal_service() -> None:
+    assert sorted(m for _, m in INTERNAL) == [
+        "/arconv.avatar.v1.AvatarInternalService/UpsertAgent",
+        "/arconv.rooms.v1.RoomInternalService/AppendMessage",
+        "/arconv.stream.v1.StreamInternalService/NotifyRoomState",
+        "/arconv.token.v1.TokenInternalService/RefundProviderUsage",
+        "/arconv.token.v1.TokenInternalService/RevokeRoomTokens",
+        "/arconv.token.v1.TokenInternalService/VerifyProviderToken",
+    ]
+
+
+async def test_grpcurl_lists_and_describes_every_public_service(edge_mesh: EdgeMesh) -> None:
     listed = await edge_mesh.grpcurl(edge_mesh.target, "list")
     assert listed.returncode == 0, listed.stderr
     assert set(SERVICES) | {"grpc.health.v1.Health"} <= set(listed.stdout.split())
+    # Reflection through the edge advertises the public services only.
+    assert [s for s in listed.stdout.split() if s.endswith("InternalService")] == []
     for service, rpcs in SERVICES.items():
         desc = await edge_mesh.grpcurl(edge_mesh.target, "describe", service)
         assert desc.returncode == 0, desc.stderr
@@ -82,11 +108,11 @@ async def test_grpcurl_converse_exchange_through_envoy(edge_mesh: EdgeMesh) -> N
     assert ended["total_chunks"] == len(chunks) and ended["agent_message_id"]
 
 
-async def test_internal_rpcs_are_refused_at_the_edge_over_grpc(edge_mesh: EdgeMesh) -> None:
+async def test_internal_services_are_refused_at_the_edge_over_grpc(edge_mesh: EdgeMesh) -> None:
     svc = (("authorization", f"Bearer {edge_mesh.service_token()}"),)
     async with grpc.aio.insecure_channel(edge_mesh.target) as edge:
         for name, method in INTERNAL:
-            for md in (svc, edge_mesh.md("alice")):
+            for md in (svc, edge_mesh.md("alice"), ()):
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await edge.unary_unary(method)(b"", metadata=md, timeout=10)
                 assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, method
@@ -105,9 +131,11 @@ async def test_internal_rpcs_are_refused_at_the_edge_over_grpc(edge_mesh: EdgeMe
                     ), (method, exc)
 
 
-async def test_internal_rpcs_are_refused_at_the_edge_over_grpc_web(edge_mesh: EdgeMesh) -> None:
+async def test_internal_services_are_refused_at_the_edge_over_grpc_web(
+    edge_mesh: EdgeMesh,
+) -> None:
     for _, method in INTERNAL:
-        for token in (edge_mesh.service_token(), edge_mesh.token("alice")):
+        for token in (edge_mesh.service_token(), edge_mesh.token("alice"), None):
             out = await edge_mesh.buf_curl(method.lstrip("/"), {}, token=token, args=["-v"])
             assert out.returncode != 0
             err = out.error()

@@ -92,7 +92,7 @@ class Recorder:
         self.received.append(item)
 
 
-class _Stream(stream_grpc.StreamServiceServicer):
+class _Stream(stream_grpc.StreamInternalServiceServicer):
     def __init__(self, rec: Recorder) -> None:
         self._rec = rec
 
@@ -105,7 +105,7 @@ class _Stream(stream_grpc.StreamServiceServicer):
         return stream_pb.NotifyRoomStateResponse()
 
 
-class _Token(token_grpc.TokenServiceServicer):
+class _Token(token_grpc.TokenInternalServiceServicer):
     def __init__(self, rec: Recorder) -> None:
         self._rec = rec
 
@@ -123,17 +123,13 @@ async def recorder(tmp_path: Path, start_server: StartServer) -> Recorder:
     rec = Recorder()
 
     def register(server: grpc.aio.Server) -> None:
-        stream_grpc.add_StreamServiceServicer_to_server(_Stream(rec), server)
-        token_grpc.add_TokenServiceServicer_to_server(_Token(rec), server)
+        stream_grpc.add_StreamInternalServiceServicer_to_server(_Stream(rec), server)
+        token_grpc.add_TokenInternalServiceServicer_to_server(_Token(rec), server)
 
     spec = ServiceSpec(
         name="recorder",
         grpc_service="arconv.stream.v1.StreamService",
         register=register,
-        internal_methods=(
-            "/arconv.stream.v1.StreamService/NotifyRoomState",
-            "/arconv.token.v1.TokenService/RevokeRoomTokens",
-        ),
     )
     running = await start_server(room_settings(tmp_path), spec)
     rec.port = running.port
@@ -164,7 +160,7 @@ async def avatar_port(
     async with avatar_open_spec(settings) as spec:
         running = await start_server(settings, spec)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
-            stub = avatar_grpc.AvatarServiceStub(ch)
+            stub = avatar_grpc.AvatarInternalServiceStub(ch)
             for agent_id in AGENTS:
                 await stub.UpsertAgent(
                     avatar_pb.UpsertAgentRequest(agent=_agent(agent_id)), metadata=service_md()
@@ -192,6 +188,7 @@ class Rooms:
 
     server: RunningServer
     stub: pb_grpc.RoomServiceStub
+    internal: pb_grpc.RoomInternalServiceStub
     settings: RoomSettings
 
     async def count(self, sql: str) -> int:
@@ -229,7 +226,9 @@ async def start_rooms(
         stack.push_async_callback(running.stop, 0)
         ch = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         channels.append(ch)
-        return Rooms(running, pb_grpc.RoomServiceStub(ch), settings)
+        return Rooms(
+            running, pb_grpc.RoomServiceStub(ch), pb_grpc.RoomInternalServiceStub(ch), settings
+        )
 
     yield start
     for ch in channels:

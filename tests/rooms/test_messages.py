@@ -25,7 +25,7 @@ async def new_room(rooms: Rooms, user_md, user: str = "alice", agent: str = "nov
 
 def append(rooms: Rooms, md, room_id: str, key: str, content: str = "hello", **kw):
     kw.setdefault("sender_type", HUMAN)
-    return rooms.stub.AppendMessage(
+    return rooms.internal.AppendMessage(
         pb.AppendMessageRequest(room_id=room_id, content=content, idempotency_key=key, **kw),
         metadata=md,
     )
@@ -167,7 +167,7 @@ async def test_append_validation(rooms: Rooms, user_md, service_md, fields, bad_
     request = {"sender_type": HUMAN, "content": "hi", "idempotency_key": "k", **fields}
     err = await expect_error(
         INVALID,
-        rooms.stub.AppendMessage(
+        rooms.internal.AppendMessage(
             pb.AppendMessageRequest(room_id=rid, **request), metadata=service_md("alice")
         ),
     )

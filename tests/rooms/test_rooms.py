@@ -133,7 +133,7 @@ async def test_malformed_room_ids_are_invalid_in_every_rpc(
         rooms.stub.ResumeRoom(pb.ResumeRoomRequest(room_id=room_id), metadata=md),
         rooms.stub.EndRoom(pb.EndRoomRequest(room_id=room_id), metadata=md),
         rooms.stub.ListMessages(pb.ListMessagesRequest(room_id=room_id), metadata=md),
-        rooms.stub.AppendMessage(
+        rooms.internal.AppendMessage(
             pb.AppendMessageRequest(
                 room_id=room_id,
                 sender_type=pb.SENDER_TYPE_HUMAN,
@@ -356,7 +356,7 @@ async def test_every_rpc_needs_a_valid_token(rooms: Rooms, authority) -> None:
             rooms.stub.ResumeRoom(pb.ResumeRoomRequest(room_id=rid), metadata=md),
             rooms.stub.EndRoom(pb.EndRoomRequest(room_id=rid), metadata=md),
             rooms.stub.ListMessages(pb.ListMessagesRequest(room_id=rid), metadata=md),
-            rooms.stub.AppendMessage(pb.AppendMessageRequest(room_id=rid), metadata=md),
+            rooms.internal.AppendMessage(pb.AppendMessageRequest(room_id=rid), metadata=md),
         ):
             await expect_error(grpc.StatusCode.UNAUTHENTICATED, call)
     assert await rooms.count("SELECT COUNT(*) FROM rooms") == 0

@@ -92,7 +92,7 @@ class Mesh:
     async def add_agent(
         self, agent_id: str = "nova", prompt: str = NOVA_PROMPT, model: str = ""
     ) -> None:
-        stub = avatar_grpc.AvatarServiceStub(self.ch(self.avatar_port))
+        stub = avatar_grpc.AvatarInternalServiceStub(self.ch(self.avatar_port))
         await stub.UpsertAgent(
             avatar_pb.UpsertAgentRequest(
                 agent=avatar_pb.Agent(

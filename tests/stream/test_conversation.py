@@ -10,6 +10,7 @@ from arconv.avatar.v1 import avatar_service_pb2 as avatar_pb
 from arconv.avatar.v1 import avatar_service_pb2_grpc as avatar_grpc
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
+from arconv.stream.v1 import stream_service_pb2_grpc as pb_grpc
 from google.rpc import code_pb2
 
 from services.common.errors import status_details
@@ -212,17 +213,18 @@ async def test_join_errors(make_mesh) -> None:
 async def test_unauthenticated_and_internal(make_mesh) -> None:
     mesh = await make_mesh()
     stub = mesh.stream()
+    internal = pb_grpc.StreamInternalServiceStub(mesh.ch(mesh.stream_port))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.SendMessage(pb.SendMessageRequest(room_id="r", content="hi"))
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.NotifyRoomState(
+        await internal.NotifyRoomState(
             pb.NotifyRoomStateRequest(room_id="r", status=rooms_pb.ROOM_STATUS_PAUSED),
             metadata=mesh.md("alice"),
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.NotifyRoomState(
+        await internal.NotifyRoomState(
             pb.NotifyRoomStateRequest(room_id="r"), metadata=mesh.service_md("alice")
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

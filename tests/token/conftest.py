@@ -96,6 +96,10 @@ class Mesh:
         return pb_grpc.TokenServiceStub(self._ch(self.token_port))
 
     @property
+    def token_internal(self) -> pb_grpc.TokenInternalServiceStub:
+        return pb_grpc.TokenInternalServiceStub(self._ch(self.token_port))
+
+    @property
     def rooms(self) -> rooms_grpc.RoomServiceStub:
         return rooms_grpc.RoomServiceStub(self._ch(self.rooms_port))
 
@@ -104,7 +108,7 @@ class Mesh:
         return avatar_grpc.AvatarServiceStub(self._ch(self.avatar_port))
 
     async def add_agent(self, agent_id: str, voice: avatar_pb.Voice = VOICE) -> None:
-        await self.avatar.UpsertAgent(
+        await avatar_grpc.AvatarInternalServiceStub(self._ch(self.avatar_port)).UpsertAgent(
             avatar_pb.UpsertAgentRequest(agent=agent(agent_id, voice)), metadata=self.service_md()
         )
 
@@ -132,7 +136,11 @@ class Mesh:
         consume: bool = True,
         port: int | None = None,
     ) -> pb.VerifyProviderTokenResponse:
-        stub = self.token if port is None else pb_grpc.TokenServiceStub(self._ch(port))
+        stub = (
+            self.token_internal
+            if port is None
+            else pb_grpc.TokenInternalServiceStub(self._ch(port))
+        )
         return await stub.VerifyProviderToken(
             pb.VerifyProviderTokenRequest(
                 token=token, operation=operation, voice_id=voice_id, input_length=n, consume=consume

@@ -125,12 +125,14 @@ async def test_revoke_only_own_tokens(mesh: Mesh) -> None:
 async def test_revoke_room_tokens_is_internal(mesh: Mesh) -> None:
     room = await mesh.room("alice")
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await mesh.token.RevokeRoomTokens(
+        await mesh.token_internal.RevokeRoomTokens(
             pb.RevokeRoomTokensRequest(room_id=room), metadata=mesh.md("alice")
         )
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await mesh.token.RevokeRoomTokens(pb.RevokeRoomTokensRequest(), metadata=mesh.service_md())
+        await mesh.token_internal.RevokeRoomTokens(
+            pb.RevokeRoomTokensRequest(), metadata=mesh.service_md()
+        )
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -240,7 +242,7 @@ async def test_issue_racing_with_room_end_is_caught(mesh: Mesh) -> None:
     room = await mesh.room("alice")
     # As if the room ended between the rooms service's answer and the token being stored:
     # RevokeRoomTokens has run, the rooms service still says ACTIVE.
-    resp = await mesh.token.RevokeRoomTokens(
+    resp = await mesh.token_internal.RevokeRoomTokens(
         pb.RevokeRoomTokensRequest(room_id=room), metadata=mesh.service_md()
     )
     assert resp.revoked_count == 0

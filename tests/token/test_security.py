@@ -196,14 +196,14 @@ async def test_revoke_room_tokens_directly(mesh: Mesh) -> None:
     second = await mesh.issue("alice", room, ("tts.synthesize", "tts.viseme_stream"))
     await mesh.add_agent("orion")
     other = await mesh.issue("alice", await mesh.room("alice", "orion"))
-    resp = await mesh.token.RevokeRoomTokens(
+    resp = await mesh.token_internal.RevokeRoomTokens(
         pb.RevokeRoomTokensRequest(room_id=room), metadata=mesh.service_md()
     )
     assert resp.revoked_count == 2
     await _assert_refused(mesh, issued, issued.token, R.DENY_REASON_REVOKED)
     await _assert_refused(mesh, issued, second.token, R.DENY_REASON_REVOKED)
     assert (await mesh.verify(other.token, consume=False)).allowed
-    again = await mesh.token.RevokeRoomTokens(
+    again = await mesh.token_internal.RevokeRoomTokens(
         pb.RevokeRoomTokensRequest(room_id=room), metadata=mesh.service_md()
     )
     assert again.revoked_count == 0
@@ -264,7 +264,7 @@ async def test_concurrent_requests_cannot_overshoot_the_quota(mesh: Mesh) -> Non
 async def test_verify_needs_a_service_token_and_arguments(mesh: Mesh) -> None:
     _, issued = await _baseline(mesh)
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await mesh.token.VerifyProviderToken(
+        await mesh.token_internal.VerifyProviderToken(
             pb.VerifyProviderTokenRequest(token=issued.token, operation="tts.synthesize"),
             metadata=mesh.md("alice"),
         )
@@ -274,6 +274,6 @@ async def test_verify_needs_a_service_token_and_arguments(mesh: Mesh) -> None:
         pb.VerifyProviderTokenRequest(token=issued.token),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await mesh.token.VerifyProviderToken(req, metadata=mesh.service_md())
+            await mesh.token_internal.VerifyProviderToken(req, metadata=mesh.service_md())
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await mesh.counters("alice", issued.token_id) == (1, 10)
