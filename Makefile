@@ -28,10 +28,16 @@ protos: $(VENV)/.installed
 	$(PY) scripts/gen_protos.py
 	@touch gen/.stamp
 
-node: tools/gltf/node_modules/.installed
+# Node tools: the Khronos glTF validator (tools/gltf), and three.js + three-vrm with
+# playwright-core for rendering avatars in Chromium (tools/render).
+node: tools/gltf/node_modules/.installed tools/render/node_modules/.installed
 
 tools/gltf/node_modules/.installed: tools/gltf/package-lock.json
 	npm ci --prefix tools/gltf --no-audit --no-fund --loglevel=error
+	@touch $@
+
+tools/render/node_modules/.installed: tools/render/package-lock.json
+	npm ci --prefix tools/render --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # The browser client (web/): npm packages, TypeScript generated from the protos by
