@@ -2,10 +2,13 @@
 
 Configuration (besides the shared ARCONV_ variables):
 
-- ARCONV_VOICE_ENGINES (espeak): engines in failover order, comma-separated.
+- ARCONV_VOICE_ENGINES (espeak): engines in failover order, comma-separated: `espeak`,
+  `openai` (e.g. `openai,espeak`).
 - ARCONV_VOICE_MAP: JSON, agent voice id -> {engine: engine voice}; the default maps the
   demo agents' voices. Unmapped voices get the engine's default voice.
 - ARCONV_VOICE_ESPEAK_VOICE (en-us): espeak's default voice (a language, `+variant` allowed).
+- ARCONV_TTS_BASE_URL, ARCONV_TTS_API_KEY, ARCONV_TTS_MODEL (tts-1), ARCONV_TTS_VOICE
+  (alloy), ARCONV_TTS_TIMEOUT_S (30): the OpenAI-compatible upstream of the `openai` engine.
 - ARCONV_VOICE_HTTP_PORT (50056): the OpenAI-compatible `POST /v1/audio/speech` listener
   (the edge routes that path here); -1 disables it, 0 picks a free port.
 - ARCONV_VOICE_BREAKER_THRESHOLD (3), ARCONV_VOICE_BREAKER_OPEN_S (60): engine breaker.
@@ -21,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from arconv.token.v1 import token_service_pb2_grpc
 from arconv.voice.v1 import voice_service_pb2_grpc
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from services.common.app import run_service
 from services.common.clients import ServiceChannels
@@ -42,13 +45,18 @@ PUBLIC_METHODS = (
     "/arconv.voice.v1.VoiceService/Synthesize",
     "/arconv.voice.v1.VoiceService/ListVoices",
 )
-ENGINES = ("espeak",)
+ENGINES = ("espeak", "openai")
 
 
 class VoiceSettings(Settings):
     voice_engines: str = "espeak"
     voice_map: dict[str, dict[str, str]] = Field(default_factory=lambda: dict(DEFAULT_VOICE_MAP))
     voice_espeak_voice: str = Field(default="en-us", min_length=1)
+    tts_base_url: str = ""
+    tts_api_key: str = ""
+    tts_model: str = Field(default="tts-1", min_length=1)
+    tts_voice: str = Field(default="alloy", min_length=1)
+    tts_timeout_s: float = Field(default=30.0, gt=0)
     voice_http_port: int = Field(default=50056, ge=-1, le=65535)
     voice_breaker_threshold: int = Field(default=3, ge=1)
     voice_breaker_open_s: float = Field(default=60.0, gt=0)
@@ -67,6 +75,14 @@ class VoiceSettings(Settings):
             )
         return ",".join(names)
 
+    @model_validator(mode="after")
+    def _upstream(self) -> VoiceSettings:
+        if "openai" in self.engine_names() and not (self.tts_base_url and self.tts_api_key):
+            raise ConfigError(
+                "ARCONV_VOICE_ENGINES lists openai: set ARCONV_TTS_BASE_URL and ARCONV_TTS_API_KEY"
+            )
+        return self
+
     def engine_names(self) -> list[str]:
         return self.voice_engines.split(",")
 
@@ -78,6 +94,18 @@ def open_engines(settings: VoiceSettings) -> list[Engine]:
             from services.voice.engines.espeak import EspeakEngine
 
             engines.append(EspeakEngine(default_voice=settings.voice_espeak_voice))
+        else:
+            from services.voice.engines.openai_engine import OpenAIEngine
+
+            engines.append(
+                OpenAIEngine(
+                    base_url=settings.tts_base_url,
+                    api_key=settings.tts_api_key,
+                    model=settings.tts_model,
+                    default_voice=settings.tts_voice,
+                    timeout_s=settings.tts_timeout_s,
+                )
+            )
     return engines
 
 
