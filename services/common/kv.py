@@ -19,12 +19,14 @@ import abc
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from services.common.config import Settings
 from services.common.errors import Internal, Unavailable
+
+T = TypeVar("T")
 
 DEFAULT_PREFIX = "arconv:"
 
@@ -429,6 +431,26 @@ def redis_errors(what: str = "Redis") -> Iterator[None]:
 COMMAND_CONNECTIONS = 100
 
 
+# A pooled connection unused this long is pinged before its next command.
+HEALTH_CHECK_INTERVAL_S = 15
+
+
+def connection_options() -> dict[str, Any]:
+    """Options for every redis.asyncio client of the mesh: connections the server closed
+    (a Redis restart) are replaced when taken from the pool, not failed once each.
+
+    redis-py 8.1 skips its closed-connection check at checkout when maintenance
+    notifications are on, which RESP3 turns on by default ("auto"); they serve planned
+    failovers of managed Redis offerings, not a standalone server, so they are off.
+    """
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    return {
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+    }
+
+
 def command_client(url: str, *, timeout_s: float, **kwargs: Any) -> Any:
     """A redis.asyncio client for short commands whose pool waits for a free connection.
 
@@ -444,13 +466,29 @@ def command_client(url: str, *, timeout_s: float, **kwargs: Any) -> Any:
         timeout=timeout_s,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
+        **connection_options(),
         **kwargs,
     )
     return aioredis.Redis.from_pool(pool)
 
 
+async def once_more(call: Callable[[], Awaitable[T]]) -> T:
+    """Runs an idempotent command, and once more if its connection dropped under it: a Redis
+    restart or failover closes every pooled connection, and the pool replaces the one that
+    failed. A timeout or a pool with no free connection is not tried again."""
+    import redis.exceptions as rx
+
+    try:
+        return await call()
+    except rx.ConnectionError as exc:
+        if isinstance(exc, rx.TimeoutError) or "No connection available" in str(exc):
+            raise
+        return await call()
+
+
 class RedisKV(KV):
-    """Redis (redis.asyncio); every key under `prefix`."""
+    """Redis (redis.asyncio); every key under `prefix`. Idempotent commands are sent once
+    more on a dropped connection (`once_more`); counters and scripts are not."""
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 5.0) -> None:
         self._prefix = prefix
@@ -484,7 +522,7 @@ class RedisKV(KV):
 
     async def get_int(self, key: str) -> int:
         with redis_errors():
-            raw = await self._client.get(self._k(key))
+            raw = await once_more(lambda: self._client.get(self._k(key)))
         if raw is None:
             return 0
         try:
@@ -494,30 +532,31 @@ class RedisKV(KV):
 
     async def get(self, key: str) -> str | None:
         with redis_errors():
-            raw = await self._client.get(self._k(key))
+            raw = await once_more(lambda: self._client.get(self._k(key)))
         return None if raw is None else str(raw)
 
     async def get_many(self, keys: Sequence[str]) -> list[str | None]:
         with redis_errors():
-            raw = await self._client.mget([self._k(k) for k in keys])
+            raw = await once_more(lambda: self._client.mget([self._k(k) for k in keys]))
         return [None if v is None else str(v) for v in raw]
 
     async def set(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
         _check_ttl(ttl_s)
         with redis_errors():
-            await self._client.set(self._k(key), value, px=None if ttl_s is None else _ms(ttl_s))
+            px = None if ttl_s is None else _ms(ttl_s)
+            await once_more(lambda: self._client.set(self._k(key), value, px=px))
 
     async def exists(self, key: str) -> bool:
         with redis_errors():
-            return bool(await self._client.exists(self._k(key)))
+            return bool(await once_more(lambda: self._client.exists(self._k(key))))
 
     async def delete(self, key: str) -> bool:
         with redis_errors():
-            return bool(await self._client.delete(self._k(key)))
+            return bool(await once_more(lambda: self._client.delete(self._k(key))))
 
     async def ttl(self, key: str) -> float | None:
         with redis_errors():
-            ms = int(await self._client.pttl(self._k(key)))
+            ms = int(await once_more(lambda: self._client.pttl(self._k(key))))
         return None if ms < 0 else ms / 1000
 
     async def sadd(self, key: str, member: str, *, ttl_s: float) -> bool:
@@ -527,7 +566,7 @@ class RedisKV(KV):
 
     async def sismember(self, key: str, member: str) -> bool:
         with redis_errors():
-            return bool(await self._client.sismember(self._k(key), member))  # type: ignore[misc]
+            return bool(await once_more(lambda: self._client.sismember(self._k(key), member)))
 
     async def acquire_lease(self, key: str, holder: str, *, limit: int, ttl_s: float) -> bool:
         _check_ttl(ttl_s)
@@ -552,7 +591,7 @@ class RedisKV(KV):
 
     async def ping(self) -> None:
         with redis_errors():
-            await self._client.ping()  # type: ignore[misc]
+            await once_more(self._client.ping)
 
     async def close(self) -> None:
         await self._client.aclose()
