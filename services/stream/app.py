@@ -46,6 +46,7 @@ class StreamSettings(Settings):
     stream_messages_per_minute: int = Field(default=20, ge=1, le=10_000)
     stream_max_open_streams: int = Field(default=5, ge=1, le=1000)
     stream_subscriber_queue: int = Field(default=256, ge=8, le=100_000)
+    stream_slow_reader_s: float = Field(default=20.0, gt=0, le=600)
     stream_events_maxlen: int = Field(default=2000, ge=10, le=1_000_000)
     stream_takeover_timeout_s: float = Field(default=5.0, gt=0, le=120)
     stream_persona_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
@@ -71,6 +72,7 @@ class StreamSettings(Settings):
             messages_per_minute=self.stream_messages_per_minute,
             max_open_streams=self.stream_max_open_streams,
             subscriber_queue=self.stream_subscriber_queue,
+            slow_reader_s=self.stream_slow_reader_s,
             takeover_timeout_s=self.stream_takeover_timeout_s,
             shutdown_timeout_s=max(1.0, self.shutdown_grace_s),
         )

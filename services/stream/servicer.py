@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -28,13 +27,28 @@ log = logging.getLogger("arconv.stream.servicer")
 
 
 def _aborter(context: grpc.aio.ServicerContext) -> AbortFn:
+    """Ends the call from outside its handler, which may be stuck writing to a client that
+    stopped reading: the status is queued behind what was written (a client that reads on
+    gets it), then the handler is cancelled, so its session, slot and queue go at once."""
+    handler = asyncio.current_task()
+
     async def abort(err: DomainError) -> None:
         status = to_status(err)
-        # Ends the call from outside the handler, which may be stuck writing to the client.
-        with contextlib.suppress(Exception):
-            await context.abort(status.code, status.details, status.trailing_metadata)
+        sending = asyncio.ensure_future(
+            context.abort(status.code, status.details, status.trailing_metadata)
+        )
+        sending.add_done_callback(_retrieve)
+        await asyncio.sleep(0)  # the status batch is submitted before the cancel
+        if handler is not None and handler is not asyncio.current_task():
+            handler.cancel()
 
     return abort
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    # context.abort ends by raising AbortError (or is cancelled with the call): expected.
+    if not fut.cancelled():
+        fut.exception()
 
 
 class StreamServicer(pb_grpc.StreamServiceServicer):

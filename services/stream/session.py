@@ -8,9 +8,16 @@ only while there is something to do: a pump with nothing to do for PUMP_IDLE_S e
 idle stream holds no task of its own. Events travel in their wire
 form: the payload on the bus plus the event id (`events.wire`), so an event is never decoded
 or encoded again on its way to a client; only room-state and stream-ended events, which the
-pump acts on, are decoded. A client that stops reading
-lets the queue fill up and is cut off (`RESOURCE_EXHAUSTED`) by the pump, without slowing
-any other reader: the log is shared, the queues are not.
+pump acts on, are decoded.
+
+The queue is paced by the client: when it is full the pump waits for the handler to take an
+event before it reads on from the log, so a cursor far back (the whole kept window) replays
+in order, page by page, as fast as the client reads, and the live events follow without a
+gap. A client that takes nothing for `slow_reader_s` while events wait is cut off: the
+session ends with RESOURCE_EXHAUSTED carrying the cursor to resume from, and the handler,
+which may be stuck writing to that client, is cancelled so its slot and queue are freed at
+once (the status still reaches the client if it reads on). No reader slows another: the log
+is shared, the queues are not.
 
 Pause: after delivering a `room_state` PAUSED event the pump holds delivery and only scans
 ahead for the next `room_state` event (events it passes stay in the log). A later PAUSED
@@ -32,7 +39,7 @@ from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 
 from services.common.bus import Bus, BusEvent
-from services.common.errors import DomainError, ResourceExhausted
+from services.common.errors import DomainError, ResourceExhausted, Unavailable
 from services.stream import events
 from services.stream.metrics import CHUNK_LATENCY, DISCONNECTS, OPEN_STREAMS
 from services.stream.state import CoreConfig
@@ -55,16 +62,17 @@ class _Mailbox:
     """A FIFO for one consumer, as small as possible while empty (an idle stream holds one):
     no deques until something is queued, one future while the consumer waits."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_space", "_waiter")
 
     def __init__(self) -> None:
-        self._items: deque[tuple[bytes, int] | _End] | None = None
+        self._items: deque[tuple[bytes, int, int] | _End] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._space: list[asyncio.Future[bool]] | None = None  # producers waiting for a get
 
     def qsize(self) -> int:
         return len(self._items) if self._items is not None else 0
 
-    def put_nowait(self, item: tuple[bytes, int] | _End) -> None:
+    def put_nowait(self, item: tuple[bytes, int, int] | _End) -> None:
         if self._items is None:
             self._items = deque()
         self._items.append(item)
@@ -72,7 +80,7 @@ class _Mailbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self) -> tuple[bytes, int] | _End:
+    async def get(self) -> tuple[bytes, int, int] | _End:
         while not self._items:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -82,7 +90,26 @@ class _Mailbox:
         item = self._items.popleft()
         if not self._items:
             self._items = None
+        if self._space is not None:
+            space, self._space = self._space, None
+            for fut in space:
+                _settle(fut, True)
         return item
+
+    async def taken(self, timeout_s: float) -> bool:
+        """Waits until the consumer takes an item; False if it took none for `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        if self._space is None:
+            self._space = []
+        self._space.append(fut)
+        timer = loop.call_later(timeout_s, _settle, fut, False)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+            if self._space is not None and fut in self._space:
+                self._space.remove(fut)
 
 
 class Session:
@@ -105,6 +132,7 @@ class Session:
         "_queue",
         "_scan",
         "_unlisten",
+        "_written",
         "room_id",
         "user_id",
     )
@@ -128,8 +156,8 @@ class Session:
         self._config = config
         self._on_abort = on_abort
         self._limit = config.subscriber_queue
-        # (serialized ConverseResponse, publish time of a chunk or 0) or the end marker; at
-        # most `_limit` events, and the end marker always fits.
+        # (serialized ConverseResponse, publish time of a chunk or 0, event id or 0) or the
+        # end marker; at most `_limit` events, and the end marker always fits.
         self._queue = _Mailbox()
         self._pending: set[str] = set()
         self._draining = False
@@ -140,6 +168,9 @@ class Session:
         self._dirty = False  # woken while the pump was reading
         self._unlisten: Callable[[], None] | None = None
         self._abort_task: asyncio.Future[None] | None = None
+        # The cursor a client cut off resumes from: the newest event the handler finished
+        # writing (it had taken the next one), or the cursor it joined with.
+        self._written = after_id
 
     async def start(self) -> None:
         self._unlisten = await self._bus.listen(self.room_id, self._deliver, self._wake)
@@ -164,13 +195,16 @@ class Session:
         session ends (raises its error)."""
         get = self._queue.get
         observe = CHUNK_LATENCY.observe
+        taking = 0
         while True:
             item = await get()
+            if taking:
+                self._written = taking  # the event before was written: the client has it
             if isinstance(item, _End):
                 if item.error is not None:
                     raise item.error
                 return
-            data, sent = item
+            data, sent, taking = item
             if sent:
                 observe(max(0.0, (time.time_ns() - sent) / 1e9))
             yield data
@@ -200,38 +234,63 @@ class Session:
             return
         self._queue.put_nowait(_End(error))
 
+    def resume_cursor(self) -> int:
+        """The event id a client cut off now should resume after."""
+        return self._written
+
     # -- the pump ---------------------------------------------------------------------------
 
     async def _put(self, data: bytes) -> bool:
         """Queues a response of this connection only; False if the session ended."""
         if not await self._room_for_one():
             return False
-        self._queue.put_nowait((data, 0))
+        self._queue.put_nowait((data, 0, 0))
         return True
 
     async def _room_for_one(self) -> bool:
-        """True if one more event fits; a full queue cuts the reader off (False)."""
+        """True once one more event fits: waits while the queue is full for the client to
+        read (replay and live events are paced by its reads). A client that takes nothing
+        for `slow_reader_s` is cut off (False)."""
+        while not self._ended:
+            if self._queue.qsize() < self._limit:
+                return True
+            if not await self._queue.taken(self._config.slow_reader_s):
+                await self._cut_off()
+        return False
+
+    async def _cut_off(self) -> None:
         if self._ended:
-            return False
-        if self._queue.qsize() < self._limit:
-            return True
+            return
         self._ended = True
         DISCONNECTS.inc()
-        log.info("cutting off a slow reader", extra={"fields": {"room_id": self.room_id}})
+        cursor = self.resume_cursor()
+        log.warning(
+            "cutting off a slow reader",
+            extra={
+                "fields": {
+                    "room_id": self.room_id,
+                    "user_id": self.user_id,
+                    "waiting": self._queue.qsize(),
+                    "resume_after_event_id": cursor,
+                }
+            },
+        )
         await self._on_abort(
             ResourceExhausted(
-                f"the client read too slowly: more than {self._limit} events were waiting;"
-                " reconnect with the last event_id received",
+                f"the client read nothing for {self._config.slow_reader_s:g} s while"
+                f" {self._queue.qsize()} events were waiting; reconnect with after_event_id"
+                f" {cursor} (the last event received)",
                 subject=f"stream:{self.room_id}",
                 reason="SLOW_READER",
+                metadata={"resume_after_event_id": str(cursor)},
             )
         )
-        return False
 
     def _accept(self, e: BusEvent) -> bool:
         """Queues the log event right after the cursor and acts on it; False once the
         session has ended or is held (a PAUSED room_state), so delivery stops here."""
-        self._queue.put_nowait((events.wire(e), e.time_ns if e.kind == events.CHUNK else 0))
+        sent = e.time_ns if e.kind == events.CHUNK else 0
+        self._queue.put_nowait((events.wire(e), sent, e.event_id))
         self._deliver = e.event_id
         if e.kind == events.ENDED:
             self._pending.discard(events.decode(e).stream_ended.stream_id)
@@ -315,7 +374,12 @@ class Session:
             self.end(exc)
         except Exception:
             log.exception("session pump failed")
-            self.end(None)
+            self.end(
+                Unavailable(
+                    "the stream failed on the server; reconnect with the last event_id received",
+                    reason="STREAM_FAILED",
+                )
+            )
 
     async def _drain(self) -> bool:
         """Delivers (or, while held, scans) what the log has now; False once the session

@@ -18,6 +18,7 @@ class CoreConfig:
     messages_per_minute: int = 20
     max_open_streams: int = 5
     subscriber_queue: int = 256
+    slow_reader_s: float = 20.0
     takeover_timeout_s: float = 5.0
     shutdown_timeout_s: float = 5.0
 

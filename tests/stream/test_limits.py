@@ -107,7 +107,10 @@ async def test_a_stalled_reader_is_cut_off_without_delaying_others(
         deltas=[f"Sentence number {i} is here. " for i in range(80)], delay_s=0.01
     )
     mesh = await make_mesh(
-        provider=openai_llm(openai_server), bus=bus_backend, stream_subscriber_queue=32
+        provider=openai_llm(openai_server),
+        bus=bus_backend,
+        stream_subscriber_queue=32,
+        stream_slow_reader_s=0.5,
     )
     room = await mesh.room("alice")
     # A client with a tiny receive window that stops reading after `joined`.

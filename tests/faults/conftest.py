@@ -1,0 +1,254 @@
+"""Faults injected for real: a Redis server the test owns (stopped and started again without
+persistence), stream replicas as processes (killed with SIGKILL), clients that stop reading.
+
+The rooms and avatar services run in the test's process (their faults are not these tests'
+subject); the stream replicas a test kills run as `python -m services.stream` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.avatar.app import AvatarSettings
+from services.avatar.app import open_spec as avatar_spec
+from services.common.auth import JwtAuthority
+from services.common.server import RunningServer, authority_from, create_server
+from services.rooms.app import RoomSettings
+from services.rooms.app import open_spec as rooms_spec
+from tests.conftest import _unavailable, bearer
+from tests.stream.conftest import (  # noqa: F401
+    BASE,
+    NOVA_PROMPT,
+    Conversation,
+    Mesh,
+    bus_backend,
+    converse,
+    free_port,
+    make_mesh,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class OwnRedis:
+    """A redis-server process on a free port, without persistence: a restart loses every key."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.dir = tmp
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            _unavailable("redis-server", "not installed")
+        assert binary is not None
+        self.proc = await asyncio.create_subprocess_exec(
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        try:
+            for _ in range(200):
+                with contextlib.suppress(Exception):
+                    if await client.ping():
+                        return
+                await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    async def stop(self) -> None:
+        """Kills the server (SIGKILL): its data is gone, its clients' connections drop."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        self.proc = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@dataclass
+class Replica:
+    """A stream replica running as its own process."""
+
+    port: int
+    proc: asyncio.subprocess.Process
+    log: Path
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no cleanup; its leases and running replies are left behind."""
+        if self.proc.returncode is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+
+
+@dataclass
+class ProcessMesh:
+    """Avatar and rooms in this process; stream replicas as processes, on one Redis."""
+
+    tmp: Path
+    authority: JwtAuthority
+    redis: OwnRedis
+    rooms_port: int
+    avatar_port: int
+    stream_env: dict[str, str]
+    replicas: list[Replica] = field(default_factory=list)
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    def md(self, user: str) -> tuple[tuple[str, str], ...]:
+        return bearer(self.authority.mint(user, ttl_s=600))
+
+    def ch(self, port: int) -> grpc.aio.Channel:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        self.channels.append(channel)
+        return channel
+
+    async def start_replica(self, **env: str) -> Replica:
+        port = free_port()
+        log = self.tmp / f"stream-{port}.log"
+        full = {**os.environ, **self.stream_env, "ARCONV_PORT": str(port), **env}
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "services.stream",
+                cwd=ROOT,
+                env=full,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        replica = Replica(port, proc, log)
+        self.replicas.append(replica)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            health = health_pb2_grpc.HealthStub(channel)
+            for _ in range(300):
+                if proc.returncode is not None:
+                    break
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    got = await health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                    if got.status == health_pb2.HealthCheckResponse.SERVING:
+                        return replica
+                await asyncio.sleep(0.05)
+        finally:
+            await channel.close()
+        raise RuntimeError(f"stream replica did not start:\n{log.read_text()[-3000:]}")
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+        for replica in self.replicas:
+            await replica.stop()
+
+
+@pytest.fixture
+async def process_mesh(tmp_path: Path, own_redis: OwnRedis) -> AsyncIterator[ProcessMesh]:
+    """Rooms and avatar (SQLite, in this process) and a factory of stream replica processes
+    on the test's own Redis."""
+    avatar_settings = AvatarSettings(**BASE, var_dir=tmp_path)
+    authority = authority_from(avatar_settings)
+    stack = contextlib.AsyncExitStack()
+    servers: list[RunningServer] = []
+    async with stack:
+        avatar = await create_server(
+            avatar_settings, await stack.enter_async_context(avatar_spec(avatar_settings)), port=0
+        )
+        servers.append(avatar)
+        rooms_settings = RoomSettings(
+            **BASE,
+            var_dir=tmp_path,
+            avatar_addr=f"127.0.0.1:{avatar.port}",
+            stream_addr=f"127.0.0.1:{free_port()}",
+            token_addr=f"127.0.0.1:{free_port()}",
+            rooms_notify_attempts=1,
+        )
+        rooms = await create_server(
+            rooms_settings, await stack.enter_async_context(rooms_spec(rooms_settings)), port=0
+        )
+        servers.append(rooms)
+        env = {
+            "ARCONV_ENV": "test",
+            "ARCONV_METRICS_PORT": "-1",
+            "ARCONV_LOG_FORMAT": "text",
+            "ARCONV_SHUTDOWN_GRACE_S": "0.5",
+            "ARCONV_VAR_DIR": str(tmp_path),
+            "ARCONV_ROOMS_ADDR": f"127.0.0.1:{rooms.port}",
+            "ARCONV_AVATAR_ADDR": f"127.0.0.1:{avatar.port}",
+            "ARCONV_REDIS_URL": own_redis.url,
+            "ARCONV_REDIS_PREFIX": "faults:",
+        }
+        mesh = ProcessMesh(tmp_path, authority, own_redis, rooms.port, avatar.port, env)
+        try:
+            await add_agent(mesh.ch(avatar.port), authority)
+            yield mesh
+        finally:
+            await mesh.close()
+            for server in reversed(servers):
+                await server.stop(0)
+
+
+async def add_agent(channel: grpc.aio.Channel, authority: JwtAuthority) -> None:
+    from arconv.avatar.v1 import avatar_service_pb2 as avatar_pb
+    from arconv.avatar.v1 import avatar_service_pb2_grpc as avatar_grpc
+
+    md = bearer(authority.mint("service:test", ttl_s=600, role="service"))
+    await avatar_grpc.AvatarServiceStub(channel).UpsertAgent(
+        avatar_pb.UpsertAgentRequest(
+            agent=avatar_pb.Agent(
+                agent_id="nova",
+                name="Nova",
+                persona=avatar_pb.Persona(system_prompt=NOVA_PROMPT),
+                appearance=avatar_pb.Appearance(
+                    style=avatar_pb.AVATAR_STYLE_REALISTIC, species="human"
+                ),
+                voice=avatar_pb.Voice(provider="elevenlabs", voice_id="nova-bright"),
+            )
+        ),
+        metadata=md,
+    )
