@@ -1,11 +1,19 @@
 """The room event bus: a capped, replayable event log per room, control messages, stream state.
 
 Room events are appended to a per-room log and get an id that increases by exactly one per
-event within the room (1, 2, 3, ...), so a reader's cursor (the last id it saw) tells it
-precisely what it missed and a gap means events were trimmed away. The log keeps the newest
-`maxlen` events (approximately, on Redis: never fewer); a cursor older than the oldest kept
-event raises `CursorExpired` (`OUT_OF_RANGE`), and so does a cursor newer than the newest
-event (a log that expired, or a made-up cursor).
+event within the room, so a reader's cursor (the last id it saw) tells it precisely what it
+missed and a gap means events were trimmed away. The log keeps the newest `maxlen` events
+(approximately, on Redis: never fewer); a cursor older than the oldest kept event raises
+`CursorExpired` (`OUT_OF_RANGE`), and so does a cursor newer than the newest event (a log
+that expired, or a made-up cursor). Cursor 0 means "before the oldest event kept".
+
+A log that starts (a room's first event, or the first after the log was lost: a restart of
+the embedded bus, a Redis restart without persistence, an expired log) numbers its events
+from the time it started, in microseconds (`first_id`), not from 1. So the ids of a log
+that was lost are never reused: a cursor from before the loss is older than every event
+of the new log, and is refused (`CursorExpired`) instead of silently naming another event.
+Only a log that appended more than one event per microsecond of its whole life could
+reach the next one's ids. Ids stay below 2^53 (exact as a JavaScript number) until 2255.
 
 Control messages (interrupts, room-state changes) are fire-and-forget broadcasts to whoever
 listens on a room's control channel at that moment: the replica that runs the room's
@@ -59,6 +67,11 @@ def held(event: BusEvent) -> Held:
     return (event.event_id, event.kind, event.data, event.time_ns)
 
 
+def first_id(now_ns: int | None = None) -> int:
+    """The id before the first event of a log that starts now (see the module docstring)."""
+    return (time.time_ns() if now_ns is None else now_ns) // 1_000
+
+
 class CursorExpired(OutOfRange):
     """The cursor is outside the kept log: events after it are gone (or it never existed)."""
 
@@ -95,9 +108,9 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def check_cursor(self, room: str, after_id: int) -> int:
-        """Raises CursorExpired unless every event after `after_id` is still kept.
+        """Raises CursorExpired unless every event after `after_id` is still kept (0: always).
 
-        Returns the id of the newest event.
+        Returns the id of the newest event (0 if the room has none).
         """
 
     @abc.abstractmethod
@@ -170,7 +183,7 @@ def _check_read(after_id: int, limit: int) -> None:
 @dataclass(slots=True)
 class _Log:
     events: deque[Held]
-    last: int = 0
+    last: int  # the newest event's id; before the first, the log's `first_id`
     # Blocked readers: each waits on its own future, resolved by the next publish.
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     listeners: set[Callable[[], None]] = field(default_factory=set)
@@ -230,7 +243,7 @@ class InProcessBus(Bus):
     def _log(self, room: str) -> _Log:
         log = self._logs.get(room)
         if log is None:
-            log = self._logs[room] = _Log(deque(maxlen=self._maxlen))
+            log = self._logs[room] = _Log(deque(maxlen=self._maxlen), first_id())
         return log
 
     async def publish(self, room: str, kind: str, data: bytes) -> int:
@@ -247,11 +260,13 @@ class InProcessBus(Bus):
 
     async def last_event_id(self, room: str) -> int:
         log = self._logs.get(room)
-        return log.last if log else 0
+        return log.last if log and log.events else 0
 
     async def check_cursor(self, room: str, after_id: int) -> int:
         log = self._logs.get(room)
-        last = log.last if log else 0
+        last = log.last if log and log.events else 0
+        if after_id == 0:
+            return last
         oldest = log.events[0][0] if log and log.events else last + 1
         if after_id > last or after_id < oldest - 1:
             raise CursorExpired(room, after_id, oldest, last)
@@ -261,7 +276,9 @@ class InProcessBus(Bus):
         if not log.events or after_id >= log.last:
             return []
         oldest = log.events[0][0]
-        if after_id < oldest - 1:
+        if after_id == 0:
+            after_id = oldest - 1
+        elif after_id < oldest - 1:
             raise CursorExpired(room, after_id, oldest, log.last)
         start = after_id + 1 - oldest
         events = log.events
@@ -271,9 +288,11 @@ class InProcessBus(Bus):
         log = self._logs.get(room)
         if log is None or after_id < 0 or limit < 1:
             return None
-        if not log.events or after_id >= log.last:
+        if not log.events:
+            return [] if after_id == 0 else None
+        if after_id >= log.last:
             return [] if after_id == log.last else None
-        if after_id < log.events[0][0] - 1:
+        if after_id and after_id < log.events[0][0] - 1:
             return None  # trimmed: `read` raises CursorExpired
         return self._after(log, room, after_id, limit)
 
@@ -297,7 +316,7 @@ class InProcessBus(Bus):
         def stop() -> None:
             log.listeners.discard(wake)
             # A log that never had an event is only this listener's: forget it.
-            idle = not log.last and not log.listeners and not log.waiters
+            idle = not log.events and not log.listeners and not log.waiters
             if idle and self._logs.get(room) is log:
                 del self._logs[room]
 

@@ -38,9 +38,15 @@ from services.common.redis_follow import text as _text
 DEFAULT_BLOCKING_CONNECTIONS = 16
 
 # KEYS: counter, stream, event channel. ARGV: maxlen, kind, data, retention_ms, publish time
-# (ns). The push is "<id> <kind> <time> <data>" (see redis_follow.decode_push).
+# (ns). The push is "<id> <kind> <time> <data>" (see redis_follow.decode_push). A room whose
+# counter is missing (its first event, or Redis lost its data) starts from Redis's clock in
+# microseconds (bus.first_id), so ids of a lost log are never given again.
 _PUBLISH = """
-local id = redis.call('INCR', KEYS[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[1], now[1] .. string.format('%06d', tonumber(now[2])))
+end
+local id = string.format('%d', redis.call('INCR', KEYS[1]))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id .. '-0', 'k', ARGV[2], 'd', ARGV[3],
   't', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -170,7 +176,9 @@ class RedisBus(Bus):
                 pipe.get(seq)
                 pipe.xrange(log, "-", "+", count=1)
                 raw_last, first = await pipe.execute()
-        last = int(raw_last) if raw_last is not None else 0
+        last = int(raw_last) if raw_last is not None and first else 0
+        if after_id == 0:
+            return last
         oldest = _entry_id(first[0][0]) if first else last + 1
         if after_id > last or after_id < oldest - 1:
             raise CursorExpired(room, after_id, oldest, last)
@@ -181,6 +189,8 @@ class RedisBus(Bus):
     ) -> list[BusEvent]:
         _check_read(after_id, limit)
         tail: Tail | None = self._tails.get(room)
+        if tail is not None and tail.gone(after_id):
+            raise CursorExpired(room, after_id, tail.base + 1, tail.cursor)
         if not block_s:
             if tail is not None and tail.base <= after_id < tail.cursor:
                 return tail.after(after_id, limit)  # already read by this replica
@@ -243,7 +253,7 @@ class RedisBus(Bus):
             return []
         entries: list[tuple[Any, dict[bytes, bytes]]] = reply[0][1]  # type: ignore[index,assignment]
         events = [_event(eid, fields) for eid, fields in entries]
-        if events and events[0].event_id != after_id + 1 and not trimmed_ok:
+        if events and events[0].event_id != after_id + 1 and after_id and not trimmed_ok:
             raise CursorExpired(room, after_id, events[0].event_id, events[-1].event_id)
         return events
 

@@ -208,6 +208,7 @@ class Tail:
         "base",
         "behind",
         "events",
+        "expired",
         "listeners",
         "room",
         "seen_counter",
@@ -229,6 +230,9 @@ class Tail:
         self.syncing = False
         self.behind = 0  # the newest id known to exist (pushed or counted), maybe not held
         self.seen_counter = 0  # the room's counter at the previous check
+        # Cursors from 1 to this one name events the log no longer has (trimmed, or lost
+        # with Redis's data): reading after them raises CursorExpired.
+        self.expired = 0
         self.subscriber: Subscriber | None = None  # what hears the room's channel
 
     @property
@@ -240,12 +244,27 @@ class Tail:
         if event.event_id <= self.cursor:
             return
         if event.event_id != self.cursor + 1:
-            # Events in between were trimmed from the log: start again from this one.
+            # Events in between were trimmed from the log (or the log was lost and started
+            # again): start again from this one.
+            self.expired = max(self.expired, self.cursor)
             self.events.clear()
             self.base = event.event_id - 1
         if len(self.events) == self.events.maxlen:
             self.base += 1
         self.events.append(held(event))
+
+    def lost(self, counter: int) -> None:
+        """The log is behind what this tail holds: Redis lost it (a restart without
+        persistence) or it expired. Nothing held is served again; readers hear it."""
+        self.expired = max(self.expired, self.cursor)
+        self.events.clear()
+        self.base = counter
+        self.behind = counter
+        self.wake()
+
+    def gone(self, after_id: int) -> bool:
+        """True if the events right after `after_id` were lost or trimmed."""
+        return 0 < after_id <= self.expired and after_id < self.base
 
     def after(self, after_id: int, limit: int) -> list[BusEvent]:
         start = after_id - self.base
@@ -422,6 +441,9 @@ class Tails:
                 continue  # commands fail for now; the next check tries again
             for tail, raw in zip(tails, counters, strict=True):
                 counter = int(raw) if raw is not None else 0
+                if counter < tail.cursor:
+                    # Behind what was appended: the log was lost (or expired).
+                    tail.lost(counter)
                 # Behind what was counted a whole interval ago: a push never came.
                 if tail.seen_counter > tail.cursor:
                     tail.behind = max(tail.behind, tail.seen_counter)

@@ -39,7 +39,6 @@ from services.stream.ports import Agents, RoomInfo, Rooms, RoomStatus, Sender, S
 from services.stream.reply import MAX_REPLY_CHARS
 from services.stream.session import AbortFn, Session
 from services.stream.state import (
-    REPLY_CLAIM_TTL_S,
     ROOM_STATUS_TTL_S,
     STREAM_STATE_TTL_S,
     Control,
@@ -48,7 +47,6 @@ from services.stream.state import (
     cancel_key,
     parse_stream_state,
     pending_key,
-    reply_key,
     room_status_key,
     stream_key,
     stream_state,
@@ -78,7 +76,8 @@ _STATUS_FROM_NAME = {f"ROOM_STATUS_{s.value}": s for s in RoomStatus}
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A stored human message; `stream_id` is empty when it was answered before."""
+    """A stored human message; `stream_id` is empty for a duplicate (stored and answered
+    before: never answered again)."""
 
     message_id: str
     stream_id: str
@@ -267,11 +266,12 @@ class ConversationCore:
             if exc.reason != NOT_ACCEPTING or status is None:
                 raise
             raise _not_accepting(room_id, status) from exc
-        stream_id = uuid.uuid4().hex
-        claimed = await self._bus.set_state_if_absent(
-            reply_key(message.message_id), stream_id, ttl_s=REPLY_CLAIM_TTL_S
-        )
-        accepted = Accepted(message.message_id, stream_id if claimed else "", not created)
+        # Only the call that stored the message answers it: the rooms service stores a
+        # client_message_id once, so a resend (after a reconnect, a replica crash or a
+        # restart that lost every bus key) is acknowledged and never answered twice.
+        claimed = created
+        stream_id = uuid.uuid4().hex if claimed else ""
+        accepted = Accepted(message.message_id, stream_id, not created)
         if claimed:
             await self._mark_pending(room_id, stream_id)
         if session is not None:

@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 
 STREAM_STATE_TTL_S = 3600.0
-REPLY_CLAIM_TTL_S = 24 * 3600.0
 ROOM_STATUS_TTL_S = 7 * 24 * 3600.0
 
 
@@ -54,11 +53,6 @@ def parse_stream_state(raw: str | None) -> tuple[str, str]:
         return str(doc["room_id"]), str(doc["state"])
     except (ValueError, KeyError, TypeError):
         return "", ""
-
-
-def reply_key(message_id: str) -> str:
-    """The stream that answers a human message; claimed once, so no message is answered twice."""
-    return f"reply:{message_id}"
 
 
 def room_status_key(room_id: str) -> str:

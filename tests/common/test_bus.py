@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 
-from services.common.bus import Bus, CursorExpired, InProcessBus, open_bus
+from services.common.bus import Bus, CursorExpired, InProcessBus, first_id, open_bus
 from services.common.redis_bus import RedisBus
 
 MakeBus = Callable[..., Bus]
@@ -40,27 +40,50 @@ async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[MakeBus]:
         await bus.close()
 
 
-async def test_ids_start_at_one_and_increase_by_one(make_bus: MakeBus) -> None:
+async def test_ids_start_from_the_clock_and_increase_by_one(make_bus: MakeBus) -> None:
     bus = make_bus()
     assert await bus.last_event_id("r1") == 0
+    before = first_id()
     ids = [await bus.publish("r1", "chunk", f"e{i}".encode()) for i in range(5)]
-    assert ids == [1, 2, 3, 4, 5]
-    assert await bus.publish("r2", "chunk", b"other room") == 1
-    assert await bus.last_event_id("r1") == 5
+    assert before < ids[0] <= first_id() + 1
+    assert ids == list(range(ids[0], ids[0] + 5))
+    other = await bus.publish("r2", "chunk", b"other room")
+    assert ids[0] <= other <= first_id() + 1
+    assert await bus.last_event_id("r1") == ids[-1]
+    assert ids[-1] < 2**53  # exact in every client's numbers
+
+
+async def test_a_lost_log_never_gives_its_ids_again(make_bus: MakeBus) -> None:
+    """The log starts again from the clock: a cursor from before is refused, not reused."""
+    old = InProcessBus()
+    cursor = [await old.publish("r", "k", b"x") for _ in range(3)][-1]
+    await old.close()  # the embedded bus restarts: every log is lost
+    bus = make_bus()
+    with pytest.raises(CursorExpired):
+        await bus.check_cursor("r", cursor)
+    new = await bus.publish("r", "k", b"new run")
+    assert new > cursor
+    with pytest.raises(CursorExpired) as info:
+        await bus.check_cursor("r", cursor)
+    assert info.value.code == grpc.StatusCode.OUT_OF_RANGE
+    with pytest.raises(CursorExpired):
+        await bus.read("r", cursor)
+    assert [e.event_id for e in await bus.read("r", 0)] == [new]  # 0: from the oldest kept
 
 
 async def test_read_after_cursor_in_order(make_bus: MakeBus) -> None:
     bus = make_bus()
     for i in range(5):
         await bus.publish("r", "k", bytes([i]))
-    events = await bus.read("r", 2)
-    assert [(e.event_id, e.kind, e.data) for e in events] == [
+    base = await bus.last_event_id("r") - 5
+    events = await bus.read("r", base + 2)
+    assert [(e.event_id - base, e.kind, e.data) for e in events] == [
         (3, "k", b"\x02"),
         (4, "k", b"\x03"),
         (5, "k", b"\x04"),
     ]
-    assert [e.event_id for e in await bus.read("r", 0, limit=2)] == [1, 2]
-    assert await bus.read("r", 5) == []
+    assert [e.event_id - base for e in await bus.read("r", 0, limit=2)] == [1, 2]
+    assert await bus.read("r", base + 5) == []
 
 
 async def test_concurrent_publishers_get_gap_free_ids(make_bus: MakeBus) -> None:
@@ -68,21 +91,22 @@ async def test_concurrent_publishers_get_gap_free_ids(make_bus: MakeBus) -> None
     results = await asyncio.gather(
         *(bus.publish("r", "k", str(i).encode()) for i in range(50) for bus in (a, b))
     )
-    assert sorted(results) == list(range(1, 101))
+    base = min(results) - 1
+    assert sorted(results) == list(range(base + 1, base + 101))
     events: list[int] = []
     while len(events) < 100:
         events += [e.event_id for e in await a.read("r", events[-1] if events else 0)]
-    assert events == list(range(1, 101))
+    assert events == list(range(base + 1, base + 101))
 
 
 async def test_blocking_read_wakes_on_publish(make_bus: MakeBus) -> None:
     reader, writer = make_bus(), make_bus()
-    await writer.publish("r", "k", b"old")
-    pending = asyncio.create_task(reader.read("r", 1, block_s=10))
+    first = await writer.publish("r", "k", b"old")
+    pending = asyncio.create_task(reader.read("r", first, block_s=10))
     await asyncio.sleep(0)
     await writer.publish("r", "k", b"new")
     events = await asyncio.wait_for(pending, 10)
-    assert [(e.event_id, e.data) for e in events] == [(2, b"new")]
+    assert [(e.event_id, e.data) for e in events] == [(first + 1, b"new")]
 
 
 async def test_blocking_read_times_out_empty(make_bus: MakeBus) -> None:
@@ -92,19 +116,18 @@ async def test_blocking_read_times_out_empty(make_bus: MakeBus) -> None:
 
 async def test_capped_log_expires_old_cursors(make_bus: MakeBus) -> None:
     bus = make_bus(maxlen=3)
-    for i in range(200):
-        await bus.publish("r", "k", str(i).encode())
-    last = await bus.check_cursor("r", 200)
-    assert last == 200
-    assert await bus.check_cursor("r", 199) == 200
+    ids = [await bus.publish("r", "k", str(i).encode()) for i in range(200)]
+    last = await bus.check_cursor("r", ids[-1])
+    assert last == ids[-1]
+    assert await bus.check_cursor("r", ids[-2]) == last
     with pytest.raises(CursorExpired) as info:
-        await bus.check_cursor("r", 1)
+        await bus.check_cursor("r", ids[0])
     assert info.value.code == grpc.StatusCode.OUT_OF_RANGE
-    assert info.value.newest == 200
+    assert info.value.newest == last
     with pytest.raises(CursorExpired):
-        await bus.read("r", 1)
+        await bus.read("r", ids[0])
     kept = await bus.read("r", info.value.oldest - 1)
-    assert kept[0].event_id == info.value.oldest and kept[-1].event_id == 200
+    assert kept[0].event_id == info.value.oldest and kept[-1].event_id == last
     # Approximate trimming on Redis never keeps fewer than maxlen.
     assert len(kept) >= 3
 
@@ -114,9 +137,9 @@ async def test_cursor_from_the_future_is_out_of_range(make_bus: MakeBus) -> None
     assert await bus.check_cursor("new-room", 0) == 0
     with pytest.raises(CursorExpired):
         await bus.check_cursor("new-room", 7)
-    await bus.publish("new-room", "k", b"x")
+    first = await bus.publish("new-room", "k", b"x")
     with pytest.raises(CursorExpired):
-        await bus.check_cursor("new-room", 2)
+        await bus.check_cursor("new-room", first + 1)
 
 
 async def test_listeners_are_woken_by_publish_until_they_stop(make_bus: MakeBus) -> None:
@@ -150,18 +173,23 @@ async def test_read_nowait_gives_what_read_gives_or_nothing(make_bus: MakeBus) -
         await writer.publish("r", "chunk", f"e{i}".encode())
     await asyncio.wait_for(woken.wait(), 5)
     # Once woken, the reader holds the new events: from memory, the same as from `read`.
+    expected = await reader.read("r", 0)
+    base = expected[0].event_id - 1
     for _ in range(100):
-        held = reader.read_nowait("r", 0)
+        held = reader.read_nowait("r", base)
         if held is not None and len(held) == 6:
             break
         await asyncio.sleep(0.02)
-    expected = await reader.read("r", 0)
     assert held is not None
     assert [(e.event_id, e.kind, e.data) for e in held] == [
         (e.event_id, e.kind, e.data) for e in expected
     ]
-    assert [e.event_id for e in reader.read_nowait("r", 2, limit=3) or []] == [3, 4, 5]
-    assert reader.read_nowait("r", 6) == []  # caught up: the next publish wakes the listener
+    assert [e.event_id - base for e in reader.read_nowait("r", base + 2, limit=3) or []] == [
+        3,
+        4,
+        5,
+    ]
+    assert reader.read_nowait("r", base + 6) == []  # caught up: the next publish wakes it
     stop()
 
 
@@ -169,13 +197,13 @@ async def test_read_nowait_refuses_a_trimmed_cursor(make_bus: MakeBus) -> None:
     bus = make_bus(maxlen=3)
     woken = asyncio.Event()
     stop = await bus.listen("r", 0, woken.set)  # on Redis: the replica follows the room
-    for i in range(300):
-        await bus.publish("r", "k", str(i).encode())
+    ids = [await bus.publish("r", "k", str(i).encode()) for i in range(300)]
+    first = ids[0]
     await asyncio.wait_for(woken.wait(), 5)
     with pytest.raises(CursorExpired):
-        await bus.read("r", 1)
+        await bus.read("r", first)
     # Never the events after a gap as if they came right after the cursor.
-    assert bus.read_nowait("r", 1) is None
+    assert bus.read_nowait("r", first) is None
     stop()
 
 

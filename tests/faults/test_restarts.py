@@ -1,0 +1,126 @@
+"""A restart of the embedded bus (a new stream process) and of Redis without persistence:
+no message is answered twice, old cursors are refused with OUT_OF_RANGE, followed rooms are
+heard again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
+from arconv.stream.v1 import stream_service_pb2 as pb
+
+from tests.faults.conftest import OwnRedis
+from tests.stream.conftest import Conversation, Mesh, MeshFactory, converse, join, message
+
+
+async def _answered(mesh: Mesh, user: str, room: str, cid: str, port: int = 0) -> int:
+    """Sends a message and reads its reply to the end; the last event id seen."""
+    conv = await converse(mesh, user, room, port=port)
+    await conv.send(message(f"Tell me something ({cid})", cid))
+    done = await conv.until_kind("stream_ended")
+    assert done[-1].stream_ended.reason == pb.STREAM_END_REASON_COMPLETED
+    conv.call.cancel()
+    return done[-1].event_id
+
+
+async def _refused(mesh: Mesh, user: str, room: str, cursor: int, port: int = 0) -> None:
+    conv = Conversation(mesh.stream(port or None).Converse(metadata=mesh.md(user)))
+    await conv.send(join(room, cursor))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await conv.next()
+    assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE, info.value
+    assert "after_event_id 0" in (info.value.details() or "")
+
+
+async def _resend_is_not_answered(mesh: Mesh, user: str, room: str, port: int = 0) -> None:
+    """c1 again (stored before the fault) is acknowledged as a duplicate and not answered:
+    the next reply in the room is the one to c2."""
+    conv = await converse(mesh, user, room, port=port)
+    await conv.send(message("Tell me something (c1)", "c1"))
+    again = await conv.until_kind("message_accepted")
+    assert again[-1].message_accepted.duplicate
+    await conv.send(message("Something new", "c2"))
+    c2 = (await conv.until_kind("message_accepted"))[-1].message_accepted
+    assert not c2.duplicate
+    started = (await conv.until_kind("stream_started"))[-1].stream_started
+    assert started.message_id == c2.message_id, "the resent message was answered again"
+    await conv.until_kind("stream_ended")
+    conv.call.cancel()
+    stored = await mesh.messages(user, room)
+    agents = [m for m in stored if m.sender_type == rooms_pb.SENDER_TYPE_AGENT]
+    humans = [m for m in stored if m.sender_type == rooms_pb.SENDER_TYPE_HUMAN]
+    assert (len(humans), len(agents)) == (2, 2), "every message answered exactly once"
+
+
+async def test_a_restarted_embedded_bus_refuses_old_cursors_and_answers_nothing_twice(
+    make_mesh: MeshFactory,
+) -> None:
+    mesh = await make_mesh()
+    room = await mesh.room("ann")
+    cursor = await _answered(mesh, "ann", room, "c1")
+    # The stream process restarts: a new process, a new embedded bus (every event and key
+    # of the old one gone).
+    await mesh.servers[-1].stop(0)
+    restarted = (await mesh.start_stream()).port
+    await _resend_is_not_answered(mesh, "ann", room, port=restarted)
+    # The new log has more events than the old cursor named; the cursor is still refused.
+    await _refused(mesh, "ann", room, cursor, port=restarted)
+    fresh = await converse(mesh, "ann", room, port=restarted)
+    assert fresh.seen[0].joined.last_event_id > cursor
+    fresh.call.cancel()
+
+
+async def test_a_redis_restart_without_persistence_is_detected_and_rooms_heard_again(
+    make_mesh: MeshFactory, own_redis: OwnRedis
+) -> None:
+    mesh = await make_mesh(bus={"redis_url": own_redis.url, "redis_prefix": "t:"})
+    room = await mesh.room("bea")
+    cursor = await _answered(mesh, "bea", room, "c1")
+    # A client stays joined across the restart: the replica follows the room.
+    held = await converse(mesh, "bea", room, after=cursor)
+    await own_redis.restart()  # every key is gone: counters, logs, leases, reply state
+    # The held client hears the truth: its events are gone (OUT_OF_RANGE), or the bus
+    # was unavailable for a moment (UNAVAILABLE); either way a status, not silence.
+    ended = asyncio.ensure_future(_status_of(held))
+    await _until_redis_answers(mesh, "bea", room)
+    await _resend_is_not_answered(mesh, "bea", room)
+    assert await asyncio.wait_for(ended, 20) in (
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAVAILABLE,
+    )
+    await _refused(mesh, "bea", room, cursor)
+    # The followed room is heard again: a client joined now receives a new reply live.
+    conv = await converse(mesh, "bea", room)
+    await conv.send(message("And now?", "c3"))
+    done = await conv.until_kind("stream_ended", wait_s=20)
+    assert done[-1].stream_ended.reason == pb.STREAM_END_REASON_COMPLETED
+    ids = [e.event_id for e in done if e.event_id]
+    assert ids == list(range(ids[0], ids[0] + len(ids))) and ids[0] > cursor
+    conv.call.cancel()
+
+
+async def _status_of(conv: Conversation) -> grpc.StatusCode:
+    try:
+        while True:
+            event = await conv.call.read()
+            if event is grpc.aio.EOF:
+                return grpc.StatusCode.OK
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+
+
+async def _until_redis_answers(mesh: Mesh, user: str, room: str) -> None:
+    """Joins until the replica's Redis connections are back (at most a few seconds)."""
+    for _ in range(100):
+        conv = Conversation(mesh.stream().Converse(metadata=mesh.md(user)))
+        await conv.send(join(room))
+        try:
+            await conv.next()
+            conv.call.cancel()
+            return
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+            await asyncio.sleep(0.1)
+    raise AssertionError("the replica never reached the restarted Redis")
