@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -27,7 +26,8 @@ from services.common.auth import JwtAuthority
 from services.common.server import RunningServer, authority_from, create_server
 from services.rooms.app import RoomSettings
 from services.rooms.app import open_spec as rooms_spec
-from tests.conftest import _unavailable, bearer
+from tests.conftest import bearer
+from tests.faults.own_redis import OwnRedis, own_redis  # noqa: F401
 from tests.stream.conftest import (  # noqa: F401
     BASE,
     NOVA_PROMPT,
@@ -40,73 +40,6 @@ from tests.stream.conftest import (  # noqa: F401
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class OwnRedis:
-    """A redis-server process on a free port, without persistence: a restart loses every key."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.dir = tmp
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            _unavailable("redis-server", "not installed")
-        assert binary is not None
-        self.proc = await asyncio.create_subprocess_exec(
-            binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.dir),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        try:
-            for _ in range(200):
-                with contextlib.suppress(Exception):
-                    if await client.ping():
-                        return
-                await asyncio.sleep(0.02)
-        finally:
-            await client.aclose()
-        raise RuntimeError(f"redis-server on port {self.port} did not start")
-
-    async def stop(self) -> None:
-        """Kills the server (SIGKILL): its data is gone, its clients' connections drop."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        self.proc = None
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @dataclass
@@ -188,7 +121,7 @@ class ProcessMesh:
 
 
 @pytest.fixture
-async def process_mesh(tmp_path: Path, own_redis: OwnRedis) -> AsyncIterator[ProcessMesh]:
+async def process_mesh(tmp_path: Path, own_redis: OwnRedis) -> AsyncIterator[ProcessMesh]:  # noqa: F811
     """Rooms and avatar (SQLite, in this process) and a factory of stream replica processes
     on the test's own Redis."""
     avatar_settings = AvatarSettings(**BASE, var_dir=tmp_path)

@@ -11,7 +11,7 @@ import pytest
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 
-from tests.faults.conftest import OwnRedis
+from tests.faults.own_redis import OwnRedis
 from tests.stream.conftest import Conversation, Mesh, MeshFactory, converse, join, message
 
 

@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from services.common.redis_bus import RedisBus
 from services.stream import events
-from tests.faults.conftest import OwnRedis
+from tests.faults.own_redis import OwnRedis
 from tests.stream.conftest import Conversation, MeshFactory, converse, join, message
 
 KEPT = 2000
