@@ -1,6 +1,6 @@
 """`make bench`: the mesh against the bare grpc.aio floor, side by side, as ratios.
 
-    python -m bench [--quick] [--only abcdef] [--out DIR]
+    python -m bench [--quick] [--only abcdefv] [--out DIR]
 
 Starts avatar, rooms and token (PostgreSQL, one fresh database each), the stream service
 (restarted per configuration: zero pacing for throughput, 30 ms pacing for latency, the
@@ -37,6 +37,7 @@ from bench.streaming import (
 )
 from bench.unary import unary_rates
 from bench.util import Series, machine
+from bench.voice import first_audio
 
 FULL = {
     "rounds": 5,
@@ -53,6 +54,7 @@ FULL = {
     "e_concurrency": 16,
     "e_seconds": 2.0,
     "f_mb": 2.0,
+    "v_requests": 200,
 }
 QUICK = {
     "rounds": 2,
@@ -69,6 +71,7 @@ QUICK = {
     "e_concurrency": 8,
     "e_seconds": 0.5,
     "f_mb": 0.3,
+    "v_requests": 20,
 }
 
 
@@ -128,6 +131,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if "f" in only:
         say("(f) marker parser")
         figures["f"] = markers_figure(cfg["f_mb"], cfg["rounds"])
+    if "v" in only:
+        say("(v) voice: first audio")
+        figures["v"] = await voice_figure(cfg["v_requests"], cfg["rounds"])
     if not only & set("abcde"):
         return doc
     work = Path(tempfile.mkdtemp(prefix="arconv-bench-"))
@@ -239,10 +245,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+async def voice_figure(requests: int, rounds: int) -> dict[str, Any]:
+    from services.common.config import Settings
+    from services.common.server import authority_from
+
+    work = Path(tempfile.mkdtemp(prefix="arconv-bench-voice-"))
+    mesh = Mesh(work)
+    try:
+        await mesh.start()
+        await mesh.start_voice()
+        user = authority_from(Settings()).mint("bench-voice", ttl_s=3600)
+        return await first_audio(mesh.ports, user, requests, rounds)
+    finally:
+        await mesh.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small, short runs (harness check)")
-    ap.add_argument("--only", default="abcdef", help="figures to run, e.g. --only af")
+    ap.add_argument("--only", default="abcdefv", help="figures to run, e.g. --only af")
     ap.add_argument("--out", default=str(HERE), help="where report.md/.json go")
     ap.add_argument("--profile", default="", help="cProfile the stream server (latency runs)")
     ap.add_argument(

@@ -186,6 +186,15 @@ class Mesh:
 
         await seed_demo_agents(Settings(), f"127.0.0.1:{self.ports['avatar']}")
 
+    async def start_voice(self) -> Proc:
+        """The voice service (espeak), in front of the token service."""
+        self.ports["voice"] = free_port()
+        env = self._env("voice", ARCONV_VOICE_HTTP_PORT="-1")
+        p = await spawn("voice", ["services.voice"], env, self.workdir, self.ports["voice"])
+        self.procs["voice"] = p
+        await wait_healthy(p)
+        return p
+
     async def start_stream(self, *, pacing_ms: int, redis: bool, profile: str = "") -> Proc:
         """(Re)starts the stream service with the delta stamp recorder."""
         self.stream_args = {"pacing_ms": pacing_ms, "redis": redis, "profile": profile}

@@ -208,6 +208,21 @@ def render(doc: dict[str, Any]) -> str:
         ):
             lines.append(f"| {label} | {_s(f[key], 1)} | >= 10 | {_ok(f[key]['median'] >= 10)} |")
         lines.append("")
+    if "v" in figs:
+        v = figs["v"]
+        lines += [
+            "## (v) Voice: time to first audio",
+            "",
+            f"Synthesize of a {v['characters']}-character sentence with the espeak engine, one"
+            f" request at a time, {v['requests_per_round']} requests per round; from the call to"
+            " its first audio chunk, through the token service's verification (PostgreSQL).",
+            "",
+            "| figure | ms | target | |",
+            "|---|---|---|---|",
+            f"| p50 | {_s(v['p50_ms'], 1)} | <= 300 | {_ok((v['p50_ms']['max'] or 1e9) <= 300)} |",
+            f"| p99 | {_s(v['p99_ms'], 1)} | <= 300 | {_ok(v['pass'])} |",
+            "",
+        ]
     failed = doc.get("failed_turns") or {}
     lines += [
         f"Failed conversation turns over the whole run: {failed.get('count', 0)}"
