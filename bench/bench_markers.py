@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.stream.markers import (
+from services.markers import (
     EMOTIONS,
     GESTURES,
     POSES,

@@ -19,7 +19,7 @@ from arconv.stream.v1 import stream_service_pb2_grpc as pb_grpc
 
 from services.common.config import Settings
 from services.common.server import authority_from
-from services.stream.markers import MarkerParser
+from services.markers import MarkerParser
 
 AUTHORITY = authority_from(Settings())
 

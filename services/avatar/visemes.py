@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from services.common.errors import InvalidArgument
+from services.markers import MarkerType, parse_markers
 from services.speech import Cue, compute_cue
-from services.stream.markers import MarkerType, parse_markers
 
 MAX_TEXT = 5000
 MAX_TONE = 64

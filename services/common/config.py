@@ -87,11 +87,34 @@ class Settings(BaseSettings):
 
     def service_database_url(self, service: str) -> str:
         """The SQLAlchemy URL for `service`: ARCONV_DATABASE_URL or a SQLite file under var/."""
-        from services.common.db import normalize_database_url
-
         if self.database_url:
             return normalize_database_url(self.database_url)
         return f"sqlite+aiosqlite:///{self.var_dir / f'{service}.db'}"
+
+
+_DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",
+    "postgresql+asyncpg": "postgresql+psycopg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """Rewrites known drivers to the async ones this project ships; refuses others."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(f"ARCONV_DATABASE_URL {url!r} is not a URL (postgresql://...)")
+    driver = _DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ConfigError(
+            f"ARCONV_DATABASE_URL driver {scheme!r} is not supported; use postgresql:// or sqlite://"
+        )
+    return f"{driver}://{rest}"
 
 
 def load_settings(cls: type[Settings], service: str) -> Settings:

@@ -15,32 +15,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from services.common.config import ConfigError
-
-_DRIVERS = {
-    "postgres": "postgresql+psycopg",
-    "postgresql": "postgresql+psycopg",
-    "postgresql+psycopg": "postgresql+psycopg",
-    "postgresql+psycopg2": "postgresql+psycopg",
-    "postgresql+asyncpg": "postgresql+psycopg",
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-    "sqlite+pysqlite": "sqlite+aiosqlite",
-}
-
-
-def normalize_database_url(url: str) -> str:
-    """Rewrites known drivers to the async ones this project ships; refuses others."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ConfigError(f"ARCONV_DATABASE_URL {url!r} is not a URL (postgresql://...)")
-    driver = _DRIVERS.get(scheme.lower())
-    if driver is None:
-        raise ConfigError(
-            f"ARCONV_DATABASE_URL driver {scheme!r} is not supported; use postgresql:// or sqlite://"
-        )
-    return f"{driver}://{rest}"
-
+from services.common.config import normalize_database_url
 
 # PostgreSQL pool: room for a burst of concurrent calls without opening and closing a
 # connection per call, capped at 30 connections per process (PostgreSQL's default

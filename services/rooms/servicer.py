@@ -12,10 +12,10 @@ from google.protobuf import timestamp_pb2
 
 from services.common.auth import principal
 from services.common.errors import InvalidArgument
+from services.markers import strip_markers
 from services.rooms import domain
 from services.rooms.domain import Action, AgentSummary, Message, MessageStatus, Room, SenderType
 from services.rooms.service import Rooms
-from services.rooms.text import strip_markers
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

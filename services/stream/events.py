@@ -14,9 +14,9 @@ from google.protobuf import timestamp_pb2
 
 from services.common.bus import BusEvent
 from services.common.errors import MAX_MESSAGE_CHARS, clip
+from services.markers import Marker, MarkerType
 from services.speech import Cue
 from services.speech.pb import cue_to_pb
-from services.stream.markers import Marker, MarkerType
 from services.stream.ports import RoomStatus
 
 STARTED, CHUNK, CUE, ENDED, ERROR, STATE = "started", "chunk", "cue", "ended", "error", "state"

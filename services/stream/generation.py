@@ -25,9 +25,9 @@ from services.llm import (
     ProviderTimeout,
     close_stream,
 )
+from services.markers import MarkerParser, ParsedChunk
 from services.speech import compute_cue
 from services.stream import events
-from services.stream.markers import MarkerParser, ParsedChunk
 from services.stream.metrics import COMPLETIONS, GENERATIONS, INTERRUPTIONS
 from services.stream.ports import (
     Agents,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.llm import ChatMessage
-from services.stream.markers import EMOTIONS, GESTURES, POSES, TONES
+from services.markers import EMOTIONS, GESTURES, POSES, TONES
 from services.stream.ports import Persona, Sender, StoredMessage
 
 MARKER_INSTRUCTIONS = f"""\

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from services.stream.markers import MarkerParser, ParsedChunk
+from services.markers import MarkerParser, ParsedChunk
 
 MAX_REPLY_CHARS = 4000
 """Longest reply content, markers included: the rooms service's message limit."""

@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from services.stream.markers import Marker, MarkerType, ParsedChunk
+from services.markers import Marker, MarkerType, ParsedChunk
 
 __all__ = ["ABBREVIATIONS", "Sentence", "SentenceAccumulator"]
 

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from services.common.errors import InvalidArgument, Unavailable
+from services.markers import MarkerType, parse_markers
 from services.speech.prosody import prosody_for
-from services.stream.markers import MarkerType, parse_markers
 from services.voice import metrics
 from services.voice.domain import (
     MAX_SPEED,

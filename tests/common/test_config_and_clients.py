@@ -12,8 +12,7 @@ from arconv.rooms.v1 import rooms_service_pb2_grpc as pb_grpc
 from pydantic import ValidationError
 
 from services.common.clients import ServiceChannels, for_user
-from services.common.config import DEV_JWT_SECRET, ConfigError, Settings
-from services.common.db import normalize_database_url
+from services.common.config import DEV_JWT_SECRET, ConfigError, Settings, normalize_database_url
 from tests.common.kit_servicer import kit_spec
 from tests.conftest import make_settings
 

@@ -15,7 +15,7 @@ from google.rpc import code_pb2
 
 from services.common.errors import status_details
 from services.common.vocabulary import EMOTIONS, GESTURES, POSES, TONES
-from services.stream.markers import parse_markers
+from services.markers import parse_markers
 from services.stream.prompt import MARKER_INSTRUCTIONS
 from tests.llm.openai_server import OpenAICompatServer, Script
 from tests.stream.conftest import converse, join, kinds, message, reply_text

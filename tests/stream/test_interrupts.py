@@ -12,8 +12,8 @@ from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 
 from services.common.bus import ControlSubscription, InProcessBus
+from services.markers import strip_markers
 from services.stream.llm import build_llm
-from services.stream.markers import strip_markers
 from tests.llm.openai_server import OpenAICompatServer, Script
 from tests.stream.conftest import converse, kinds, message
 

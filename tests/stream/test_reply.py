@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.stream.markers import MarkerParser, strip_markers
+from services.markers import MarkerParser, strip_markers
 from services.stream.reply import DeliveredReply, cap_delta, raw_offset
 
 REPLY = "[emotion:happy] Hello there. [gesture:wave,tone:calm] How are [1] you?"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.stream.markers import MarkerParser, ParsedChunk, parse_markers
+from services.markers import MarkerParser, ParsedChunk, parse_markers
 from services.stream.sentences import Sentence, SentenceAccumulator
 
 

@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.bus import BusEvent
+from services.markers import Marker, MarkerType
 from services.speech import compute_cue
 from services.stream import events
-from services.stream.markers import Marker, MarkerType
 
 _PAYLOADS = [
     events.chunk(

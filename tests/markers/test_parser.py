@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.stream.markers import (
+from services.markers import (
     EMOTIONS,
     GESTURES,
     MARKER_KEYS,
