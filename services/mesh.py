@@ -30,7 +30,7 @@ SERVICES = ("avatar", "rooms", "token", "stream", "voice")
 SQL_SERVICES = ("avatar", "rooms", "token")
 
 
-async def _wait_healthy(port: int, timeout_s: float = 30.0) -> None:
+async def _wait_healthy(port: int, timeout_s: float = 60.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = health_pb2_grpc.HealthStub(ch)

@@ -1,13 +1,15 @@
-"""`make run`'s runner as a newcomer uses it: five processes, healthy, clean stop."""
+"""`make run`'s runner as a newcomer uses it: six processes, healthy, clean stop."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import pytest
@@ -32,8 +34,8 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.envoy
-async def test_mesh_starts_five_healthy_processes_and_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("rooms", "stream", "avatar", "token")}
+async def test_mesh_starts_six_healthy_processes_and_stops_cleanly(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("rooms", "stream", "avatar", "token", "voice")}
     edge_port, admin_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -42,6 +44,7 @@ async def test_mesh_starts_five_healthy_processes_and_stops_cleanly(tmp_path: Pa
         "ARCONV_EDGE_ADMIN_PORT": str(admin_port),
         "ARCONV_MESH_METRICS": "0",
         "ARCONV_LLM_PACING_MS": "0",
+        "ARCONV_VOICE_HTTP_PORT": str(free_port()),
         **{f"ARCONV_{n.upper()}_ADDR": f"127.0.0.1:{p}" for n, p in ports.items()},
     }
     for var in ("ARCONV_DATABASE_URL", "ARCONV_REDIS_URL"):
@@ -72,7 +75,7 @@ async def test_mesh_starts_five_healthy_processes_and_stops_cleanly(tmp_path: Pa
         assert "export TOKEN=" in text
         assert "Demo agents seeded: 3" in text
         children = _children(proc.pid)
-        assert len(children) == 5, text
+        assert len(children) == 6, text
         listed = await asyncio.to_thread(
             subprocess.run,
             [GRPCURL, "-plaintext", f"127.0.0.1:{edge_port}", "list"],
@@ -85,10 +88,12 @@ async def test_mesh_starts_five_healthy_processes_and_stops_cleanly(tmp_path: Pa
             "arconv.stream.v1.StreamService",
             "arconv.avatar.v1.AvatarService",
             "arconv.token.v1.TokenService",
+            "arconv.voice.v1.VoiceService",
         ):
             assert svc in listed.stdout.split(), listed.stderr
         token = next(ln.split("=", 1)[1].strip() for ln in banner if "export TOKEN=" in ln)
         await _converse_through_the_edge(edge_port, token)
+        await _speak_as_the_banner_says(text, env)
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(60):
             rc = await proc.wait()
@@ -161,3 +166,32 @@ async def _converse_through_the_edge(port: int, token: str) -> None:
     assert text and "[" not in text
     ended = events[-1]["stream_ended"]
     assert ended["reason"] == "STREAM_END_REASON_COMPLETED"  # type: ignore[index]
+
+
+async def _speak_as_the_banner_says(banner: str, env: dict[str, str]) -> None:
+    """The banner's two lines: a provider token from the CLI, then curl gets a WAV."""
+    lines = banner.splitlines()
+    export = next(ln for ln in lines if "export TTS_TOKEN=" in ln)
+    cli = export.split("$(", 1)[1].rsplit(")", 1)[0].split()
+    assert cli[0] == ".venv/bin/python"
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, *cli[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    curl = next(i for i, ln in enumerate(lines) if ln.strip().startswith("curl -s"))
+    command = lines[curl].rstrip(" \\") + " " + lines[curl + 1].strip()
+    out = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "-c", command.replace("> hello.wav", "")],
+        capture_output=True,
+        timeout=60,
+        env={**env, "TTS_TOKEN": made.stdout.strip()},
+    )
+    with wave.open(io.BytesIO(out.stdout)) as w:
+        assert (w.getframerate(), w.getnchannels()) == (22050, 1)
+        assert len(w.readframes(w.getnframes())) > 22050  # over half a second of speech
