@@ -121,7 +121,8 @@ def test_the_avatar_loads_moves_and_speaks_in_three_vrm() -> None:
             assert set(BONES) <= set(model["bones"]), (where, model["missingBones"])
             assert set(PRESETS) <= set(model["expressions"]), (where, model["expressions"])
             assert model["applied"]["blink"], (where, model["applied"])
-            assert model["metrics"]["blink"]["face"] > 0.001, (where, model["metrics"])
+            # blink closes the eyes: the lids cover much of the eye region
+            assert model["metrics"]["blink"]["eyes"] > 0.1, (where, model["metrics"]["blink"])
         if "gesture_wave" in caps.clips:
             clips = {c["name"] for c in model["clips"]}
             assert {"idle"} | {f"gesture_{g}" for g in GESTURES} <= clips, (where, clips)

@@ -231,8 +231,12 @@ window.arconvRender = async (url) => {
     metrics: {},
   };
 
+  // At rest: the first frame of idle when the model has one (the pose every gesture starts
+  // from and returns to; a VRM's bind pose is the T-pose), else the bind pose.
+  const restPose = () => setPose(clips.some((c) => c.name === 'idle') ? 'idle' : null, 0);
+
   // Expressions applied: setValue moves morph target influences.
-  setPose(null, 0);
+  restPose();
   for (const name of ['aa', 'happy', 'blink']) {
     setFace(name);
     report.applied[name] = morphMeshes.flatMap((m) => Object.entries(m.morphTargetDictionary)
@@ -265,7 +269,7 @@ window.arconvRender = async (url) => {
     .map((b) => b.getWorldPosition(new THREE.Vector3()));
 
   // Rest, full body.
-  setPose(null, 0);
+  restPose();
   setFace(null);
   const restFull = shot('rest', 'full', full);
   const restArms = { right: armPoints('right'), left: armPoints('left') };
@@ -295,7 +299,7 @@ window.arconvRender = async (url) => {
       leftArm: changed(restFull, waveFull, report.regions.leftArm),
       whole: changed(restFull, waveFull, { x0: 0, y0: 0, x1: VIEWS.full[0], y1: VIEWS.full[1] }),
     };
-    setPose(null, 0);
+    restPose();
   }
 
   // The face: rest, viseme aa, happy, blink.
@@ -305,10 +309,14 @@ window.arconvRender = async (url) => {
   // The mouth: where the open-mouth viseme moves vertices most (lips and jaw, not the cheeks).
   report.regions.mouth = mouthMorph
     ? rect(project(face, 'face', movedBy(mouthMorph, 0.5)), 2, 'face') : null;
+  // The eyes: where the blink expression's morph targets move vertices most (the lids).
+  const lids = [...new Set(report.applied.blink)].flatMap((n) => movedBy(n, 0.5));
+  report.regions.eyes = lids.length ? rect(project(face, 'face', lids), 2, 'face') : null;
   for (const name of ['aa', 'happy', 'blink']) {
     setFace(name);
     const px = shot(`face_${name}`, 'face', face);
     report.metrics[name] = { face: changed(restFace, px, whole) };
+    if (name === 'blink') report.metrics.blink.eyes = changed(restFace, px, report.regions.eyes);
     if (name === 'aa') {
       Object.assign(report.metrics.aa, {
         mouth: changed(restFace, px, report.regions.mouth),
