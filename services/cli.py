@@ -1,46 +1,125 @@
 """Development CLI.
 
-python -m services.cli token --user alice            # a user token (1 hour)
-python -m services.cli token --service rooms         # a service token
-python -m services.cli migrate                       # migrate every service's database
-python -m services.cli speak "Hello!" > hello.wav    # an agent speaks, through the edge
-python -m services.cli seed                          # store the demo agents (avatar service)
-python -m services.cli provider-token                # a TTS provider token for Nova's voice
+python -m services.cli token --user alice                 # a user token (1 hour)
+python -m services.cli token --service rooms              # a service token
+python -m services.cli migrate                            # migrate every service's database
+python -m services.cli model nova --lod 2 -o nova.glb     # download an agent's model
+buf curl ... 2>&1 | python -m services.cli details        # an error's details, decoded
+python -m services.cli speak "Hello!" > hello.wav         # an agent speaks, through the edge
+python -m services.cli seed                               # store the demo agents (avatar service)
+python -m services.cli provider-token                     # a TTS provider token for Nova's voice
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
+import os
+import re
 import sys
+from pathlib import Path
 
 from services.common.config import ConfigError, Settings
 from services.common.server import authority_from
 
 SERVICES_WITH_SQL = ("avatar", "rooms", "token")
+# A development token lives at most 30 days: longer-lived bearer tokens are a liability even in
+# development, and a typo like --ttl 36000000 should not mint a year-long credential.
+MAX_TTL_S = 30 * 24 * 3600
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}")
+_AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ADDR = re.compile(r"[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _ttl(value: str) -> int:
+    try:
+        ttl = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of seconds") from None
+    if not 1 <= ttl <= MAX_TTL_S:
+        raise argparse.ArgumentTypeError(
+            f"{ttl} is out of range: a token lives 1 to {MAX_TTL_S} seconds (30 days)"
+        )
+    return ttl
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a valid name: 1 to 128 characters of letters, digits and _.@:-, "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _agent_id(value: str) -> str:
+    if not _AGENT_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an agent id: 1 to 64 characters of a-z, 0-9, _ and -"
+        )
+    return value
+
+
+def _lod(value: str) -> int:
+    if value not in ("0", "1", "2"):
+        raise argparse.ArgumentTypeError(f"{value!r}: the level of detail is 0, 1 or 2")
+    return int(value)
+
+
+def _addr(value: str) -> str:
+    if not _ADDR.fullmatch(value) or not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not host:port")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.cli")
     sub = parser.add_subparsers(dest="cmd", required=True)
     tok = sub.add_parser("token", help="mint a development token (ARCONV_JWT_SECRET)")
     who = tok.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", help="user id (the token's sub)")
-    who.add_argument("--service", help="service name, for a role=service token")
-    tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    who.add_argument("--user", type=_name, help="user id (the token's sub)")
+    who.add_argument("--service", type=_name, help="service name, for a role=service token")
+    tok.add_argument(
+        "--ttl", type=_ttl, default=3600, help=f"lifetime in seconds, 1 to {MAX_TTL_S} (3600)"
+    )
     mig = sub.add_parser("migrate", help="bring every service's schema up to date")
     mig.add_argument("services", nargs="*", default=list(SERVICES_WITH_SQL))
+    mod = sub.add_parser(
+        "model", help="download an agent's avatar model (GLB) and check its SHA-256"
+    )
+    mod.add_argument("agent_id", type=_agent_id, help="the agent, e.g. nova")
+    mod.add_argument("--lod", type=_lod, default=0, help="level of detail: 0 (default), 1 or 2")
+    mod.add_argument("-o", "--output", help="file to write (default: <agent>-lod<N>.glb)")
+    mod.add_argument(
+        "--addr", type=_addr, default="localhost:8080", help="the edge (default localhost:8080)"
+    )
+    mod.add_argument(
+        "--token",
+        help="bearer token (default: $TOKEN, else a development token for user alice)",
+    )
     say = sub.add_parser("speak", help="speak text in an agent's voice (WAV on stdout)")
     say.add_argument("text")
-    say.add_argument("--user", default="alice")
-    say.add_argument("--agent", default="nova")
-    say.add_argument("--edge", default="localhost:8080", help="the edge (or voice) address")
+    say.add_argument("--user", type=_name, default="alice")
+    say.add_argument("--agent", type=_agent_id, default="nova")
+    say.add_argument(
+        "--edge", type=_addr, default="localhost:8080", help="the edge (or voice) address"
+    )
     sub.add_parser("seed", help="store the demo agents through the avatar service")
     ptok = sub.add_parser("provider-token", help="a room with an agent, then a TTS token")
-    ptok.add_argument("--user", default="alice")
-    ptok.add_argument("--agent", default="nova")
-    ptok.add_argument("--edge", default="localhost:8080", help="the edge address")
-    args = parser.parse_args(argv)
+    ptok.add_argument("--user", type=_name, default="alice")
+    ptok.add_argument("--agent", type=_agent_id, default="nova")
+    ptok.add_argument("--edge", type=_addr, default="localhost:8080", help="the edge address")
+    sub.add_parser(
+        "details",
+        help="decode error details read on stdin: buf curl's error JSON, or the base64 value "
+        "of a grpc-status-details-bin trailer",
+    )
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         settings = Settings()
     except (ConfigError, ValueError) as exc:
@@ -57,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
             print(authority.mint(f"service:{args.service}", ttl_s=args.ttl, role="service"))
         return 0
     if args.cmd in ("speak", "provider-token"):
-        import asyncio
-
         if settings.env == "production":
             print("refusing to mint tokens with ARCONV_ENV=production", file=sys.stderr)
             return 2
@@ -70,20 +147,29 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.buffer.write(wav)
         return 0
     if args.cmd == "seed":
-        import asyncio
-
         from services.avatar.demo import seed_demo_agents
 
         print(f"seeded {asyncio.run(seed_demo_agents(settings, settings.avatar_addr))} agents")
         return 0
+    if args.cmd == "details":
+        return decode_details(sys.stdin.read())
+    if args.cmd == "model":
+        token = args.token or os.environ.get("TOKEN", "")
+        if not token:
+            if settings.env == "production":
+                print("pass --token (or set TOKEN) with ARCONV_ENV=production", file=sys.stderr)
+                return 2
+            token = authority_from(settings).mint("alice", ttl_s=300)
+        output = Path(args.output or f"{args.agent_id}-lod{args.lod}.glb")
+        return asyncio.run(download_model(args.addr, token, args.agent_id, args.lod, output))
     from services.common.db import migrate
 
     for name in args.services:
         if name not in SERVICES_WITH_SQL:
             print(f"unknown service {name!r}; choose from {SERVICES_WITH_SQL}", file=sys.stderr)
             return 2
-        migrate(name, settings.service_database_url(name))
-        print(f"{name}: migrated")
+        steps = migrate(name, settings.service_database_url(name))
+        print(f"{name}: migrated ({'; '.join(steps)})" if steps else f"{name}: up to date")
     return 0
 
 
@@ -126,6 +212,107 @@ async def _speak(edge: str, user_token: str, agent_id: str, text: str) -> bytes:
             if msg.WhichOneof("event") == "audio":
                 audio += msg.audio.data
     return audio
+
+
+async def download_model(addr: str, token: str, agent_id: str, lod: int, output: Path) -> int:
+    """Streams DownloadModel into `output`, checking size and SHA-256 against the LOD's metadata.
+
+    The file appears only when complete and verified (written beside it, then renamed).
+    """
+    import grpc
+    from arconv.avatar.v1 import avatar_service_pb2, avatar_service_pb2_grpc
+
+    digest = hashlib.sha256()
+    partial = output.with_name(output.name + ".part")
+    expected_sha, expected_size, size = "", -1, 0
+    try:
+        async with grpc.aio.insecure_channel(addr) as channel:
+            stub = avatar_service_pb2_grpc.AvatarServiceStub(channel)
+            call = stub.DownloadModel(
+                avatar_service_pb2.DownloadModelRequest(agent_id=agent_id, lod=lod),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=120,
+            )
+            with partial.open("wb") as out:
+                async for chunk in call:
+                    if chunk.HasField("lod"):
+                        expected_sha, expected_size = chunk.lod.sha256, chunk.lod.size_bytes
+                    if chunk.offset != size:
+                        print(
+                            f"error: chunk at offset {chunk.offset}, expected {size}",
+                            file=sys.stderr,
+                        )
+                        return 1
+                    out.write(chunk.data)
+                    digest.update(chunk.data)
+                    size += len(chunk.data)
+    except grpc.aio.AioRpcError as exc:
+        partial.unlink(missing_ok=True)
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            print(f"is the mesh running (make run) and the edge at {addr}?", file=sys.stderr)
+        elif exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            print(
+                "the avatar is not READY yet: watch it with AvatarService/WatchAvatar",
+                file=sys.stderr,
+            )
+        return 1
+    if digest.hexdigest() != expected_sha or size != expected_size:
+        partial.unlink(missing_ok=True)
+        print(
+            f"error: the download does not match the avatar's metadata "
+            f"(sha256 {digest.hexdigest()} vs {expected_sha}, {size} vs {expected_size} bytes)",
+            file=sys.stderr,
+        )
+        return 1
+    partial.replace(output)
+    print(f"{output}: {size} bytes, sha256 {expected_sha} (verified)")
+    return 0
+
+
+def decode_details(text: str) -> int:
+    """Prints an error with each google.rpc detail decoded into its fields (JSON).
+
+    buf curl prints an error's details as a type and a base64 value: the google.rpc types are
+    not in the schema it is given. This reads that output (or a bare grpc-status-details-bin
+    value) and prints the same error with every detail's fields.
+    """
+    import base64
+    import json
+
+    from google.protobuf import any_pb2, json_format
+    from google.protobuf.message import DecodeError
+    from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers the types)
+
+    def unb64(value: str) -> bytes:
+        value = value.strip().translate(str.maketrans("-_", "+/"))
+        return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+
+    start = text.find("{")
+    try:
+        if start >= 0:
+            error = json.JSONDecoder().raw_decode(text[start:])[0]
+            details = []
+            for item in error.get("details", []):
+                packed = any_pb2.Any(
+                    type_url=f"type.googleapis.com/{item['type']}", value=unb64(item["value"])
+                )
+                details.append(json.loads(json_format.MessageToJson(packed)))
+            error["details"] = details
+        else:
+            status = status_pb2.Status.FromString(unb64(text))
+            error = json.loads(json_format.MessageToJson(status))
+    except (ValueError, KeyError, TypeError, DecodeError) as exc:
+        print(
+            f"error: stdin is neither buf curl's error JSON nor a base64 google.rpc.Status ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    except json_format.Error as exc:
+        print(f"error: a detail could not be decoded: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(error, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
