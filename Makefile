@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PROTOS := $(shell find protos -name '*.proto')
+PROTOS := $(shell find protos third_party -name '*.proto')
 PYTEST_ARGS ?=
 
 .PHONY: setup run test lint protos bench clean lock node breaking api-baseline web browser-setup \
@@ -82,10 +82,10 @@ lint: setup
 # The published API: buf breaking compares the protos with api/baseline.binpb (a buf image).
 # After a deliberate, compatible API change: make api-baseline, and commit the new image.
 breaking: setup
-	$(VENV)/bin/buf breaking --against api/baseline.binpb
+	$(VENV)/bin/buf breaking protos --against api/baseline.binpb
 
 api-baseline: setup
-	$(VENV)/bin/buf build -o api/baseline.binpb
+	$(VENV)/bin/buf build protos -o api/baseline.binpb
 
 # The container image (deploy/Containerfile) with podman. BASE_IMAGE: the python slim image by
 # default; ARCONV_IMAGE_BASE=mmdebstrap (or auto, when no registry answers) builds a Debian

@@ -44,6 +44,22 @@ class EdgeConfig:
     upstream_hosts: Mapping[str, str] = field(default_factory=dict)
     # Empty: the development default (http(s)://localhost and 127.0.0.1 on any port).
     cors_origins: Sequence[str] = ()
+    # Cache lifetime of GET /.well-known/jwks.json: how long a verifier may keep using a key
+    # after it is removed (ARCONV_JWKS_MAX_AGE_S; the provider-token lifetime by default).
+    jwks_max_age_s: int = 300
+    # The descriptor set of the mesh's protos (`make protos`), for the gRPC-JSON transcoder.
+    descriptor_set: Path = ROOT / "gen" / "arconv.binpb"
+
+
+def parse_jwks_max_age(value: str) -> int:
+    """ARCONV_JWKS_MAX_AGE_S: seconds, 0 (no caching) to one day."""
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise ValueError(f"ARCONV_JWKS_MAX_AGE_S={value!r} is not a whole number") from None
+    if not 0 <= seconds <= 86400:
+        raise ValueError(f"ARCONV_JWKS_MAX_AGE_S={seconds} must be 0 to 86400 seconds")
+    return seconds
 
 
 def parse_origins(value: str) -> list[str]:
@@ -66,6 +82,13 @@ def render(cfg: EdgeConfig) -> str:
         f"socket_address: {{ address: {cfg.listen_host}, port_value: {cfg.listen_port} }}",
     )
     text = text.replace("port_value: 9901", f"port_value: {cfg.admin_port}")
+    text = text.replace(
+        '"gen/arconv.binpb"  # ARCONV_DESCRIPTOR_SET', json.dumps(str(cfg.descriptor_set))
+    )
+    text = text.replace(
+        '"public, max-age=300" }  # ARCONV_JWKS_MAX_AGE_S',
+        f'"public, max-age={cfg.jwks_max_age_s}" }}',
+    )
     for name, default in DEFAULT_UPSTREAMS.items():
         text = text.replace(
             f"socket_address: {{ address: 127.0.0.1, port_value: {default} }}",

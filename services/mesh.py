@@ -21,6 +21,7 @@ from services.common.server import authority_from
 from services.edge import (
     EdgeConfig,
     die_with_parent,
+    parse_jwks_max_age,
     parse_origins,
     start_envoy,
     wait_envoy_ready,
@@ -72,10 +73,18 @@ async def _seed(settings: Settings) -> int:
 
 async def run() -> int:
     settings = Settings()
+    try:
+        origins = parse_origins(os.environ.get("ARCONV_CORS_ORIGINS", ""))
+        jwks_max_age_s = parse_jwks_max_age(os.environ.get("ARCONV_JWKS_MAX_AGE_S", "300"))
+    except ValueError as exc:
+        print(f"arconv: configuration error: {exc}", file=sys.stderr)
+        return 2
     var = settings.var_dir
     var.mkdir(parents=True, exist_ok=True)
     for name in SQL_SERVICES:
-        await asyncio.to_thread(migrate, name, settings.service_database_url(name))
+        steps = await asyncio.to_thread(migrate, name, settings.service_database_url(name))
+        if steps:
+            print(f"arconv: {name} database migrated ({'; '.join(steps)})", flush=True)
     procs: dict[str, asyncio.subprocess.Process] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,19 +99,21 @@ async def run() -> int:
                 "ARCONV_PORT": str(ports[name]),
                 "ARCONV_METRICS_PORT": str(DEFAULT_METRICS_PORTS[name] if metrics_on else -1),
                 "ARCONV_LOG_FORMAT": os.environ.get("ARCONV_LOG_FORMAT", "text"),
+                # The runner has just migrated every database.
+                "ARCONV_MIGRATE_ON_START": "false",
             }
             procs[name] = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", f"services.{name}", env=env, preexec_fn=die_with_parent
             )
         await asyncio.gather(*(_wait_healthy(ports[n]) for n in SERVICES))
         seeded = await _seed(settings)
-        origins = parse_origins(os.environ.get("ARCONV_CORS_ORIGINS", ""))
         edge = EdgeConfig(
             listen_host=os.environ.get("ARCONV_EDGE_HOST", "127.0.0.1"),
             listen_port=int(os.environ.get("ARCONV_EDGE_PORT", "8080")),
             admin_port=int(os.environ.get("ARCONV_EDGE_ADMIN_PORT", "9901")),
             upstreams=ports,
             cors_origins=origins,
+            jwks_max_age_s=jwks_max_age_s,
         )
         procs["envoy"] = await start_envoy(edge, var / "envoy")
         await wait_envoy_ready(edge.admin_port)

@@ -6,8 +6,15 @@ taken from protos/. The services behind Envoy are the real four, on SQLite.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 import uuid
 
+import jwt
 import pytest
 
 from tests.edge.mesh_fixtures import BufStream, EdgeMesh, edge_mesh, trailer_status
@@ -18,6 +25,7 @@ pytestmark = pytest.mark.envoy
 AGENTS = "arconv.avatar.v1.AvatarService"
 ROOMS = "arconv.rooms.v1.RoomService"
 STREAM = "arconv.stream.v1.StreamService"
+TOKEN = "arconv.token.v1.TokenService"
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 
@@ -165,3 +173,65 @@ async def test_errors_come_back_as_grpc_web_status_with_details(edge_mesh: EdgeM
     )
     assert sub.error()["code"] == "not_found"
     assert trailer_status(sub.stderr).code == 5
+
+
+async def test_buf_curl_error_details_decode_as_the_readme_shows(edge_mesh: EdgeMesh) -> None:
+    """buf curl prints each detail as a type and base64 (its schema has no google.rpc types);
+    the README pipes that into `python -m services.cli details`, which prints the fields."""
+    bad = await edge_mesh.buf_curl(
+        f"{ROOMS}/GetRoom", {"room_id": "nope"}, token=edge_mesh.token("alice")
+    )
+    raw = bad.error()["details"]
+    assert [set(d) for d in raw] == [{"type", "value"}, {"type", "value"}]
+    decoded = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli", "details"],
+        input=bad.stderr,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert decoded.returncode == 0, decoded.stderr
+    error = json.loads(decoded.stdout)
+    assert error["code"] == "invalid_argument"
+    details = {d["@type"].rsplit("/", 1)[1]: d for d in error["details"]}
+    assert details["google.rpc.ErrorInfo"]["domain"] == "arconv.dev"
+    assert details["google.rpc.ErrorInfo"]["reason"]
+    assert [v["field"] for v in details["google.rpc.BadRequest"]["fieldViolations"]] == ["room_id"]
+
+
+async def test_jwks_is_served_where_verifiers_look_and_verifies_a_fresh_token(
+    edge_mesh: EdgeMesh,
+) -> None:
+    """GET /.well-known/jwks.json on the edge: no authorization, cacheable, the keys of GetJwks;
+    PyJWT's PyJWKClient verifies a provider token just issued through the edge with it."""
+    url = f"{edge_mesh.url}/.well-known/jwks.json"
+    response = await asyncio.to_thread(urllib.request.urlopen, url, timeout=30)
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["cache-control"] == "public, max-age=300"
+    jwks = json.loads(response.read())
+    listed = await edge_mesh.buf_curl(f"{TOKEN}/GetJwks", {})
+    assert [k["kid"] for k in jwks["keys"]] == [k["kid"] for k in listed.messages()[0]["keys"]]
+    assert {k["kty"] for k in jwks["keys"]} == {"OKP"}
+
+    token = edge_mesh.token("alice")
+    room_id = await _room(edge_mesh, token)
+    issued = await edge_mesh.buf_curl(
+        f"{TOKEN}/IssueProviderToken",
+        {"room_id": room_id, "operations": ["tts.synthesize"]},
+        token=token,
+    )
+    assert issued.returncode == 0, issued.stderr
+    provider_token = issued.messages()[0]["token"]
+    client = jwt.PyJWKClient(url)
+    key = await asyncio.to_thread(client.get_signing_key_from_jwt, provider_token)
+    claims = jwt.decode(
+        provider_token, key, algorithms=["EdDSA"], audience="arconv-tts", issuer="arconv-token"
+    )
+    assert claims["sub"] == "alice"
+    # Only GET: a POST to the same path is not an RPC of any kind.
+    post = urllib.request.Request(url, data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await asyncio.to_thread(urllib.request.urlopen, post, timeout=30)
+    assert refused.value.code == 404
