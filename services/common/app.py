@@ -45,11 +45,7 @@ async def _serve(name: str, settings: S, open_spec: SpecFactory[S]) -> None:
         metrics_port = serve_metrics(
             -1 if settings.metrics_port is None else settings.metrics_port, settings.host
         )
-        log.info(
-            "started",
-            extra={"fields": {"grpc_port": running.port, "metrics_port": metrics_port}},
-        )
-        await serve_until_signal(running, settings)
+        await serve_until_signal(running, settings, metrics_port=metrics_port)
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,10 @@ its own version table, so services can share one PostgreSQL database or use one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from services.common.config import normalize_database_url
+
+log = logging.getLogger("arconv.db")
 
 # PostgreSQL pool: room for a burst of concurrent calls without opening and closing a
 # connection per call, capped at 30 connections per process (PostgreSQL's default
@@ -113,8 +118,11 @@ def _alembic_config(service: str, url: str) -> Any:
     return cfg
 
 
-def migrate(service: str, url: str, revision: str = "head") -> None:
-    """Upgrades `service`'s schema to `revision` (blocking; run it in a thread from async code)."""
+def migrate(service: str, url: str, revision: str = "head") -> list[str]:
+    """Upgrades `service`'s schema to `revision` (blocking; run it in a thread from async code).
+
+    Returns the steps applied ("0001 -> 0002", ...); empty when the schema was up to date.
+    """
     from alembic import command
 
     url = normalize_database_url(url)
@@ -122,7 +130,39 @@ def migrate(service: str, url: str, revision: str = "head") -> None:
         db = make_url(url).database
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(_alembic_config(service, url), revision)
+    with _quiet_alembic() as applied:
+        command.upgrade(_alembic_config(service, url), revision)
+    if applied:
+        log.info("migrated", extra={"fields": {"service": service, "steps": "; ".join(applied)}})
+    return applied
+
+
+@contextlib.contextmanager
+def _quiet_alembic() -> Iterator[list[str]]:
+    """Alembic's INFO lines (plugins, context, each step) kept out of the logs: yields the list
+    of revisions applied, which the caller logs as one line. Warnings and errors still show."""
+    applied: list[str] = []
+
+    class _Steps(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                log.handle(record)
+            elif message.startswith("Running upgrade"):
+                applied.append(message.removeprefix("Running upgrade").split(",")[0].strip())
+
+    alembic_log = logging.getLogger("alembic")
+    handler = _Steps(logging.INFO)
+    saved = (alembic_log.level, alembic_log.propagate)
+    alembic_log.setLevel(logging.INFO)
+    alembic_log.propagate = False
+    alembic_log.addHandler(handler)
+    try:
+        yield applied
+    finally:
+        alembic_log.removeHandler(handler)
+        alembic_log.setLevel(saved[0])
+        alembic_log.propagate = saved[1]
 
 
 def downgrade(service: str, url: str, revision: str = "base") -> None:
@@ -131,5 +171,5 @@ def downgrade(service: str, url: str, revision: str = "base") -> None:
     command.downgrade(_alembic_config(service, url), revision)
 
 
-async def migrate_async(service: str, url: str, revision: str = "head") -> None:
-    await asyncio.to_thread(migrate, service, url, revision)
+async def migrate_async(service: str, url: str, revision: str = "head") -> list[str]:
+    return await asyncio.to_thread(migrate, service, url, revision)

@@ -134,6 +134,7 @@ async def serve_until_signal(
     settings: Settings,
     *,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains and stops gracefully."""
     stop = asyncio.Event()
@@ -142,7 +143,13 @@ async def serve_until_signal(
         loop.add_signal_handler(sig, stop.set)
     log.info(
         "serving",
-        extra={"fields": {"grpc_service": running.spec.grpc_service, "port": running.port}},
+        extra={
+            "fields": {
+                "grpc_service": running.spec.grpc_service,
+                "port": running.port,
+                "metrics_port": -1 if metrics_port is None else metrics_port,
+            }
+        },
     )
     waiter = asyncio.ensure_future(running.server.wait_for_termination())
     stopper = asyncio.ensure_future(stop.wait())

@@ -71,6 +71,12 @@ async def test_mesh_starts_six_healthy_processes_and_stops_cleanly(tmp_path: Pat
         # Keep reading the runner's output so it never blocks on a full pipe.
         drain = asyncio.ensure_future(proc.stdout.read())
         text = "".join(banner)
+        # What a newcomer sees before the banner: a line per service and per seeded agent, one
+        # per migrated database, no Alembic chatter and no Envoy warnings.
+        before = banner[: next(i for i, ln in enumerate(banner) if "arconv is up" in ln)]
+        assert len([ln for ln in before if ln.strip()]) <= 15, text
+        assert not [ln for ln in before if "alembic" in ln.lower() or "Context impl" in ln]
+        assert not [ln for ln in before if "[warning]" in ln], text
         assert f"127.0.0.1:{edge_port}" in text
         assert "export TOKEN=" in text
         assert "Demo agents seeded: 3" in text
