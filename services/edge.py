@@ -214,6 +214,7 @@ def config_from_env(environ: Mapping[str, str]) -> EdgeConfig:
         upstreams=ports,
         upstream_hosts=hosts,
         cors_origins=parse_origins(environ.get("ARCONV_CORS_ORIGINS", "")),
+        jwks_max_age_s=parse_jwks_max_age(environ.get("ARCONV_JWKS_MAX_AGE_S", "300")),
     )
 
 
