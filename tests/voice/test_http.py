@@ -3,7 +3,9 @@ in OpenAI's shape; Synthesize over gRPC-web (buf curl) through the same edge."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import itertools
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from services.voice.segments import segments
 from tests.edge.conftest import running_envoy
 from tests.edge.mesh_fixtures import buf_curl
 from tests.voice.conftest import Voice, words_of
@@ -122,3 +125,32 @@ async def test_synthesize_over_grpc_web(voice: Voice, edge: str) -> None:
         edge, "arconv.voice.v1.VoiceService/Synthesize", {"text": text}, token="forged"
     )
     assert bad.error()["code"] == "unauthenticated"
+
+
+async def test_an_http_client_that_goes_away_is_metered_for_what_was_produced(
+    voice: Voice,
+) -> None:
+    tok = await voice.token()
+    text = " ".join(f"This is sentence number {n} of a long story." for n in range(40))
+    async with (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{voice.http_port}") as http,
+        http.stream(
+            "POST",
+            "/v1/audio/speech",
+            json={"input": text, "voice": tok.voice_id, "response_format": "pcm"},
+            headers={"authorization": f"Bearer {tok.token}"},
+        ) as resp,
+    ):
+        assert resp.status_code == 200 and resp.headers["x-sample-rate"] == "22050"
+        async for _ in resp.aiter_bytes():
+            break  # hang up after the first audio
+    # TCP buffers what the client never read, so more than one sentence may have been produced
+    # before the server saw the hang-up; whole sentences are metered, never the whole text.
+    sums = list(itertools.accumulate(len(p) for _, p in segments(text)))
+    async with asyncio.timeout(10):
+        while True:  # the refund follows the server's end of the response
+            used = (await voice.mesh.counters("alice", tok.token_id))[1]
+            if used != len(text):
+                break
+            await asyncio.sleep(0.02)
+    assert used in sums[:-1]

@@ -9,7 +9,9 @@ import struct
 from typing import Any
 
 import grpc
+from arconv.token.v1 import token_service_pb2 as token_pb
 from arconv.voice.v1 import voice_service_pb2 as pb
+from prometheus_client import REGISTRY
 
 from tests.conftest import bearer
 from tests.token.conftest import Mesh
@@ -114,10 +116,7 @@ async def test_revocation_on_one_token_replica_is_seen_through_another(
     tok = await v.token()
     assert (await v.speak(tok.token, "Before.")).summary is not None
     await mesh.token.RevokeProviderToken(
-        __import__("arconv.token.v1.token_service_pb2", fromlist=["x"]).RevokeProviderTokenRequest(
-            token_id=tok.token_id
-        ),
-        metadata=mesh.md("alice"),
+        token_pb.RevokeProviderTokenRequest(token_id=tok.token_id), metadata=mesh.md("alice")
     )
     try:
         await v.speak(tok.token, "After.")
@@ -125,3 +124,26 @@ async def test_revocation_on_one_token_replica_is_seen_through_another(
     except grpc.aio.AioRpcError as exc:
         assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "revoked" in (exc.details() or "")
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_metrics_count_syntheses_characters_audio_and_first_audio(voice: Voice) -> None:
+    before = {
+        "ok": _sample("arconv_voice_syntheses_total", engine="espeak", outcome="ok"),
+        "chars": _sample("arconv_voice_characters_total", engine="espeak"),
+        "audio": _sample("arconv_voice_audio_seconds_total", engine="espeak"),
+        "first": _sample("arconv_voice_first_audio_seconds_count", engine="espeak"),
+    }
+    tok = await voice.token()
+    out = await voice.speak(tok.token, TEXT)
+    assert out.summary is not None
+    assert (
+        _sample("arconv_voice_syntheses_total", engine="espeak", outcome="ok") == before["ok"] + 1
+    )
+    assert _sample("arconv_voice_characters_total", engine="espeak") == before["chars"] + len(TEXT)
+    audio = _sample("arconv_voice_audio_seconds_total", engine="espeak") - before["audio"]
+    assert abs(audio - out.summary.duration_ms / 1000) < 0.01
+    assert _sample("arconv_voice_first_audio_seconds_count", engine="espeak") == before["first"] + 1
