@@ -203,6 +203,30 @@ class _Connection:
             await self._json(status, payload)
             return
         assert isinstance(first, Header)
+        streaming = asyncio.ensure_future(self._stream(first, events))
+        hangup = asyncio.ensure_future(self._hangup())
+        try:
+            await asyncio.wait({streaming, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hangup.cancel()
+            if not streaming.done():
+                # The client went away: stop the synthesis now, not when the socket fills.
+                streaming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await streaming
+                raise ConnectionError("the client closed the connection")
+        await streaming
+
+    async def _hangup(self) -> None:
+        """Returns when the client closes its side while the response streams. A pipelined
+        next request is kept for h11."""
+        while True:
+            data = await self._reader.read(65536)
+            if not data:
+                return
+            self._conn.receive_data(data)
+
+    async def _stream(self, first: Header, events: Any) -> None:
         try:
             await self._send(
                 h11.Response(

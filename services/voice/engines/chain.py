@@ -79,6 +79,9 @@ class EngineChain:
                         head.append(piece)
                         if isinstance(piece, Audio):
                             break
+            except asyncio.CancelledError:
+                await _close(stream)
+                raise
             except Exception as exc:  # any engine failure before audio means: fail over
                 await _close(stream)
                 reason = "no audio in time" if isinstance(exc, TimeoutError) else str(exc)
