@@ -43,7 +43,14 @@ _R = token_pb.DenyReason
 
 
 def refusal(resp: token_pb.VerifyProviderTokenResponse) -> DomainError:
-    """The status for a token the token service refused, with its reason."""
+    """The status for a token the token service refused. The ErrorInfo's metadata carries the
+    token service's own reason (`token_reason`, a DenyReason name)."""
+    err = _refusal(resp)
+    err.metadata["token_reason"] = _R.Name(resp.reason)
+    return err
+
+
+def _refusal(resp: token_pb.VerifyProviderTokenResponse) -> DomainError:
     msg = resp.message or "the provider token was refused"
     r = resp.reason
     if r == _R.DENY_REASON_SCOPE:

@@ -24,7 +24,13 @@ async def refused(voice: Voice, token: str, text: str = "Hello.", **kw: Any) -> 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await voice.speak(token, text, **kw)
     infos = [d for d in status_details(err.value) if isinstance(d, error_details_pb2.ErrorInfo)]
-    return err.value.code(), infos[0].reason if infos else ""
+    reason = infos[0].reason if infos else ""
+    # A refusal of the token service names its reason too (DENY_REASON_SCOPE, ...).
+    token_reason = infos[0].metadata.get("token_reason", "") if infos else ""
+    if reason not in ("TOKEN_MISSING", "INVALID_ARGUMENT"):
+        assert token_reason.startswith("DENY_REASON_"), (reason, token_reason)
+        assert token_reason.removeprefix("DENY_REASON_") in reason or reason == "TOKEN_INVALID"
+    return err.value.code(), reason
 
 
 async def test_the_refusal_matrix_counts_nothing(voice_factory: Callable[..., Any]) -> None:
