@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     keepalive_time_s: int = Field(default=30, ge=1)
     keepalive_timeout_s: int = Field(default=10, ge=1)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
+    # 0: connections live for ever. Otherwise a connection is told to go (GOAWAY) at this age,
+    # so clients reconnect and spread over new replicas; its open streams get the grace, then
+    # end UNAVAILABLE (clients resume with their cursor).
+    max_connection_age_s: float = Field(default=0, ge=0)
+    max_connection_age_grace_s: float = Field(default=300, ge=0)
 
     @field_validator("log_level")
     @classmethod

@@ -48,6 +48,21 @@ def authority_from(settings: Settings) -> JwtAuthority:
     )
 
 
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The server's channel options: the shared ones, ping policy, and connection age."""
+    options = [
+        *channel_options(settings),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace_s * 1000)),
+        ]
+    return options
+
+
 def channel_options(settings: Settings) -> list[tuple[str, int]]:
     """Keepalive and message-size options shared by servers and clients."""
     return [
@@ -102,11 +117,7 @@ async def create_server(
     )
     server = grpc.aio.server(
         interceptors=[interceptor, *spec.extra_interceptors],
-        options=[
-            *channel_options(settings),
-            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=server_options(settings),
     )
     spec.register(server)
     health = HealthServicer()

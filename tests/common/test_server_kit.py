@@ -312,3 +312,30 @@ def test_error_details_stay_small_whatever_the_input() -> None:
         == f"and {100_000 - MAX_VIOLATIONS + 1} more violations not listed"
     )
     assert len(to_status(NotFound("room", "r" * 3_000_000)).trailing_metadata[0][1]) < 2_000
+
+
+async def test_max_connection_age_ends_a_long_stream_after_the_grace(
+    settings: Settings, start_server: StartServer
+) -> None:
+    aged = settings.model_copy(
+        update={"max_connection_age_s": 0.5, "max_connection_age_grace_s": 0.5}
+    )
+    srv = await start_server(aged, kit_spec())
+    async with channel(srv.port) as ch:
+        watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest())
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await watch.read()
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 10
+        # The client reconnects for the next call.
+        again = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+        assert again.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_connections_live_for_ever_by_default(settings: Settings) -> None:
+    from services.common.server import server_options
+
+    assert not any(k.startswith("grpc.max_connection_age") for k, _ in server_options(settings))
