@@ -36,16 +36,18 @@ free_ports() { "$PY" -c 'import socket,sys
 socks=[socket.socket() for _ in range(int(sys.argv[1]))]
 [s.bind(("127.0.0.1",0)) for s in socks]
 print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"; }
-read -r -a P <<<"$(free_ports 7)"
+read -r -a P <<<"$(free_ports 8)"
 declare -A PORT=([rooms]=${P[0]} [stream]=${P[1]} [avatar]=${P[2]} [token]=${P[3]} [voice]=${P[4]})
 EDGE_PORT=${P[5]}
 ADMIN_PORT=${P[6]}
+VOICE_HTTP_PORT=${P[7]}
 
 mkdir -p "$WORK/var"
 chown 10001:10001 "$WORK/var" 2>/dev/null || "$PODMAN" unshare chown 10001:10001 "$WORK/var"
 # --health-interval=disable: no systemd timer (none here); `podman healthcheck run` still works.
 COMMON=(--network host --read-only --health-interval=disable -v "$WORK/var:/var/lib/arconv:Z"
-  -e ARCONV_METRICS_PORT=-1 -e ARCONV_MIGRATE_ON_START=false -e ARCONV_LLM_PACING_MS=0)
+  -e ARCONV_METRICS_PORT=-1 -e ARCONV_MIGRATE_ON_START=false -e ARCONV_LLM_PACING_MS=0
+  -e "ARCONV_VOICE_HTTP_PORT=$VOICE_HTTP_PORT")
 for s in "${SERVICES[@]}"; do
   COMMON+=(-e "ARCONV_${s^^}_ADDR=127.0.0.1:${PORT[$s]}")
 done

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
+import ipaddress
 import os
 import shutil
 import signal
@@ -19,6 +19,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "envoy" / "envoy.yaml"
@@ -30,7 +33,65 @@ DEFAULT_UPSTREAMS = {
     "voice": 50055,
     "voice_http": 50056,
 }
-_ORIGIN_LINE = "# ARCONV_CORS_ORIGINS"
+# Unary methods that read or compute without changing anything: the edge retries them (at most
+# twice, on another replica) when a replica answers UNAVAILABLE or its connection is reset or
+# refused. Streams and methods that change state are never retried: a client resumes those.
+IDEMPOTENT_METHODS = (
+    "/arconv.rooms.v1.RoomService/GetRoom",
+    "/arconv.rooms.v1.RoomService/ListRooms",
+    "/arconv.rooms.v1.RoomService/ListMessages",
+    "/arconv.avatar.v1.AvatarService/GetAgent",
+    "/arconv.avatar.v1.AvatarService/ListAgents",
+    "/arconv.avatar.v1.AvatarService/GetAvatar",
+    "/arconv.avatar.v1.AvatarService/ComputeVisemes",
+    "/arconv.avatar.v1.AvatarService/GetVisemeMappings",
+    "/arconv.token.v1.TokenService/GetUsage",
+    "/arconv.token.v1.TokenService/GetJwks",
+    "/arconv.voice.v1.VoiceService/ListVoices",
+)
+RETRY_POLICY = {
+    "retry_on": "unavailable,reset,connect-failure,refused-stream",
+    "num_retries": 2,
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 3,
+    "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
+}
+# Every upstream: an active health check (gRPC health for gRPC clusters, a TCP connect for
+# HTTP/1.1 ones), outlier detection that ejects a replica whose connections fail, and no panic
+# routing to hosts known to be down.
+HEALTH_CHECK = {
+    "timeout": "1s",
+    "interval": "2s",
+    "interval_jitter": "0.2s",
+    "no_traffic_interval": "5s",
+    "unhealthy_threshold": 2,
+    "healthy_threshold": 1,
+}
+OUTLIER_DETECTION = {
+    "split_external_local_origin_errors": True,
+    "consecutive_local_origin_failure": 2,
+    "consecutive_gateway_failure": 3,
+    "interval": "2s",
+    "base_ejection_time": "10s",
+    "max_ejection_percent": 50,
+}
+# GET /healthz on the edge's listener: 200 while Envoy serves, 503 once it drains (readiness).
+HEALTHZ_FILTER = {
+    "name": "envoy.filters.http.health_check",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+        "pass_through_mode": False,
+        "headers": [{"name": ":path", "string_match": {"exact": "/healthz"}}],
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +103,9 @@ class EdgeConfig:
     upstreams: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_UPSTREAMS))
     # Per-service host, overriding upstream_host (e.g. each service's DNS name).
     upstream_hosts: Mapping[str, str] = field(default_factory=dict)
+    # Per-service replicas (host, port), overriding the two above: `make cluster` lists each
+    # replica; Kubernetes names the headless Service, which DNS resolves to every ready pod.
+    endpoints: Mapping[str, Sequence[tuple[str, int]]] = field(default_factory=dict)
     # Empty: the development default (http(s)://localhost and 127.0.0.1 on any port).
     cors_origins: Sequence[str] = ()
     # Cache lifetime of GET /.well-known/jwks.json: how long a verifier may keep using a key
@@ -49,6 +113,12 @@ class EdgeConfig:
     jwks_max_age_s: int = 300
     # The descriptor set of the mesh's protos (`make protos`), for the gRPC-JSON transcoder.
     descriptor_set: Path = ROOT / "gen" / "arconv.binpb"
+
+    def endpoints_of(self, cluster: str) -> list[tuple[str, int]]:
+        if cluster in self.endpoints:
+            return list(self.endpoints[cluster])
+        host = self.upstream_hosts.get(cluster, self.upstream_host)
+        return [(host, self.upstreams.get(cluster, DEFAULT_UPSTREAMS.get(cluster, 0)))]
 
 
 def parse_jwks_max_age(value: str) -> int:
@@ -60,6 +130,24 @@ def parse_jwks_max_age(value: str) -> int:
     if not 0 <= seconds <= 86400:
         raise ValueError(f"ARCONV_JWKS_MAX_AGE_S={seconds} must be 0 to 86400 seconds")
     return seconds
+
+
+# Kubernetes: each cluster is the headless Service <service>-pods in the edge's namespace; the
+# edge runs the image (deploy/Containerfile), whose code lives under /app.
+IMAGE_ROOT = Path("/app")
+KUBERNETES_UPSTREAMS = {
+    name: (f"{name.removesuffix('_http')}-pods", port) for name, port in DEFAULT_UPSTREAMS.items()
+}
+
+
+def kubernetes_config(cors_origins: Sequence[str] = ()) -> EdgeConfig:
+    """The edge of deploy/kubernetes: every upstream a STRICT_DNS headless Service."""
+    return EdgeConfig(
+        listen_host="0.0.0.0",
+        endpoints={name: [hp] for name, hp in KUBERNETES_UPSTREAMS.items()},
+        cors_origins=tuple(cors_origins),
+        descriptor_set=IMAGE_ROOT / "gen" / "arconv.binpb",
+    )
 
 
 def parse_origins(value: str) -> list[str]:
@@ -74,40 +162,98 @@ def parse_origins(value: str) -> list[str]:
     return out
 
 
-def render(cfg: EdgeConfig) -> str:
-    """envoy.yaml with the ports, upstreams and allowed origins of `cfg`."""
-    text = TEMPLATE.read_text()
-    text = text.replace(
-        "socket_address: { address: 127.0.0.1, port_value: 8080 }",
-        f"socket_address: {{ address: {cfg.listen_host}, port_value: {cfg.listen_port} }}",
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_grpc(cluster: dict[str, Any]) -> bool:
+    options = cluster.get("typed_extension_protocol_options", {})
+    return any(
+        "http2_protocol_options" in o.get("explicit_http_config", {}) for o in options.values()
     )
-    text = text.replace("port_value: 9901", f"port_value: {cfg.admin_port}")
-    text = text.replace(
-        '"gen/arconv.binpb"  # ARCONV_DESCRIPTOR_SET', json.dumps(str(cfg.descriptor_set))
-    )
-    text = text.replace(
-        '"public, max-age=300" }  # ARCONV_JWKS_MAX_AGE_S',
-        f'"public, max-age={cfg.jwks_max_age_s}" }}',
-    )
-    for name, default in DEFAULT_UPSTREAMS.items():
-        text = text.replace(
-            f"socket_address: {{ address: 127.0.0.1, port_value: {default} }}",
-            f"socket_address: {{ address: {cfg.upstream_hosts.get(name, cfg.upstream_host)}, "
-            f"port_value: {cfg.upstreams.get(name, default)} }}",
-        )
+
+
+def build(cfg: EdgeConfig) -> dict[str, Any]:
+    """envoy/envoy.yaml as a structure, with `cfg`'s addresses, replicas and origins, and the
+    upstream policy (health checks, outlier detection, retries of idempotent methods)."""
+    doc: dict[str, Any] = yaml.safe_load(TEMPLATE.read_text())
+    doc["admin"]["address"]["socket_address"]["port_value"] = cfg.admin_port
+    (listener,) = doc["static_resources"]["listeners"]
+    listener["address"]["socket_address"] = {
+        "address": cfg.listen_host,
+        "port_value": cfg.listen_port,
+    }
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    filters = hcm["http_filters"]
+    filters.insert(len(filters) - 1, HEALTHZ_FILTER)
+    for f in filters:
+        if f["name"] == "envoy.filters.http.grpc_json_transcoder":
+            f["typed_config"]["proto_descriptor"] = str(cfg.descriptor_set)
+    (vhost,) = hcm["route_config"]["virtual_hosts"]
+    for route in vhost["routes"]:
+        if route["match"].get("path") == "/.well-known/jwks.json":
+            for h in route.get("response_headers_to_add", []):
+                if h["header"]["key"] == "cache-control":
+                    h["header"]["value"] = f"public, max-age={cfg.jwks_max_age_s}"
     if cfg.cors_origins:
-        lines = text.splitlines()
-        idx = next(i for i, line in enumerate(lines) if _ORIGIN_LINE in line)
-        indent = lines[idx][: len(lines[idx]) - len(lines[idx].lstrip())]
-        entries = []
-        for origin in cfg.cors_origins:
-            if origin.startswith("regex:"):
-                entries.append(f"{indent}- safe_regex: {{ regex: {json.dumps(origin[6:])} }}")
-            else:
-                entries.append(f"{indent}- exact: {json.dumps(origin)}")
-        lines[idx : idx + 1] = entries
-        text = "\n".join(lines) + "\n"
-    return text
+        vhost["typed_per_filter_config"]["envoy.filters.http.cors"]["allow_origin_string_match"] = [
+            {"safe_regex": {"regex": o[6:]}} if o.startswith("regex:") else {"exact": o}
+            for o in cfg.cors_origins
+        ]
+    routes: list[dict[str, Any]] = vhost["routes"]
+    for method in IDEMPOTENT_METHODS:
+        prefix = method.rsplit("/", 1)[0] + "/"
+        at = next(
+            i for i, r in enumerate(routes) if r["match"].get("prefix") == prefix and "route" in r
+        )
+        action = {**routes[at]["route"], "retry_policy": RETRY_POLICY}
+        routes.insert(at, {"match": {"path": method}, "route": action})
+    for cluster in doc["static_resources"]["clusters"]:
+        name = cluster["name"]
+        endpoints = cfg.endpoints_of(name)
+        cluster["type"] = "STATIC" if all(_is_ip(h) for h, _ in endpoints) else "STRICT_DNS"
+        if cluster["type"] == "STRICT_DNS":
+            cluster["dns_lookup_family"] = "V4_PREFERRED"
+            cluster["dns_refresh_rate"] = "5s"
+        cluster["load_assignment"] = {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": h, "port_value": p}}
+                            }
+                        }
+                        for h, p in endpoints
+                    ]
+                }
+            ],
+        }
+        check: dict[str, Any] = (
+            {"grpc_health_check": {}} if _is_grpc(cluster) else {"tcp_health_check": {}}
+        )
+        cluster["health_checks"] = [{**HEALTH_CHECK, **check}]
+        cluster["outlier_detection"] = dict(OUTLIER_DETECTION)
+        cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+    return doc
+
+
+def render(cfg: EdgeConfig, *, header: str = "") -> str:
+    """The Envoy configuration of `cfg` as YAML (the template's comments are not kept)."""
+    head = "# Generated by services/edge.py from envoy/envoy.yaml; do not edit.\n" + "".join(
+        f"# {line}\n" for line in header.splitlines()
+    )
+    return head + yaml.dump(build(cfg), Dumper=_Dumper, sort_keys=False, width=100)
 
 
 def die_with_parent() -> None:
@@ -151,10 +297,13 @@ async def start_envoy(
     log_level: str = "warning",
     quiet: bool = False,
     extra_args: Sequence[str] = (),
+    config_path: Path | None = None,
 ) -> asyncio.subprocess.Process:
-    """Starts Envoy on the rendered config; the caller waits for readiness and stops it."""
-    path = workdir / f"envoy-{cfg.listen_port}.yaml"
-    await asyncio.to_thread(_write_config, path, render(cfg))
+    """Starts Envoy on the rendered config (or on `config_path`, rendered before); the caller
+    waits for readiness and stops it."""
+    path = config_path or workdir / f"envoy-{cfg.listen_port}.yaml"
+    if config_path is None:
+        await asyncio.to_thread(_write_config, path, render(cfg))
     out = asyncio.subprocess.DEVNULL if quiet else None
     launcher: list[str] = []
     if sys.platform == "linux":
@@ -200,13 +349,20 @@ def _split_addr(value: str, default_port: int) -> tuple[str, int]:
 
 
 def config_from_env(environ: Mapping[str, str]) -> EdgeConfig:
-    """The edge of `python -m services.edge`: upstreams from ARCONV_<SERVICE>_ADDR (host:port)."""
+    """The edge of `python -m services.edge`: upstreams from ARCONV_<SERVICE>_ADDR (host:port);
+    the voice service's HTTP listener on its host at ARCONV_VOICE_HTTP_PORT."""
     hosts: dict[str, str] = {}
     ports: dict[str, int] = {}
     for name, default in DEFAULT_UPSTREAMS.items():
+        if name == "voice_http":
+            continue
         hosts[name], ports[name] = _split_addr(
             environ.get(f"ARCONV_{name.upper()}_ADDR", ""), default
         )
+    hosts["voice_http"] = hosts["voice"]
+    ports["voice_http"] = int(
+        environ.get("ARCONV_VOICE_HTTP_PORT", str(DEFAULT_UPSTREAMS["voice_http"]))
+    )
     return EdgeConfig(
         listen_host=environ.get("ARCONV_EDGE_HOST", "127.0.0.1"),
         listen_port=int(environ.get("ARCONV_EDGE_PORT", "8080")),
@@ -230,13 +386,16 @@ async def _admin_post(admin_port: int, path: str) -> None:
         writer.close()
 
 
-async def run_edge(cfg: EdgeConfig, workdir: Path, *, drain_s: float) -> int:
+async def run_edge(
+    cfg: EdgeConfig, workdir: Path, *, drain_s: float, config_path: Path | None = None
+) -> int:
     """Runs Envoy until it exits or SIGTERM/SIGINT arrives, then drains and stops it."""
     proc = await start_envoy(
         cfg,
         workdir,
         log_level=os.environ.get("ARCONV_EDGE_LOG_LEVEL", "warning"),
         extra_args=("--drain-time-s", str(max(1, round(drain_s)))),
+        config_path=config_path,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -263,22 +422,36 @@ async def run_edge(cfg: EdgeConfig, workdir: Path, *, drain_s: float) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m services.edge")
-    parser.add_argument(
-        "command", nargs="?", default="run", choices=("run", "render"), help="default: run"
+    parser = argparse.ArgumentParser(
+        prog="python -m services.edge",
+        description="run (default): render from the environment, run Envoy, drain on SIGTERM;"
+        " render: print the configuration",
     )
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "render"))
+    parser.add_argument("--config", type=Path, help="run: a configuration rendered before")
+    parser.add_argument(
+        "--kubernetes", action="store_true", help="render: upstreams are headless Services"
+    )
+    parser.add_argument("--cors-origins", default=None, help="render: as ARCONV_CORS_ORIGINS")
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_env(os.environ)
+        if args.kubernetes:
+            cfg = kubernetes_config(parse_origins(args.cors_origins or ""))
+        else:
+            env = dict(os.environ)
+            if args.cors_origins is not None:
+                env["ARCONV_CORS_ORIGINS"] = args.cors_origins
+            cfg = config_from_env(env)
     except ValueError as exc:
         print(f"arconv edge: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "render":
-        sys.stdout.write(render(cfg))
+        command = ["python -m services.edge render", *(argv or sys.argv[1:])[1:]]
+        sys.stdout.write(render(cfg, header=" ".join(command)))
         return 0
     workdir = Path(os.environ.get("ARCONV_VAR_DIR", "var")) / "envoy"
     drain_s = float(os.environ.get("ARCONV_EDGE_DRAIN_S", "5"))
-    return asyncio.run(run_edge(cfg, workdir, drain_s=drain_s))
+    return asyncio.run(run_edge(cfg, workdir, drain_s=drain_s, config_path=args.config))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from services.edge import DEFAULT_UPSTREAMS, config_from_env, render
 from tests.edge.conftest import free_port
@@ -27,10 +28,11 @@ def test_upstreams_come_from_each_services_address() -> None:
     assert cfg.upstreams["rooms"] == 7001
     assert (cfg.upstream_hosts["stream"], cfg.upstreams["stream"]) == ("::1", 7002)
     assert cfg.upstreams["token"] == DEFAULT_UPSTREAMS["token"]
-    text = render(cfg)
-    assert "address: rooms.arconv.svc, port_value: 7001" in text
-    assert "port_value: 8443" in text
-    assert '"https://app.example"' in text
+    assert cfg.endpoints_of("voice_http") == [("127.0.0.1", DEFAULT_UPSTREAMS["voice_http"])]
+    doc = yaml.safe_load(render(cfg))
+    listener = doc["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"]["port_value"] == 8443
+    assert "https://app.example" in render(cfg)
 
 
 def test_a_bad_origin_is_a_configuration_error() -> None:

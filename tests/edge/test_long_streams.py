@@ -84,7 +84,14 @@ async def test_envoy_never_times_out_streams_and_pings_within_the_servers_limits
         assert _seconds(r["route"]["timeout"]) == 0, r
         assert _seconds(r["route"]["idle_timeout"]) == 0, r
     clusters = next(c for c in dump["configs"] if "ClustersConfigDump" in c["@type"])
-    for c in clusters["static_clusters"]:
+    grpc_clusters = [
+        c for c in clusters["static_clusters"] if "typed_extension_protocol_options" in c["cluster"]
+    ]
+    # Only the voice service's OpenAI-compatible HTTP/1.1 listener is not an HTTP/2 upstream.
+    assert {c["cluster"]["name"] for c in clusters["static_clusters"]} - {
+        c["cluster"]["name"] for c in grpc_clusters
+    } == {"voice_http"}
+    for c in grpc_clusters:
         opts = c["cluster"]["typed_extension_protocol_options"]
         http = next(iter(opts.values()))["explicit_http_config"]["http2_protocol_options"]
         keepalive = http["connection_keepalive"]
