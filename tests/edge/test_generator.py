@@ -3,6 +3,7 @@ with replicas, health checks, outlier detection and retries of idempotent method
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -122,7 +123,10 @@ def test_envoy_accepts_the_rendered_configuration(which: str, tmp_path: Path) ->
     cfg = {
         "local": EdgeConfig(cors_origins=("https://a.example", "regex:^https://.*\\.b\\.dev$")),
         "replicas": EdgeConfig(endpoints={"stream": [("127.0.0.1", 1), ("127.0.0.1", 2)]}),
-        "kubernetes": kubernetes_config(),
+        # The image's descriptor set, here at its place in this checkout.
+        "kubernetes": dataclasses.replace(
+            kubernetes_config(), descriptor_set=TEMPLATE.parent.parent / "gen" / "arconv.binpb"
+        ),
     }[which]
     path = tmp_path / "envoy.yaml"
     path.write_text(render(cfg))
