@@ -5,16 +5,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find protos third_party -name '*.proto')
 PYTEST_ARGS ?=
+# pytest-xdist workers: one per core. Tests of one file share a worker (module fixtures, and
+# a file's tests may lean on each other's order), each server on a free port, each test in its
+# own tmp_path, PostgreSQL database and Redis key prefix.
+PYTEST_WORKERS ?= auto
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile
+# make test-fast: unit and contract tests, without a real Envoy, a browser or a slow test.
+FAST := not envoy and not browser and not slow
 
-.PHONY: setup run test lint protos bench clean lock node breaking api-baseline web browser-setup \
-	image image-smoke manifests
+.PHONY: setup run test test-fast lint protos bench clean lock node breaking api-baseline web \
+	browser-setup image image-smoke manifests
 
 setup: $(VENV)/.installed gen/.stamp node
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@# The generated package and the repository root are importable from anywhere.
 	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
 	  printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$$site/arconv-local.pth"
@@ -71,7 +78,10 @@ run: setup
 	$(PY) -m services.mesh
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest $(XDIST) -m "$(FAST)" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check services tests bench scripts
@@ -108,11 +118,24 @@ image-smoke: setup
 bench: setup
 	$(PY) -m bench
 
+# The locks, from pyproject.toml: requirements.txt pins the runtime dependencies with every
+# extra (all the image installs), requirements-dev.txt the dev group on top of them (make setup
+# installs both). Each is a pip freeze in a fresh virtualenv.
+LOCK := /tmp/arconv-lock
 lock:
-	rm -rf /tmp/arconv-lock && $(PYTHON) -m venv /tmp/arconv-lock
-	/tmp/arconv-lock/bin/pip install --quiet -r requirements.in
-	{ echo "# Pinned lock of requirements.in (pip freeze in a fresh venv). Regenerate with: make lock"; \
-	  /tmp/arconv-lock/bin/pip freeze; } > requirements.txt
+	rm -rf $(LOCK) && $(PYTHON) -m venv $(LOCK)
+	$(LOCK)/bin/pip install --quiet --upgrade pip
+	$(LOCK)/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  print(*p["dependencies"], *(d for e in p["optional-dependencies"].values() for d in e), sep="\n")' \
+	  > $(LOCK)/runtime.in
+	$(LOCK)/bin/pip install --quiet -r $(LOCK)/runtime.in
+	$(LOCK)/bin/pip freeze > $(LOCK)/runtime.txt
+	{ echo "# Runtime lock: pyproject.toml's dependencies with every extra (pip freeze in a fresh venv); all the image installs. Regenerate with: make lock"; \
+	  cat $(LOCK)/runtime.txt; } > requirements.txt
+	$(LOCK)/bin/pip install --quiet --group dev -c $(LOCK)/runtime.txt
+	{ echo "# Development lock: pyproject.toml's dev group on top of the runtime lock. Regenerate with: make lock"; \
+	  echo "-r requirements.txt"; \
+	  $(LOCK)/bin/pip freeze | grep -vxF -f $(LOCK)/runtime.txt; } > requirements-dev.txt
 
 clean:
 	rm -rf gen var .pytest_cache .mypy_cache .ruff_cache
