@@ -19,7 +19,15 @@ Control messages (interrupts, room-state changes) are fire-and-forget broadcasts
 listens on a room's control channel at that moment: the replica that runs the room's
 generation subscribes before it announces itself.
 
-Small state values (which stream runs where, which message was answered) are TTL keys with
+A room's running reply holds the room's reply lease (`claim_reply`): one typed record per
+room (stream, replica, expiry) that the replica renews every fraction of its few seconds
+while the reply runs. A replica that crashes or loses the bus stops renewing: the lease
+lapses, the next message in the room takes it at once and learns which reply it must end
+(`claim_reply` returns the lapsed lease), and a lapsed lease nobody takes is ended by whoever
+finds it (`drop_lapsed_reply`, exactly one finder wins). A lapsed lease stays readable for
+REPLY_LAPSED_KEEP_S, then is gone by itself.
+
+Other small state values (a reply's state, the reply waiting in a room) are TTL keys with
 set-if-absent and compare-and-delete.
 
 Two implementations pass one contract suite (tests/common/test_bus.py): `InProcessBus` (the
@@ -43,6 +51,8 @@ from services.common.errors import OutOfRange
 DEFAULT_PREFIX = "arconv:bus:"
 DEFAULT_MAXLEN = 2000
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+# How long a lapsed reply lease stays readable for someone to end its reply.
+REPLY_LAPSED_KEEP_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,16 @@ def held(event: BusEvent) -> Held:
 def first_id(now_ns: int | None = None) -> int:
     """The id before the first event of a log that starts now (see the module docstring)."""
     return (time.time_ns() if now_ns is None else now_ns) // 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyLease:
+    """The reply running in a room: its stream, the replica running it, and whether the
+    lease lapsed (the replica stopped renewing it: it crashed or lost the bus)."""
+
+    stream_id: str
+    replica: str
+    lapsed: bool = False
 
 
 class CursorExpired(OutOfRange):
@@ -148,6 +168,34 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     def control(self, room: str) -> contextlib.AbstractAsyncContextManager[ControlSubscription]:
         """Subscribes to the room's control messages; subscribed once entered."""
+
+    # -- the room's reply lease (see the module docstring) --------------------------------
+
+    @abc.abstractmethod
+    async def claim_reply(
+        self, room: str, stream_id: str, replica: str, *, ttl_s: float
+    ) -> tuple[bool, ReplyLease | None]:
+        """Takes the room's reply lease for `stream_id` for `ttl_s`, unless a live lease of
+        another stream holds it. Returns (taken, other): taken with `other` set means that
+        lease had lapsed and its reply is the taker's to end; not taken, `other` is the
+        live holder."""
+
+    @abc.abstractmethod
+    async def renew_reply(self, room: str, stream_id: str, *, ttl_s: float) -> bool:
+        """Extends `stream_id`'s lease by `ttl_s` from now; False if it no longer holds it."""
+
+    @abc.abstractmethod
+    async def release_reply(self, room: str, stream_id: str) -> bool:
+        """Gives the lease up if `stream_id` holds it; True if it did."""
+
+    @abc.abstractmethod
+    async def reply_lease(self, room: str) -> ReplyLease | None:
+        """The room's lease (live or lapsed), or None."""
+
+    @abc.abstractmethod
+    async def drop_lapsed_reply(self, room: str, stream_id: str) -> bool:
+        """Removes `stream_id`'s lease if it lapsed; True if removed (the caller then ends
+        that reply: of all who find it, exactly one gets True)."""
 
     @abc.abstractmethod
     async def get_state(self, key: str) -> str | None:
@@ -239,6 +287,8 @@ class InProcessBus(Bus):
         self._logs: dict[str, _Log] = {}
         self._subs: dict[str, set[_QueueSubscription]] = {}
         self._state: dict[str, tuple[str, float]] = {}
+        # room -> (stream_id, replica, lease expiry), by time.monotonic().
+        self._replies: dict[str, tuple[str, str, float]] = {}
 
     def _log(self, room: str) -> _Log:
         log = self._logs.get(room)
@@ -339,6 +389,52 @@ class InProcessBus(Bus):
                 if not subs:
                     del self._subs[room]
 
+    def _lease(self, room: str) -> tuple[str, str, float] | None:
+        item = self._replies.get(room)
+        if item is not None and item[2] + REPLY_LAPSED_KEEP_S <= time.monotonic():
+            del self._replies[room]
+            return None
+        return item
+
+    async def claim_reply(
+        self, room: str, stream_id: str, replica: str, *, ttl_s: float
+    ) -> tuple[bool, ReplyLease | None]:
+        now = time.monotonic()
+        cur = self._lease(room)
+        if cur is not None and cur[0] != stream_id and cur[2] > now:
+            return False, ReplyLease(cur[0], cur[1])
+        self._replies[room] = (stream_id, replica, now + ttl_s)
+        if cur is not None and cur[0] != stream_id:
+            return True, ReplyLease(cur[0], cur[1], lapsed=True)
+        return True, None
+
+    async def renew_reply(self, room: str, stream_id: str, *, ttl_s: float) -> bool:
+        cur = self._lease(room)
+        if cur is None or cur[0] != stream_id:
+            return False
+        self._replies[room] = (cur[0], cur[1], time.monotonic() + ttl_s)
+        return True
+
+    async def release_reply(self, room: str, stream_id: str) -> bool:
+        cur = self._lease(room)
+        if cur is None or cur[0] != stream_id:
+            return False
+        del self._replies[room]
+        return True
+
+    async def reply_lease(self, room: str) -> ReplyLease | None:
+        cur = self._lease(room)
+        if cur is None:
+            return None
+        return ReplyLease(cur[0], cur[1], lapsed=cur[2] <= time.monotonic())
+
+    async def drop_lapsed_reply(self, room: str, stream_id: str) -> bool:
+        cur = self._lease(room)
+        if cur is None or cur[0] != stream_id or cur[2] > time.monotonic():
+            return False
+        del self._replies[room]
+        return True
+
     def _live(self, key: str) -> str | None:
         item = self._state.get(key)
         if item is None:
@@ -373,6 +469,7 @@ class InProcessBus(Bus):
         self._logs.clear()
         self._subs.clear()
         self._state.clear()
+        self._replies.clear()
 
 
 def open_bus(

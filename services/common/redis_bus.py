@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,10 +22,12 @@ from services.common.bus import (
     DEFAULT_MAXLEN,
     DEFAULT_PREFIX,
     DEFAULT_RETENTION_S,
+    REPLY_LAPSED_KEEP_S,
     Bus,
     BusEvent,
     ControlSubscription,
     CursorExpired,
+    ReplyLease,
     _check_read,
     _QueueSubscription,
     wait_woken,
@@ -55,11 +58,74 @@ redis.call('PUBLISH', KEYS[3], id .. ' ' .. ARGV[2] .. ' ' .. ARGV[5] .. ' ' .. 
 return id
 """
 
+# The reply lease of a room: KEYS[1] holds JSON {s: stream_id, r: replica, e: expiry in ms
+# by Redis's clock}; the key itself lives REPLY_LAPSED_KEEP_S longer. Each script returns
+# the lease it found, with whether it had lapsed. ARGV: stream_id, replica, ttl_ms, keep_ms.
+_LEASE_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cur = redis.call('GET', KEYS[1])
+local d = cur and cjson.decode(cur)
+local lapsed = d and tonumber(d.e) <= now
+"""
+_LEASE_SET = """
+local function put()
+  local e = now + tonumber(ARGV[3])
+  redis.call('SET', KEYS[1], cjson.encode({s = ARGV[1], r = ARGV[2], e = string.format('%d', e)}),
+    'PX', tonumber(ARGV[3]) + tonumber(ARGV[4]))
+end
+"""
+_CLAIM_REPLY = (
+    _LEASE_NOW
+    + _LEASE_SET
+    + """
+if d and d.s ~= ARGV[1] and not lapsed then return {0, cur, 0} end
+put()
+if d and d.s ~= ARGV[1] then return {1, cur, 1} end
+return {1, false, 0}
+"""
+)
+_RENEW_REPLY = (
+    _LEASE_NOW
+    + _LEASE_SET
+    + """
+if not d or d.s ~= ARGV[1] then return 0 end
+ARGV[2] = d.r
+put()
+return 1
+"""
+)
+_RELEASE_REPLY = (
+    _LEASE_NOW
+    + """
+if d and d.s == ARGV[1] and (ARGV[2] == '' or lapsed) then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+)
+_REPLY_LEASE = (
+    _LEASE_NOW
+    + """
+if not d then return {false, 0} end
+return {cur, lapsed and 1 or 0}
+"""
+)
+
 # KEYS[1]; ARGV[1]: expected value.
 _DELETE_IF = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def _lease(raw: object, lapsed: object) -> ReplyLease | None:
+    if not raw:
+        return None
+    doc = json.loads(_text(raw))
+    return ReplyLease(str(doc["s"]), str(doc["r"]), lapsed=bool(lapsed))
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _entry_id(raw: object) -> int:
@@ -104,6 +170,11 @@ class RedisBus(Bus):
         self._outbox: list[tuple[asyncio.Future[int], tuple[Any, ...]]] = []
         self._sender: asyncio.Task[None] | None = None
         self._delete_if = self._client.register_script(_DELETE_IF)
+        self._claim_reply = self._client.register_script(_CLAIM_REPLY)
+        self._renew_reply = self._client.register_script(_RENEW_REPLY)
+        self._release_reply = self._client.register_script(_RELEASE_REPLY)
+        self._reply_lease = self._client.register_script(_REPLY_LEASE)
+        self._keep_ms = _ms(REPLY_LAPSED_KEEP_S)
 
     def _keys(self, room: str) -> tuple[str, str]:
         return f"{self._prefix}room:{room}:seq", f"{self._prefix}room:{room}:log"
@@ -271,6 +342,42 @@ class RedisBus(Bus):
             yield sub
         finally:
             self._hub.unsubscribe(channel, sub)
+
+    def _reply_key(self, room: str) -> str:
+        return f"{self._prefix}reply:{room}"
+
+    async def claim_reply(
+        self, room: str, stream_id: str, replica: str, *, ttl_s: float
+    ) -> tuple[bool, ReplyLease | None]:
+        with redis_errors("the Redis bus"):
+            taken, raw, lapsed = await self._claim_reply(
+                keys=[self._reply_key(room)], args=[stream_id, replica, _ms(ttl_s), self._keep_ms]
+            )
+        return bool(taken), _lease(raw, lapsed)
+
+    async def renew_reply(self, room: str, stream_id: str, *, ttl_s: float) -> bool:
+        with redis_errors("the Redis bus"):
+            done = await self._renew_reply(
+                keys=[self._reply_key(room)], args=[stream_id, "", _ms(ttl_s), self._keep_ms]
+            )
+        return bool(done)
+
+    async def release_reply(self, room: str, stream_id: str) -> bool:
+        with redis_errors("the Redis bus"):
+            done = await self._release_reply(keys=[self._reply_key(room)], args=[stream_id, ""])
+        return bool(done)
+
+    async def reply_lease(self, room: str) -> ReplyLease | None:
+        with redis_errors("the Redis bus"):
+            raw, lapsed = await self._reply_lease(keys=[self._reply_key(room)], args=[])
+        return _lease(raw, lapsed)
+
+    async def drop_lapsed_reply(self, room: str, stream_id: str) -> bool:
+        with redis_errors("the Redis bus"):
+            done = await self._release_reply(
+                keys=[self._reply_key(room)], args=[stream_id, "lapsed"]
+            )
+        return bool(done)
 
     async def get_state(self, key: str) -> str | None:
         with redis_errors("the Redis bus"):

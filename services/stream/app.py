@@ -49,6 +49,7 @@ class StreamSettings(Settings):
     stream_slow_reader_s: float = Field(default=20.0, gt=0, le=600)
     stream_events_maxlen: int = Field(default=2000, ge=10, le=1_000_000)
     stream_takeover_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    stream_reply_lease_s: float = Field(default=1.0, ge=0.2, le=60)
     stream_persona_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
     redis_prefix: str = "arconv:"
 
@@ -74,6 +75,7 @@ class StreamSettings(Settings):
             subscriber_queue=self.stream_subscriber_queue,
             slow_reader_s=self.stream_slow_reader_s,
             takeover_timeout_s=self.stream_takeover_timeout_s,
+            reply_lease_s=self.stream_reply_lease_s,
             shutdown_timeout_s=max(1.0, self.shutdown_grace_s),
         )
 

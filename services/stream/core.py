@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from arconv.stream.v1 import stream_service_pb2 as pb
 
-from services.common.bus import Bus, ControlSubscription, CursorExpired
+from services.common.bus import Bus, ControlSubscription, CursorExpired, ReplyLease
 from services.common.cache import TtlCache
 from services.common.errors import (
     DomainError,
@@ -35,7 +35,15 @@ from services.llm import LLMProvider
 from services.stream import events
 from services.stream.generation import Generation
 from services.stream.metrics import INTERRUPTIONS
-from services.stream.ports import Agents, RoomInfo, Rooms, RoomStatus, Sender, StoredMessage
+from services.stream.ports import (
+    Agents,
+    MessageStatus,
+    RoomInfo,
+    Rooms,
+    RoomStatus,
+    Sender,
+    StoredMessage,
+)
 from services.stream.reply import MAX_REPLY_CHARS
 from services.stream.session import AbortFn, Session
 from services.stream.state import (
@@ -43,7 +51,6 @@ from services.stream.state import (
     STREAM_STATE_TTL_S,
     Control,
     CoreConfig,
-    active_key,
     cancel_key,
     parse_stream_state,
     pending_key,
@@ -59,9 +66,13 @@ MAX_CLIENT_MESSAGE_ID = 128
 # NUL in text, and none of them is something a person typed.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # An open stream holds a lease that its replica renews; a replica that dies without closing
-# its streams frees their slots within one lease.
-OPEN_STREAM_LEASE_S = 60.0
+# its streams frees their slots within one lease (its user can open them again elsewhere).
+OPEN_STREAM_LEASE_S = 10.0
 OPEN_STREAM_RENEW_S = OPEN_STREAM_LEASE_S / 3
+# A running reply renews its room's lease this many times per lease (CoreConfig.reply_lease_s).
+REPLY_RENEWALS_PER_LEASE = 4
+# Events read per call when a reply's delivered chunks are gathered from the log.
+READ_PAGE = 256
 # How soon a new reply looks again whether the reply before it has released the room.
 TAKEOVER_FIRST_POLL_S = 0.002
 # A room's owner and agent never change, so a room seen once need not be fetched again
@@ -182,7 +193,7 @@ class ConversationCore:
                 last = await self._bus.check_cursor(room_id, after_id)
             else:
                 last = after_id = await self._bus.last_event_id(room_id)
-            holder = await self._bus.get_state(active_key(room_id))
+            running = await self._bus.reply_lease(room_id)
         except BaseException:
             await self._kv.release_lease(key, lease)
             raise
@@ -203,8 +214,10 @@ class ConversationCore:
             room_id=room_id,
             status=events.ROOM_STATUS_PB[room.status],
             last_event_id=last,
-            active_stream_id=holder.split("|", 1)[0] if holder else "",
+            active_stream_id=running.stream_id if running and not running.lapsed else "",
         )
+        if running is not None and running.lapsed:
+            self._spawn(self._end_if_lapsed(user_id, room_id, running))
         return session, pb.ConverseResponse(joined=joined)
 
     async def leave(self, session: Session) -> None:
@@ -219,19 +232,44 @@ class ConversationCore:
 
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.create_task(self._renew_leases())
+            self._renewer = asyncio.create_task(self._housekeeping())
 
-    async def _renew_leases(self) -> None:
-        """Keeps the open-stream leases of this replica's sessions alive while they last."""
+    async def _housekeeping(self) -> None:
+        """While this replica has sessions: keeps their open-stream leases alive, and ends
+        the replies they watch whose replica died (silent, with a lapsed lease)."""
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
+        tick = min(OPEN_STREAM_RENEW_S, self._config.reply_lease_s / 2)
         while self._leases:
-            await asyncio.sleep(OPEN_STREAM_RENEW_S)
-            for session, lease in list(self._leases.items()):
-                try:
-                    await self._kv.renew_lease(
-                        _open_streams_key(session.user_id), lease, ttl_s=OPEN_STREAM_LEASE_S
-                    )
-                except DomainError:
-                    log.warning("could not renew an open-stream lease; retrying next round")
+            await asyncio.sleep(tick)
+            await self._end_silent_replies()
+            if loop.time() - renewed >= OPEN_STREAM_RENEW_S:
+                renewed = loop.time()
+                await self._renew_open_streams()
+
+    async def _end_silent_replies(self) -> None:
+        silent_ns = time.time_ns() - self._config.reply_lease_s * 1e9
+        watched: dict[str, tuple[str, str]] = {}
+        for session in self._sessions:
+            stream_id = session.running
+            if stream_id and stream_id not in self._generations and session.last_ns < silent_ns:
+                watched.setdefault(session.room_id, (session.user_id, stream_id))
+        for room_id, (user_id, stream_id) in watched.items():
+            try:
+                running = await self._bus.reply_lease(room_id)
+            except DomainError:
+                continue  # the bus is down: the next round looks again
+            if running is not None and running.lapsed and running.stream_id == stream_id:
+                await self._end_if_lapsed(user_id, room_id, running)
+
+    async def _renew_open_streams(self) -> None:
+        for session, lease in list(self._leases.items()):
+            try:
+                await self._kv.renew_lease(
+                    _open_streams_key(session.user_id), lease, ttl_s=OPEN_STREAM_LEASE_S
+                )
+            except DomainError:
+                log.warning("could not renew an open-stream lease; retrying next round")
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -334,21 +372,26 @@ class ConversationCore:
             message=message,
             stream_id=stream_id,
         )
-        holder = f"{stream_id}|{self.replica}"
         self._generations[stream_id] = gen
         try:
             # Listen before announcing the stream, so no interrupt for it can be missed.
             async with self._bus.control(room.room_id) as ctl:
                 listener = asyncio.create_task(self._listen(ctl, gen))
+                done = asyncio.Event()
+                keeper: asyncio.Task[None] | None = None
                 try:
-                    await self._claim(room.room_id, holder)
+                    await self._claim(user_id, room.room_id, stream_id)
+                    keeper = asyncio.create_task(self._keep_lease(room.room_id, gen, done))
                     await self._take_pending(room.room_id, gen)
                     await gen.run()
                 finally:
+                    # The keeper stops between renewals: a Redis command cancelled midway
+                    # would cost its pooled connection.
+                    done.set()
                     listener.cancel()
-                    await asyncio.wait({listener})
+                    await asyncio.wait({listener} if keeper is None else {listener, keeper})
                     with contextlib.suppress(DomainError):
-                        await self._bus.delete_state(active_key(room.room_id), expected=holder)
+                        await self._bus.release_reply(room.room_id, stream_id)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -383,21 +426,51 @@ class ConversationCore:
         except DomainError as exc:
             log.warning("control channel of room %s lost: %s", gen.room.room_id, exc)
 
-    async def _claim(self, room_id: str, holder: str) -> None:
-        """Becomes the room's running stream, interrupting the one running (barge-in)."""
-        while not await self._bus.set_state_if_absent(
-            active_key(room_id), holder, ttl_s=STREAM_STATE_TTL_S
-        ):
-            current = await self._bus.get_state(active_key(room_id))
-            if current is not None:
-                await self._stop_running(room_id, current, reason="barge_in")
+    async def _claim(self, user_id: str, room_id: str, stream_id: str) -> None:
+        """Takes the room's reply lease, interrupting the reply running (barge-in); a reply
+        whose replica stopped renewing its lease (it died) is ended here, at once."""
+        while True:
+            taken, other = await self._bus.claim_reply(
+                room_id, stream_id, self.replica, ttl_s=self._config.reply_lease_s
+            )
+            if taken:
+                if other is not None:
+                    await self._end_reply(user_id, room_id, other)
+                return
+            assert other is not None
+            await self._stop_running(user_id, room_id, other, reason="barge_in")
 
-    async def _stop_running(self, room_id: str, holder: str, *, reason: str) -> None:
-        """Interrupts the stream `holder` and waits until its stream_ended is in the log.
+    async def _keep_lease(self, room_id: str, gen: Generation, done: asyncio.Event) -> None:
+        """Renews the running reply's lease while it runs. A lease another replica took
+        over (this one was cut off from the bus for longer than the lease) stops the reply:
+        the taker has ended it already."""
+        lease_s = self._config.reply_lease_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), lease_s / REPLY_RENEWALS_PER_LEASE)
+                return
+            try:
+                held = await self._bus.renew_reply(room_id, gen.stream_id, ttl_s=lease_s)
+            except DomainError as exc:
+                log.warning("reply %s: lease not renewed: %s", gen.stream_id, exc.message)
+                continue
+            if not held:
+                log.warning(
+                    "reply %s in room %s lost its lease; it was ended elsewhere",
+                    gen.stream_id,
+                    room_id,
+                )
+                gen.abandon()
+                return
 
-        A stream whose replica does not answer in time (it died) is ended here instead.
-        """
-        stream_id = holder.split("|", 1)[0]
+    async def _stop_running(
+        self, user_id: str, room_id: str, running: ReplyLease, *, reason: str
+    ) -> None:
+        """Interrupts the running reply and waits until it releases the room (its
+        stream_ended is in the log by then), or its lease lapses (its replica died: the
+        next claim ends it). A reply that still holds a live lease after the takeover
+        timeout is ended here."""
+        stream_id = running.stream_id
         since = await self._bus.last_event_id(room_id)
         await self._bus.send_control(room_id, Control("interrupt", stream_id, 0, reason).encode())
         loop = asyncio.get_running_loop()
@@ -406,29 +479,99 @@ class ConversationCore:
         # about to release the room: no event will come, so the first waits are short.
         block_s = TAKEOVER_FIRST_POLL_S
         while (left := deadline - loop.time()) > 0:
-            if await self._bus.get_state(active_key(room_id)) != holder:
+            now = await self._bus.reply_lease(room_id)
+            if now is None or now.stream_id != stream_id or now.lapsed:
                 return
             try:
                 batch = await self._bus.read(room_id, since, block_s=min(left, block_s))
             except CursorExpired:
                 since = await self._bus.last_event_id(room_id)
                 continue
-            block_s = min(block_s * 2, 1.0)
+            block_s = min(block_s * 2, self._config.reply_lease_s / REPLY_RENEWALS_PER_LEASE)
             for e in batch:
                 since = e.event_id
                 if e.kind == events.ENDED and events.decode(e).stream_ended.stream_id == stream_id:
-                    await self._bus.delete_state(active_key(room_id), expected=holder)
+                    await self._bus.release_reply(room_id, stream_id)
                     return
-        if await self._bus.delete_state(active_key(room_id), expected=holder):
+        if await self._bus.release_reply(room_id, stream_id):
             log.warning("taking over room %s from unresponsive stream %s", room_id, stream_id)
-            INTERRUPTIONS.labels("takeover").inc()
-            ended = events.ended(stream_id, 0, pb.STREAM_END_REASON_INTERRUPTED, "")
-            await self._bus.publish(room_id, events.ENDED, ended.SerializeToString())
-            await self._bus.set_state(
-                stream_key(stream_id),
-                stream_state(room_id, "interrupted", holder.split("|", 1)[-1]),
-                ttl_s=STREAM_STATE_TTL_S,
-            )
+            await self._end_reply(user_id, room_id, running)
+
+    async def _end_if_lapsed(self, user_id: str, room_id: str, running: ReplyLease) -> None:
+        """Ends a reply whose lease lapsed, if this replica is the one to find it first."""
+        try:
+            if await self._bus.drop_lapsed_reply(room_id, running.stream_id):
+                await self._end_reply(user_id, room_id, running)
+        except DomainError as exc:
+            log.warning("lapsed reply %s in room %s not ended: %s", running.stream_id, room_id, exc)
+
+    async def _end_reply(self, user_id: str, room_id: str, running: ReplyLease) -> None:
+        """Ends a reply its replica can no longer end (it crashed, or lost the bus for
+        longer than the lease): what it delivered (its chunks in the room's log) is stored
+        as INTERRUPTED, and its stream_ended published, unless it got that far itself.
+        Without a `user_id` (the room ended) nothing is stored."""
+        stream_id = running.stream_id
+        texts, raws, ended = await self._delivered(room_id, stream_id)
+        if ended:
+            return
+        log.warning(
+            "ending reply %s in room %s: its replica %s stopped renewing its lease",
+            stream_id,
+            room_id,
+            running.replica,
+        )
+        INTERRUPTIONS.labels("takeover").inc()
+        text = "".join(texts)
+        agent_message_id = ""
+        if user_id and text.strip():
+            try:
+                stored, _ = await self._rooms.append_message(
+                    user_id,
+                    room_id,
+                    sender=Sender.AGENT,
+                    content="".join(raws),
+                    text=text,
+                    stream_id=stream_id,
+                    status=MessageStatus.INTERRUPTED,
+                    idempotency_key=f"agent:{stream_id}",
+                )
+                agent_message_id = stored.message_id
+            except DomainError as exc:
+                log.warning("reply %s not stored: %s", stream_id, exc.message)
+        await self._bus.set_state(
+            stream_key(stream_id),
+            stream_state(room_id, "interrupted", running.replica),
+            ttl_s=STREAM_STATE_TTL_S,
+        )
+        ended_event = events.ended(
+            stream_id, len(texts), pb.STREAM_END_REASON_INTERRUPTED, agent_message_id
+        )
+        await self._bus.publish(room_id, events.ENDED, ended_event.SerializeToString())
+
+    async def _delivered(self, room_id: str, stream_id: str) -> tuple[list[str], list[str], bool]:
+        """A reply's chunks in the room's log (text, raw) and whether it ended there."""
+        texts: list[str] = []
+        raws: list[str] = []
+        after = 0
+        try:
+            while True:
+                batch = await self._bus.read(room_id, after, limit=READ_PAGE)
+                for e in batch:
+                    if e.kind == events.CHUNK:
+                        chunk = events.decode(e).stream_chunk
+                        if chunk.stream_id == stream_id:
+                            texts.append(chunk.text)
+                            raws.append(chunk.raw)
+                    elif (
+                        e.kind == events.ENDED
+                        and events.decode(e).stream_ended.stream_id == stream_id
+                    ):
+                        return texts, raws, True
+                if len(batch) < READ_PAGE:
+                    return texts, raws, False
+                after = batch[-1].event_id
+        except CursorExpired:
+            return texts, raws, False
 
     # -- interrupt, pause, resume, room state -----------------------------------------------
 
@@ -442,8 +585,8 @@ class ConversationCore:
         reply was stopped.
         """
         await self._known_room(user_id, room_id)
-        holder = await self._bus.get_state(active_key(room_id))
-        running = holder.split("|", 1)[0] if holder else ""
+        lease = await self._bus.reply_lease(room_id)
+        running = lease.stream_id if lease is not None and not lease.lapsed else ""
         stopped = False
         if running and stream_id in ("", running):
             await self._send_interrupt(room_id, running, played_chars)
@@ -494,9 +637,11 @@ class ConversationCore:
 
     async def _room_state_changed(self, room_id: str, status: RoomStatus) -> None:
         if status is RoomStatus.ENDED:
-            holder = await self._bus.get_state(active_key(room_id))
-            if holder is not None:
-                await self._stop_running(room_id, holder, reason="room_ended")
+            running = await self._bus.reply_lease(room_id)
+            if running is not None and running.lapsed:
+                await self._end_if_lapsed("", room_id, running)
+            elif running is not None:
+                await self._stop_running("", room_id, running, reason="room_ended")
         await self.announce(room_id, status)
 
     async def announce(self, room_id: str, status: RoomStatus) -> None:
@@ -508,13 +653,12 @@ class ConversationCore:
             return
         event = events.room_state(status)
         await self._bus.publish(room_id, events.STATE, event.SerializeToString())
-        holder = await self._bus.get_state(active_key(room_id))
-        if holder is not None and status is not RoomStatus.ENDED:
-            stream_id, _, replica = holder.partition("|")
+        running = await self._bus.reply_lease(room_id)
+        if running is not None and not running.lapsed and status is not RoomStatus.ENDED:
             state = "paused" if status is RoomStatus.PAUSED else "active"
             await self._bus.set_state(
-                stream_key(stream_id),
-                stream_state(room_id, state, replica),
+                stream_key(running.stream_id),
+                stream_state(room_id, state, running.replica),
                 ttl_s=STREAM_STATE_TTL_S,
             )
 

@@ -96,6 +96,13 @@ class Generation:
         self._parser = MarkerParser()
         self._sentences = SentenceAccumulator()
         self.reply = DeliveredReply()
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        """The reply lost its room's lease and was ended elsewhere: stop, and store and
+        publish nothing more."""
+        self.abandoned = True
+        self.interrupt(reason="takeover")
 
     def interrupt(self, *, played_chars: int = 0, reason: str = "client") -> None:
         """Stops the reply at the next await; the first interrupt's details win."""
@@ -124,6 +131,8 @@ class Generation:
                 events.started(self.stream_id, self.message.message_id, self.room.agent_id)
             )
             reason = await self._generate()
+            if self.abandoned:
+                return reason
             agent_message_id = await self._store(reason)
             await self._set_state(
                 {

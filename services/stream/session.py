@@ -133,7 +133,9 @@ class Session:
         "_scan",
         "_unlisten",
         "_written",
+        "last_ns",
         "room_id",
+        "running",
         "user_id",
     )
 
@@ -171,6 +173,10 @@ class Session:
         # The cursor a client cut off resumes from: the newest event the handler finished
         # writing (it had taken the next one), or the cursor it joined with.
         self._written = after_id
+        # The reply this client last saw start and not end, and when the newest event it
+        # was given was published: a reply silent for longer than its lease may be dead.
+        self.running = ""
+        self.last_ns = 0
 
     async def start(self) -> None:
         self._unlisten = await self._bus.listen(self.room_id, self._deliver, self._wake)
@@ -292,8 +298,14 @@ class Session:
         sent = e.time_ns if e.kind == events.CHUNK else 0
         self._queue.put_nowait((events.wire(e), sent, e.event_id))
         self._deliver = e.event_id
-        if e.kind == events.ENDED:
-            self._pending.discard(events.decode(e).stream_ended.stream_id)
+        self.last_ns = e.time_ns
+        if e.kind == events.STARTED:
+            self.running = events.decode(e).stream_started.stream_id
+        elif e.kind == events.ENDED:
+            stream_id = events.decode(e).stream_ended.stream_id
+            if stream_id == self.running:
+                self.running = ""
+            self._pending.discard(stream_id)
             if self._draining and not self._pending:
                 self.end(None)
                 return False

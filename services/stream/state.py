@@ -19,12 +19,10 @@ class CoreConfig:
     subscriber_queue: int = 256
     slow_reader_s: float = 20.0
     takeover_timeout_s: float = 5.0
+    # A running reply's lease on its room (Bus.claim_reply): renewed while it runs; a
+    # replica that dies lets the next message start within this long.
+    reply_lease_s: float = 1.0
     shutdown_timeout_s: float = 5.0
-
-
-def active_key(room_id: str) -> str:
-    """The stream running in the room now: "<stream_id>|<replica>"."""
-    return f"active:{room_id}"
 
 
 def stream_key(stream_id: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 
-from services.common.bus import Bus, CursorExpired, InProcessBus, first_id, open_bus
+from services.common.bus import Bus, CursorExpired, InProcessBus, ReplyLease, first_id, open_bus
 from services.common.redis_bus import RedisBus
 
 MakeBus = Callable[..., Bus]
@@ -260,3 +260,61 @@ async def test_redis_unreachable_is_unavailable() -> None:
         assert getattr(info.value, "code", None) == grpc.StatusCode.UNAVAILABLE
     finally:
         await bus.close()
+
+
+async def test_a_reply_lease_is_held_renewed_and_released(make_bus: MakeBus) -> None:
+    a, b = make_bus(), make_bus()  # on Redis: two replicas
+    assert await a.reply_lease("r") is None
+    assert await a.claim_reply("r", "s1", "A", ttl_s=5) == (True, None)
+    assert await a.claim_reply("r", "s1", "A", ttl_s=5) == (True, None)  # its own: renewed
+    taken, holder = await b.claim_reply("r", "s2", "B", ttl_s=5)
+    assert (taken, holder) == (False, ReplyLease("s1", "A"))
+    assert await b.reply_lease("r") == ReplyLease("s1", "A")
+    assert await b.renew_reply("r", "s2", ttl_s=5) is False
+    assert await a.renew_reply("r", "s1", ttl_s=5) is True
+    assert await b.drop_lapsed_reply("r", "s1") is False  # live: nobody may end it
+    assert await b.release_reply("r", "s2") is False
+    assert await a.release_reply("r", "s1") is True
+    assert await b.reply_lease("r") is None
+    assert await b.claim_reply("r", "s2", "B", ttl_s=5) == (True, None)
+    assert await a.reply_lease("other") is None
+
+
+async def test_a_lapsed_reply_lease_is_taken_by_the_next_claim_and_ended_once(
+    make_bus: MakeBus,
+) -> None:
+    a, b = make_bus(), make_bus()
+    assert await a.claim_reply("r", "s1", "A", ttl_s=0.05) == (True, None)
+    await asyncio.sleep(0.1)  # A stopped renewing (it crashed)
+    assert await b.reply_lease("r") == ReplyLease("s1", "A", lapsed=True)
+    assert await a.renew_reply("r", "s1", ttl_s=5) is True  # not taken yet: still its own
+    await asyncio.sleep(0)
+    assert await a.claim_reply("r", "s1", "A", ttl_s=0.05) == (True, None)
+    await asyncio.sleep(0.1)
+    # The next claim takes it at once and learns which reply it must end.
+    taken = await b.claim_reply("r", "s2", "B", ttl_s=5)
+    assert taken == (True, ReplyLease("s1", "A", lapsed=True))
+    assert await a.renew_reply("r", "s1", ttl_s=5) is False  # A hears it lost the room
+    assert await a.reply_lease("r") == ReplyLease("s2", "B")
+    # A lapsed lease nobody claims is ended by exactly one of those who find it.
+    await b.renew_reply("r", "s2", ttl_s=0.05)
+    await asyncio.sleep(0.1)
+    found = await asyncio.gather(*(bus.drop_lapsed_reply("r", "s2") for bus in (a, b, a, b)))
+    assert sorted(found) == [False, False, False, True]
+    assert await a.reply_lease("r") is None
+
+
+async def test_a_reply_lease_record_expires_by_itself(
+    make_bus: MakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.common import bus as bus_module
+
+    monkeypatch.setattr(bus_module, "REPLY_LAPSED_KEEP_S", 0.1)
+    bus = make_bus()
+    if isinstance(bus, RedisBus):
+        bus._keep_ms = 100
+    await bus.claim_reply("r", "s1", "A", ttl_s=0.05)
+    await asyncio.sleep(0.3)
+    assert await bus.reply_lease("r") is None
+    if isinstance(bus, RedisBus):
+        assert await bus._client.exists(bus._reply_key("r")) == 0

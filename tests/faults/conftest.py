@@ -26,6 +26,7 @@ from services.common.auth import JwtAuthority
 from services.common.server import RunningServer, authority_from, create_server
 from services.rooms.app import RoomSettings
 from services.rooms.app import open_spec as rooms_spec
+from services.stream.app import StreamSettings
 from tests.conftest import bearer
 from tests.faults.own_redis import OwnRedis, own_redis  # noqa: F401
 from tests.stream.conftest import (  # noqa: F401
@@ -68,8 +69,7 @@ class ProcessMesh:
     tmp: Path
     authority: JwtAuthority
     redis: OwnRedis
-    rooms_port: int
-    avatar_port: int
+    clients: Mesh  # rooms and avatar calls: room(), messages(), md()
     stream_env: dict[str, str]
     replicas: list[Replica] = field(default_factory=list)
     channels: list[grpc.aio.Channel] = field(default_factory=list)
@@ -98,19 +98,22 @@ class ProcessMesh:
             )
         replica = Replica(port, proc, log)
         self.replicas.append(replica)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        try:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(300):
-                if proc.returncode is not None:
-                    break
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    got = await health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-                    if got.status == health_pb2.HealthCheckResponse.SERVING:
-                        return replica
-                await asyncio.sleep(0.05)
-        finally:
-            await channel.close()
+        for _ in range(600):
+            if proc.returncode is not None:
+                break
+            # A new channel each time: a refused connection would back off for seconds.
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            try:
+                got = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=0.5
+                )
+                if got.status == health_pb2.HealthCheckResponse.SERVING:
+                    return replica
+            except grpc.aio.AioRpcError:
+                pass
+            finally:
+                await channel.close()
+            await asyncio.sleep(0.05)
         raise RuntimeError(f"stream replica did not start:\n{log.read_text()[-3000:]}")
 
     async def close(self) -> None:
@@ -156,32 +159,19 @@ async def process_mesh(tmp_path: Path, own_redis: OwnRedis) -> AsyncIterator[Pro
             "ARCONV_REDIS_URL": own_redis.url,
             "ARCONV_REDIS_PREFIX": "faults:",
         }
-        mesh = ProcessMesh(tmp_path, authority, own_redis, rooms.port, avatar.port, env)
+        settings = StreamSettings(
+            **BASE,
+            var_dir=tmp_path,
+            rooms_addr=f"127.0.0.1:{rooms.port}",
+            avatar_addr=f"127.0.0.1:{avatar.port}",
+        )
+        clients = Mesh(tmp_path, authority, settings, rooms.port, avatar.port)
+        mesh = ProcessMesh(tmp_path, authority, own_redis, clients, env)
         try:
-            await add_agent(mesh.ch(avatar.port), authority)
+            await clients.add_agent()
             yield mesh
         finally:
             await mesh.close()
+            await clients.close()
             for server in reversed(servers):
                 await server.stop(0)
-
-
-async def add_agent(channel: grpc.aio.Channel, authority: JwtAuthority) -> None:
-    from arconv.avatar.v1 import avatar_service_pb2 as avatar_pb
-    from arconv.avatar.v1 import avatar_service_pb2_grpc as avatar_grpc
-
-    md = bearer(authority.mint("service:test", ttl_s=600, role="service"))
-    await avatar_grpc.AvatarServiceStub(channel).UpsertAgent(
-        avatar_pb.UpsertAgentRequest(
-            agent=avatar_pb.Agent(
-                agent_id="nova",
-                name="Nova",
-                persona=avatar_pb.Persona(system_prompt=NOVA_PROMPT),
-                appearance=avatar_pb.Appearance(
-                    style=avatar_pb.AVATAR_STYLE_REALISTIC, species="human"
-                ),
-                voice=avatar_pb.Voice(provider="elevenlabs", voice_id="nova-bright"),
-            )
-        ),
-        metadata=md,
-    )
