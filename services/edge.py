@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import ipaddress
 import os
 import shutil
@@ -256,12 +255,6 @@ def render(cfg: EdgeConfig, *, header: str = "") -> str:
     return head + yaml.dump(build(cfg), Dumper=_Dumper, sort_keys=False, width=100)
 
 
-def die_with_parent() -> None:
-    """In a child process (Linux): receive SIGTERM when the parent dies, so none is orphaned."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
 # Execs argv[2:] with SIGTERM as its parent-death signal, unless the parent (argv[1]) is gone.
 # A launcher rather than preexec_fn: preexec_fn forces fork() instead of vfork(), and a fork of
 # a process running gRPC threads can abort the child before it execs (gRPC's fork handlers
@@ -272,6 +265,14 @@ _EXEC_WITH_PDEATHSIG = (
     "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
     "os.execv(sys.argv[2], sys.argv[2:])\n"
 )
+
+
+def parent_death_launcher() -> list[str]:
+    """The argv prefix that runs a child with SIGTERM as its parent-death signal (Linux), so
+    none of this process's children is orphaned; empty elsewhere."""
+    if sys.platform != "linux":
+        return []
+    return [sys.executable, "-I", "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid())]
 
 
 def _write_config(path: Path, text: str) -> None:
@@ -305,11 +306,8 @@ async def start_envoy(
     if config_path is None:
         await asyncio.to_thread(_write_config, path, render(cfg))
     out = asyncio.subprocess.DEVNULL if quiet else None
-    launcher: list[str] = []
-    if sys.platform == "linux":
-        launcher = [sys.executable, "-I", "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid())]
     return await asyncio.create_subprocess_exec(
-        *launcher,
+        *parent_death_launcher(),
         envoy_binary(),
         "-c",
         str(path),

@@ -20,7 +20,7 @@ from services.common.db import migrate
 from services.common.server import authority_from
 from services.edge import (
     EdgeConfig,
-    die_with_parent,
+    parent_death_launcher,
     parse_jwks_max_age,
     parse_origins,
     start_envoy,
@@ -103,7 +103,7 @@ async def run() -> int:
                 "ARCONV_MIGRATE_ON_START": "false",
             }
             procs[name] = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", f"services.{name}", env=env, preexec_fn=die_with_parent
+                *parent_death_launcher(), sys.executable, "-m", f"services.{name}", env=env
             )
         await asyncio.gather(*(_wait_healthy(ports[n]) for n in SERVICES))
         seeded = await _seed(settings)

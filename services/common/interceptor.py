@@ -309,5 +309,5 @@ def _wire_or(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes
 
 
 def _is_abort(exc: BaseException) -> bool:
-    # grpc.aio raises AbortError out of context.abort(); it must propagate untouched.
-    return type(exc).__name__ == "AbortError"
+    # context.abort() raises grpc.aio.AbortError; it must propagate untouched.
+    return isinstance(exc, grpc.aio.AbortError)

@@ -38,7 +38,7 @@ from services.common.redis_follow import PubSubHub, Tail, Tails
 from services.common.redis_follow import text as _text
 
 # Long-lived connections: the replica's pub/sub connection (and one more while it reconnects).
-DEFAULT_BLOCKING_CONNECTIONS = 16
+DEFAULT_PUBSUB_CONNECTIONS = 16
 
 # KEYS: counter, stream, event channel. ARGV: maxlen, kind, data, retention_ms, publish time
 # (ns). The push is "<id> <kind> <time> <data>" (see redis_follow.decode_push). A room whose
@@ -149,7 +149,7 @@ class RedisBus(Bus):
         maxlen: int = DEFAULT_MAXLEN,
         retention_s: float = DEFAULT_RETENTION_S,
         timeout_s: float = 5.0,
-        blocking_connections: int = DEFAULT_BLOCKING_CONNECTIONS,
+        pubsub_connections: int = DEFAULT_PUBSUB_CONNECTIONS,
     ) -> None:
         import redis.asyncio as aioredis
 
@@ -161,8 +161,8 @@ class RedisBus(Bus):
         self._timeout_s = timeout_s
         self._client = command_client(url, timeout_s=timeout_s)
         # The pub/sub connection waits for pushes indefinitely: no socket timeout.
-        self._blocking = aioredis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, max_connections=blocking_connections
+        self._pubsub_client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, max_connections=pubsub_connections
         )
         self._hub = PubSubHub(self)
         self._tails = Tails(self)
@@ -410,4 +410,4 @@ class RedisBus(Bus):
         await self._tails.close()
         await self._hub.close()
         await self._client.aclose()
-        await self._blocking.aclose()
+        await self._pubsub_client.aclose()

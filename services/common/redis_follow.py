@@ -105,7 +105,7 @@ class PubSubHub:
         # and concurrent first commands would each take one (all but one never answered).
         async with self._sending:
             if self._pubsub is None:
-                self._pubsub = self._bus._blocking.pubsub()
+                self._pubsub = self._bus._pubsub_client.pubsub()
             pubsub = self._pubsub
             pending = self._waiting.setdefault(channel, deque())
             pending.append(fut)

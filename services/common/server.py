@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from services.common.auth import JwtAuthority
@@ -94,7 +94,7 @@ class ServiceSpec:
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    health: HealthServicer
+    health: health_aio.HealthServicer
     spec: ServiceSpec
 
     async def stop(self, grace: float | None) -> None:
@@ -120,7 +120,7 @@ async def create_server(
         options=server_options(settings),
     )
     spec.register(server)
-    health = HealthServicer()
+    health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (

@@ -1,5 +1,5 @@
-"""The Redis bus under many readers: blocked reads of all rooms share one XREAD loop, and
-bursts of commands wait for a connection instead of failing."""
+"""The Redis bus under many readers: blocked reads of all rooms are woken through one pub/sub
+connection, and bursts of commands wait for a connection instead of failing."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from services.common.errors import Unavailable
 from services.common.redis_bus import RedisBus
 
 
-def _blocking_connections(bus: RedisBus) -> int:
-    pool = bus._blocking.connection_pool
+def _pubsub_connections(bus: RedisBus) -> int:
+    pool = bus._pubsub_client.connection_pool
     return len(pool._in_use_connections) + len(pool._available_connections)
 
 
@@ -31,7 +31,7 @@ async def test_blocked_readers_of_many_rooms_share_one_connection(
             await bus.publish(r, "chunk", r.encode())
         got = await asyncio.gather(*readers)
         assert [[e.data for e in batch] for batch in got] == [[r.encode()] for r in rooms]
-        assert _blocking_connections(bus) == 1
+        assert _pubsub_connections(bus) == 1
         # Further events reach readers that follow on from their cursor.
         firsts = [batch[0].event_id for batch in got]
         again = [
@@ -130,8 +130,10 @@ async def test_blocked_readers_hear_when_the_follow_loop_cannot_read(
     from services.common.errors import Unavailable
 
     bus = RedisBus(redis_base_url, prefix=redis_prefix, timeout_s=0.5)
-    healthy = bus._blocking
-    bus._blocking = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    healthy = bus._pubsub_client
+    bus._pubsub_client = aioredis.Redis.from_url(
+        "redis://127.0.0.1:1/0", socket_connect_timeout=0.5
+    )
     try:
         with pytest.raises(Unavailable):
             await bus.read("r", 0, block_s=5)
@@ -150,7 +152,7 @@ async def test_control_subscriptions_of_many_rooms_share_one_connection(
             subs = [await stack.enter_async_context(listener.control(r)) for r in rooms]
             # A second subscriber of the same room shares the channel.
             twin = await stack.enter_async_context(listener.control(rooms[0]))
-            assert _blocking_connections(listener) == 1
+            assert _pubsub_connections(listener) == 1
             for r in rooms:
                 await sender.send_control(r, r.encode())
             got = [await asyncio.wait_for(s.get(), 5) for s in subs]
@@ -173,7 +175,7 @@ async def test_control_subscriptions_opened_all_at_once_are_all_confirmed(
             subs = await asyncio.gather(
                 *(stack.enter_async_context(listener.control(r)) for r in rooms)
             )
-            assert _blocking_connections(listener) == 1
+            assert _pubsub_connections(listener) == 1
             for r in rooms:
                 await sender.send_control(r, r.encode())
             got = [await asyncio.wait_for(s.get(), 5) for s in subs]
