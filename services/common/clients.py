@@ -1,4 +1,5 @@
-"""Channels for service-to-service calls: a service token, a default deadline, keepalive.
+"""Channels for service-to-service calls: a service token, a default deadline, keepalive,
+and retries of idempotent calls declared in the channel's gRPC service config.
 
 Callers act for a user with `metadata=for_user(user_id)`; the channel adds the service's
 bearer token and, when the caller gives no timeout, the default deadline.
@@ -6,6 +7,7 @@ bearer token and, when the caller gives no timeout, the default deadline.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,40 @@ import grpc
 from services.common.auth import ON_BEHALF_HEADER, ServiceTokenSource
 from services.common.config import Settings
 from services.common.server import authority_from, channel_options
+
+# The methods the services call on each other that may run twice with the same outcome: reads,
+# and writes keyed so a repeat changes nothing (AppendMessage by its idempotency key, an upsert,
+# a state notification whose repeats are ignored, a revocation). gRPC retries them when the
+# answer is UNAVAILABLE (a replica down or restarting, a lost connection, a store that is
+# briefly unreachable), within the call's deadline. VerifyProviderToken with `consume` and
+# RefundProviderUsage count usage: never retried.
+IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
+    "arconv.rooms.v1.RoomService": ("GetRoom", "ListRooms", "ListMessages"),
+    "arconv.rooms.v1.RoomInternalService": ("AppendMessage",),
+    "arconv.stream.v1.StreamInternalService": ("NotifyRoomState",),
+    "arconv.avatar.v1.AvatarService": ("GetAgent", "ListAgents", "GetAvatar"),
+    "arconv.avatar.v1.AvatarInternalService": ("UpsertAgent",),
+    "arconv.token.v1.TokenInternalService": ("RevokeRoomTokens",),
+}
+
+
+def service_config(attempts: int) -> str:
+    """The channels' gRPC service config: IDEMPOTENT_METHODS retried on UNAVAILABLE."""
+    if attempts <= 1:
+        return json.dumps({})
+    names = [
+        {"service": service, "method": method}
+        for service, methods in IDEMPOTENT_METHODS.items()
+        for method in methods
+    ]
+    policy = {
+        "maxAttempts": attempts,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
 
 
 def for_user(user_id: str) -> tuple[tuple[str, str], ...]:
@@ -71,7 +107,10 @@ class ServiceChannels:
             t = self._settings.call_timeout_s
             ch = grpc.aio.insecure_channel(
                 target,
-                options=channel_options(self._settings),
+                options=[
+                    *channel_options(self._settings),
+                    ("grpc.service_config", service_config(self._settings.call_attempts)),
+                ],
                 interceptors=[_UU(self._tokens, t), _US(self._tokens, t)],
             )
             self._channels[target] = ch

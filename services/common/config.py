@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     token_addr: str = f"127.0.0.1:{DEFAULT_PORTS['token']}"
     voice_addr: str = f"127.0.0.1:{DEFAULT_PORTS['voice']}"
     call_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # Attempts of an idempotent service-to-service call answered UNAVAILABLE (the channels'
+    # gRPC retry policy; gRPC allows at most 5). 1 turns retries off.
+    call_attempts: int = Field(default=3, ge=1, le=5)
 
     database_url: str = ""
     redis_url: str = ""

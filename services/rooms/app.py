@@ -37,9 +37,9 @@ class RoomSettings(Settings):
     rooms_agent_timeout_s: float = Field(default=2.0, gt=0, le=30)
     # How long an agent's existence and summary are reused; 0 asks the avatar service each time.
     rooms_agent_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
-    # Deadline of one NotifyRoomState / RevokeRoomTokens attempt, and how many attempts.
+    # Deadline of one NotifyRoomState / RevokeRoomTokens call, its retries included
+    # (ARCONV_CALL_ATTEMPTS).
     rooms_notify_timeout_s: float = Field(default=1.0, gt=0, le=30)
-    rooms_notify_attempts: int = Field(default=3, ge=1, le=10)
 
 
 def open_engine(url: str) -> AsyncEngine:
@@ -89,7 +89,6 @@ async def open_spec(
             stream_channel=channels.channel(settings.stream_addr),
             token_channel=channels.channel(settings.token_addr),
             timeout_s=settings.rooms_notify_timeout_s,
-            attempts=settings.rooms_notify_attempts,
         )
     rooms = Rooms(
         repo=RoomRepository(engine),

@@ -2,8 +2,9 @@
 
 The stream service hears every status change (NotifyRoomState) so live streams hold, resume
 or close; the token service hears when a room ends (RevokeRoomTokens) so its provider tokens
-stop working. Delivery is best effort: a short deadline, a few retries on transient errors,
-a log line on failure. The state change itself is already committed and is never undone.
+stop working. Delivery is best effort: a short deadline, the retries of the channel's service
+config (services/common/clients.py) when the other side is UNAVAILABLE, a log line on failure.
+The state change itself is already committed and is never undone.
 """
 
 from __future__ import annotations
@@ -24,15 +25,6 @@ from services.common.clients import for_user
 from services.rooms.domain import Room, RoomStatus
 
 log = logging.getLogger("arconv.rooms.notifier")
-
-RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-    }
-)
 
 _PROTO_STATUS = {
     RoomStatus.ACTIVE: rooms_pb.ROOM_STATUS_ACTIVE,
@@ -59,14 +51,10 @@ class GrpcRoomNotifier:
         stream_channel: grpc.aio.Channel,
         token_channel: grpc.aio.Channel,
         timeout_s: float = 1.0,
-        attempts: int = 3,
-        backoff_s: float = 0.1,
     ) -> None:
         self._stream = stream_grpc.StreamInternalServiceStub(stream_channel)
         self._token = token_grpc.TokenInternalServiceStub(token_channel)
         self._timeout = timeout_s
-        self._attempts = max(1, attempts)
-        self._backoff = backoff_s
         self._inflight: set[asyncio.Future[Any]] = set()
 
     async def state_changed(self, room: Room) -> None:
@@ -108,16 +96,11 @@ class GrpcRoomNotifier:
             "room_id": room.room_id,
             "status": room.status.value,
         }
-        for attempt in range(1, self._attempts + 1):
-            try:
-                await call()
-                return
-            except grpc.aio.AioRpcError as exc:
-                fields.update(code=exc.code().name, attempt=attempt)
-                if exc.code() not in RETRYABLE or attempt == self._attempts:
-                    log.warning("room notification not delivered", extra={"fields": fields})
-                    return
-            await asyncio.sleep(self._backoff * attempt)
+        try:
+            await call()
+        except grpc.aio.AioRpcError as exc:
+            fields["code"] = exc.code().name
+            log.warning("room notification not delivered", extra={"fields": fields})
 
     async def aclose(self) -> None:
         if self._inflight:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from arconv.rooms.v1 import rooms_service_pb2 as pb
 from arconv.rooms.v1 import rooms_service_pb2_grpc as pb_grpc
 from pydantic import ValidationError
 
-from services.common.clients import ServiceChannels, for_user
+from services.common.clients import IDEMPOTENT_METHODS, ServiceChannels, for_user, service_config
 from services.common.config import DEV_JWT_SECRET, ConfigError, Settings, normalize_database_url
 from tests.common.kit_servicer import kit_spec
 from tests.conftest import make_settings
@@ -107,3 +108,23 @@ async def test_service_channel_applies_the_default_deadline(tmp_path) -> None:
     finally:
         await channels.close()
         sock.close()
+
+
+def test_the_retry_policy_names_real_methods_and_retries_unavailable_only() -> None:
+    import arconv.avatar.v1.avatar_service_pb2
+    import arconv.stream.v1.stream_service_pb2
+    import arconv.token.v1.token_service_pb2  # noqa: F401
+    from google.protobuf import descriptor_pool
+
+    pool = descriptor_pool.Default()
+    for service, methods in IDEMPOTENT_METHODS.items():
+        found = pool.FindServiceByName(service)
+        for method in methods:
+            assert found.FindMethodByName(method) is not None, (service, method)
+    # Calls that count usage are never repeated by the channel.
+    assert "VerifyProviderToken" not in IDEMPOTENT_METHODS["arconv.token.v1.TokenInternalService"]
+    (config,) = json.loads(service_config(3))["methodConfig"]
+    assert config["retryPolicy"]["maxAttempts"] == 3
+    assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert len(config["name"]) == sum(len(m) for m in IDEMPOTENT_METHODS.values())
+    assert json.loads(service_config(1)) == {}

@@ -142,7 +142,6 @@ async def process_mesh(tmp_path: Path, own_redis: OwnRedis) -> AsyncIterator[Pro
             avatar_addr=f"127.0.0.1:{avatar.port}",
             stream_addr=f"127.0.0.1:{free_port()}",
             token_addr=f"127.0.0.1:{free_port()}",
-            rooms_notify_attempts=1,
         )
         rooms = await create_server(
             rooms_settings, await stack.enter_async_context(rooms_spec(rooms_settings)), port=0

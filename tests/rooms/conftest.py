@@ -39,7 +39,7 @@ def room_settings(tmp_path: Path, **overrides: Any) -> RoomSettings:
         "log_format": "text",
         "shutdown_grace_s": 0.5,
         "rooms_notify_timeout_s": 2.0,
-        "rooms_notify_attempts": 3,
+        "call_attempts": 3,
     }
     values.update(overrides)
     return RoomSettings(**values)

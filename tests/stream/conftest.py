@@ -168,7 +168,6 @@ async def make_mesh(tmp_path: Path) -> AsyncIterator[MeshFactory]:
             avatar_addr=f"127.0.0.1:{avatar.port}",
             stream_addr=f"127.0.0.1:{stream_port}",
             token_addr=f"127.0.0.1:{free_port()}",
-            rooms_notify_attempts=1,
         )
         rooms = await create_server(
             rooms_settings, await stack.enter_async_context(rooms_spec(rooms_settings)), port=0

@@ -246,7 +246,6 @@ async def mesh_factory(
             avatar_addr=f"127.0.0.1:{avatar.port}",
             token_addr=f"127.0.0.1:{token.port}",
             stream_addr=f"127.0.0.1:{closed_port()}",
-            rooms_notify_attempts=1,
         )
         rooms = await start(rooms_settings, rooms_spec(rooms_settings))
         # The token service reads the rooms address at call time.
