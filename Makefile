@@ -14,7 +14,7 @@ XDIST := -n $(PYTEST_WORKERS) --dist loadfile
 FAST := not envoy and not browser and not slow
 
 .PHONY: setup run test test-fast lint protos bench clean lock node breaking api-baseline web \
-	browser-setup image image-smoke manifests
+	browser-setup image image-smoke manifests screenshot
 
 setup: $(VENV)/.installed gen/.stamp node
 
@@ -49,7 +49,7 @@ tools/render/node_modules/.installed: tools/render/package-lock.json
 
 # The browser client (web/): npm packages, TypeScript generated from the protos by
 # protoc-gen-es (web/gen), type-checked and bundled by esbuild (web/dist). Neither is committed.
-WEB_SRC := $(wildcard web/src/*.ts) web/index.html web/tsconfig.json web/buf.gen.yaml
+WEB_SRC := $(wildcard web/src/*.ts) web/index.html web/tsconfig.json web/buf.gen.yaml web/package.json
 
 web: web/dist/.stamp
 
@@ -74,7 +74,11 @@ browser-setup: setup web
 	  fi; \
 	fi
 
-run: setup
+# The README's picture of the client mid-reply (docs/client.png), from a real mesh in Chromium.
+screenshot: browser-setup
+	$(PY) -m tests.edge.screenshot docs/client.png
+
+run: setup web
 	$(PY) -m services.mesh
 
 test: setup
@@ -83,7 +87,9 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest $(XDIST) -m "$(FAST)" $(PYTEST_ARGS)
 
-lint: setup
+lint: setup web
+	npm run --prefix web --silent check
+	npm run --prefix web --silent lint
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(VENV)/bin/ruff format --check services tests bench scripts
 	$(VENV)/bin/mypy

@@ -1,16 +1,24 @@
-"""`make run`: the whole mesh on the embedded defaults, with Envoy in front.
+"""`make run`: the whole mesh on the embedded defaults, with Envoy in front, and the web client.
 
 Migrates the SQL databases, starts the four services and Envoy, waits until all are healthy,
-seeds the demo agents, prints where to connect, and stops everything on Ctrl-C or SIGTERM.
+seeds the demo agents, serves the built web client (web/dist) on 127.0.0.1, prints where to
+connect (the client's URL carries a development token in its fragment), and stops everything on
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import http.server
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,7 +36,35 @@ from services.edge import (
 )
 
 SERVICES = ("avatar", "rooms", "token", "stream", "voice")
+WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
 SQL_SERVICES = ("avatar", "rooms", "token")
+
+
+class _StaticHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files, quietly; never cached, so a rebuilt client is what the browser runs."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+@contextlib.contextmanager
+def static_site(directory: Path, port: int = 0) -> Iterator[str]:
+    """Serves `directory` on 127.0.0.1:`port` (0: a free one) in a thread; yields its origin."""
+    handler = functools.partial(_StaticHandler, directory=str(directory))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, name="web", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
 
 
 async def _wait_healthy(port: int, timeout_s: float = 60.0) -> None:
@@ -117,17 +153,32 @@ async def run() -> int:
         )
         procs["envoy"] = await start_envoy(edge, var / "envoy")
         await wait_envoy_ready(edge.admin_port)
-        _banner(settings, edge, ports, seeded)
-        waiters = {asyncio.ensure_future(p.wait()): n for n, p in procs.items()}
-        stopper = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({*waiters, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for fut in done:
-            if fut in waiters:
-                print(f"arconv: {waiters[fut]} exited ({fut.result()}); stopping", file=sys.stderr)
-                return 1
-        return 0
+        web = contextlib.ExitStack()
+        origin = None
+        if (WEB_DIST / "index.html").exists():
+            web_port = int(os.environ.get("ARCONV_WEB_PORT", "8000"))
+            try:
+                origin = web.enter_context(static_site(WEB_DIST, web_port))
+            except OSError as exc:
+                print(f"arconv: web port {web_port} unavailable ({exc}); using a free one")
+                origin = web.enter_context(static_site(WEB_DIST, 0))
+        _banner(settings, edge, ports, seeded, origin)
+        with web:
+            return await _supervise(procs, stop)
     finally:
         await _stop_all(procs)
+
+
+async def _supervise(procs: dict[str, asyncio.subprocess.Process], stop: asyncio.Event) -> int:
+    """Waits for a stop signal (0) or for any process to exit (1)."""
+    waiters = {asyncio.ensure_future(p.wait()): n for n, p in procs.items()}
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({*waiters, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for fut in done:
+        if fut in waiters:
+            print(f"arconv: {waiters[fut]} exited ({fut.result()}); stopping", file=sys.stderr)
+            return 1
+    return 0
 
 
 async def _stop_all(procs: dict[str, asyncio.subprocess.Process]) -> None:
@@ -146,9 +197,19 @@ async def _stop_all(procs: dict[str, asyncio.subprocess.Process]) -> None:
     print("arconv: stopped", file=sys.stderr)
 
 
-def _banner(settings: Settings, edge: EdgeConfig, ports: dict[str, int], seeded: int) -> None:
+def _banner(
+    settings: Settings, edge: EdgeConfig, ports: dict[str, int], seeded: int, web: str | None
+) -> None:
     token = authority_from(settings).mint("alice", ttl_s=3600)
     port = edge.listen_port
+    if web is None:
+        client = "The web client is not built (make web); `make run` builds it."
+    else:
+        # The token rides in the fragment: the browser never sends it to the web server.
+        host = "127.0.0.1" if edge.listen_host in ("0.0.0.0", "::") else edge.listen_host
+        edge_url = f"http://{host}:{port}"
+        link = f"{web}/#" + urlencode({"edge": edge_url, "token": token})
+        client = f"Open the web client (signed in as alice for 1 hour):\n  {link}"
     print(
         f"""
 arconv is up: rooms :{ports["rooms"]}  stream :{ports["stream"]}  \
@@ -171,6 +232,8 @@ Nova speaks (espeak-ng), OpenAI-style: a provider token for her voice, then POST
   curl -s localhost:{port}/v1/audio/speech -H "authorization: Bearer $TTS_TOKEN" \\
 \
   -d '{{"model": "tts-1", "voice": "nova-bright", "input": "Hello, I am Nova!"}}' > hello.wav
+
+{client}
 
 Ctrl-C stops everything.
 """,

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import wave
 from pathlib import Path
 
@@ -36,12 +37,13 @@ def _alive(pid: int) -> bool:
 @pytest.mark.envoy
 async def test_mesh_starts_six_healthy_processes_and_stops_cleanly(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("rooms", "stream", "avatar", "token", "voice")}
-    edge_port, admin_port = free_port(), free_port()
+    edge_port, admin_port, web_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "ARCONV_VAR_DIR": str(tmp_path / "var"),
         "ARCONV_EDGE_PORT": str(edge_port),
         "ARCONV_EDGE_ADMIN_PORT": str(admin_port),
+        "ARCONV_WEB_PORT": str(web_port),
         "ARCONV_MESH_METRICS": "0",
         "ARCONV_LLM_PACING_MS": "0",
         "ARCONV_VOICE_HTTP_PORT": str(free_port()),
@@ -98,6 +100,11 @@ async def test_mesh_starts_six_healthy_processes_and_stops_cleanly(tmp_path: Pat
         ):
             assert svc in listed.stdout.split(), listed.stderr
         token = next(ln.split("=", 1)[1].strip() for ln in banner if "export TOKEN=" in ln)
+        if "Open the web client" in text:  # web/dist is built (`make run` builds it)
+            link = next(ln.strip() for ln in banner if f"127.0.0.1:{web_port}/#" in ln)
+            assert f"edge=http%3A%2F%2F127.0.0.1%3A{edge_port}" in link and "token=" in link
+            page = await asyncio.to_thread(_fetch, link.split("#")[0])
+            assert b'<script type="module" src="app.js">' in page
         await _converse_through_the_edge(edge_port, token)
         await _speak_as_the_banner_says(text, env)
         proc.send_signal(signal.SIGTERM)
@@ -113,6 +120,12 @@ async def test_mesh_starts_six_healthy_processes_and_stops_cleanly(tmp_path: Pat
             drain = asyncio.ensure_future(proc.stdout.read())
         # The children follow the runner (SIGTERM on parent death) and close the pipe.
         await asyncio.wait_for(drain, timeout=60)
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as res:
+        body: bytes = res.read()
+        return body
 
 
 async def _grpcurl(*args: str, stdin: str | None = None) -> str:

@@ -1,24 +1,23 @@
-"""A real browser: headless Chromium runs the web client (connect-web over gRPC-web) via Envoy.
+"""A real browser: headless Chromium runs the reference client (gRPC-web) through Envoy.
 
 The page in web/ is built from the protos with protoc-gen-es and bundled with esbuild
-(`make web`); a static server on a free port serves it, and playwright-core drives Debian's
-Chromium through web/e2e/run.mjs, which prints what the page shows.
+(`make web`); a static server on a free port serves it, as `make run` does, and playwright-core
+drives Debian's Chromium (WebGL on SwiftShader) through web/e2e/run.mjs, which plays a scenario
+and prints what the page showed and its debug state. Screenshots of every step land in
+var/test-artifacts/browser/<test>/ (not committed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import grpc
@@ -26,10 +25,10 @@ import pytest
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.rooms.v1 import rooms_service_pb2_grpc as rooms_grpc
 
+from services.mesh import static_site
 from tests.conftest import REQUIRE_SERVICES
-from tests.edge.mesh_fixtures import ROOT, EdgeMesh, edge_mesh
+from tests.edge.mesh_fixtures import ROOT, EdgeMesh, start_edge_mesh
 
-__all__ = ["edge_mesh"]
 pytestmark = [pytest.mark.envoy, pytest.mark.browser]
 
 # Debian's Chromium (`make browser-setup`); ARCONV_CHROMIUM points elsewhere.
@@ -65,99 +64,135 @@ async def bundle(chromium: Path) -> Path:
     return WEB / "dist"
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+ARTIFACTS = (
+    Path(os.environ.get("ARCONV_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts")) / "browser"
+)
+# A paced persona, so a reply is still streaming while the page interrupts it or goes offline.
+PACING_MS = 70
 
 
-@contextlib.contextmanager
-def static_server(directory: Path) -> Iterator[str]:
-    """Serves `directory` on a free port of 127.0.0.1; yields its origin."""
-    handler = functools.partial(_Quiet, directory=str(directory))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+@pytest.fixture
+async def paced_mesh(tmp_path: Path) -> AsyncIterator[EdgeMesh]:
+    async with start_edge_mesh(tmp_path, llm_pacing_ms=PACING_MS) as mesh:
+        yield mesh
 
 
-def _drive(
-    url: str, user_data_dir: Path, message: str, screenshot: Path | None = None
-) -> dict[str, object]:
+def shots_dir(request: pytest.FixtureRequest) -> Path:
+    path = ARTIFACTS / request.node.name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def drive(scenario: str, url: str, user_data_dir: Path, shots: Path) -> dict[str, Any]:
     env = {"CHROMIUM": str(CHROMIUM), "PATH": "/usr/bin:/bin"}
-    if screenshot is not None:
-        env["ARCONV_BROWSER_SCREENSHOT"] = str(screenshot)
     out = subprocess.run(
-        ["node", "e2e/run.mjs", url, str(user_data_dir), message, "nova"],
+        ["node", "e2e/run.mjs", scenario, url, str(user_data_dir), str(shots)],
         cwd=WEB,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         env=env,
     )
-    assert out.returncode == 0, out.stderr
-    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert out.returncode == 0, f"{out.stderr}\n(screenshots in {shots})"
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    (shots / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
-async def test_browser_talks_to_an_agent_over_grpc_web(
-    bundle: Path, edge_mesh: EdgeMesh, tmp_path: Path
+async def stored_messages(mesh: EdgeMesh, room_id: str) -> list[rooms_pb.Message]:
+    async with grpc.aio.insecure_channel(mesh.target) as ch:
+        res = await rooms_grpc.RoomServiceStub(ch).ListMessages(
+            rooms_pb.ListMessagesRequest(room_id=room_id, page_size=50),
+            metadata=mesh.md("alice"),
+        )
+    return list(res.messages)
+
+
+async def test_bad_token_is_refused_in_plain_words(
+    bundle: Path, paced_mesh: EdgeMesh, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    token = edge_mesh.token("alice")
-    with static_server(bundle) as origin:
-        url = f"{origin}/index.html?" + urlencode({"edge": edge_mesh.url, "token": token})
-        page = await asyncio.to_thread(
-            _drive,
-            url,
-            tmp_path / "chromium-profile",
-            "Hello Nova, wave at me!",
-            tmp_path / "page.png",
-        )
+    shots = shots_dir(request)
+    with static_site(bundle) as origin:
+        url = f"{origin}/#" + urlencode({"edge": paced_mesh.url, "token": "not-a-token"})
+        page = await asyncio.to_thread(drive, "bad-token", url, tmp_path / "profile", shots)
+    assert "token was refused" in page["signinError"]
+    assert "services.cli token" in page["signinError"]
+    assert (shots / "01-bad-token.png").stat().st_size > 0
 
-    assert page["error"] == "", page
-    assert not [line for line in page["console"] if line.startswith(("error", "pageerror"))]
-    assert "HeadlessChrome" in str(page["userAgent"]) or "Chrome" in str(page["userAgent"])
-    agents = page["agents"]
-    assert isinstance(agents, list)
-    assert {a["name"] for a in agents} == {"Nova", "Atlas", "Willow"}
-    assert page["roomStatus"] == "ACTIVE" and page["subscription"] == "subscribed"
-    assert page["streamStatus"] == "ended: COMPLETED"
-    reply = str(page["reply"])
-    assert reply.strip() and "[" not in reply and "]" not in reply
-    markers = page["markers"]
-    assert isinstance(markers, list) and markers
-    assert all(MARKER.match(m) for m in markers), markers
-    # Every call went through Envoy as gRPC-web, from the page's own origin.
-    requests = page["requests"]
-    assert isinstance(requests, list) and requests
-    for req in requests:
-        assert req["url"].startswith(edge_mesh.url + "/arconv."), req
-        assert req["type"] == "application/grpc-web+proto", req
-    assert {r["url"].rsplit("/", 1)[1] for r in requests} >= {
-        "ListAgents",
-        "CreateRoom",
-        "Subscribe",
-        "SendMessage",
-    }
 
-    # What the page shows is what the mesh stored: the reply's text without its markers, and
-    # each marker in the content as generated.
-    async with grpc.aio.insecure_channel(edge_mesh.target) as ch:
-        stored = await rooms_grpc.RoomServiceStub(ch).ListMessages(
-            rooms_pb.ListMessagesRequest(room_id=str(page["roomId"]), page_size=50),
-            metadata=edge_mesh.md("alice"),
-        )
-    agent_messages = [m for m in stored.messages if m.sender_type == rooms_pb.SENDER_TYPE_AGENT]
-    assert len(agent_messages) == 1
-    answer = agent_messages[0]
-    assert answer.stream_id == page["streamId"]
-    assert answer.status == rooms_pb.MESSAGE_STATUS_COMPLETE
-    assert answer.text == reply
-    for marker in markers:
-        assert marker.split(":", 1)[1] in answer.content
-    assert len(reply) > 0 and page["chunks"] >= 1
-    assert (tmp_path / "page.png").stat().st_size > 0
+async def test_reference_client_scenario(
+    bundle: Path, paced_mesh: EdgeMesh, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    shots = shots_dir(request)
+    mesh = paced_mesh
+    with static_site(bundle) as origin:
+        url = f"{origin}/?" + urlencode({"edge": mesh.url, "agent": "nova", "still": "1"})
+        url += "#" + urlencode({"token": mesh.token("alice")})
+        page = await asyncio.to_thread(drive, "conversation", url, tmp_path / "profile", shots)
+
+    # The network errors of the deliberate drop are the browser's own log lines, nothing else.
+    errors = [line for line in page["console"] if line.startswith(("error", "pageerror"))]
+    assert all(line.startswith("error: Failed to load resource: net::") for line in errors)
+    assert page["error"] == ""
+    assert {a["name"] for a in page["agents"]} == {"Nova", "Atlas", "Willow"}
+    nova = next(a for a in page["agents"] if a["id"] == "nova")
+    assert nova["status"] == "avatar ready"
+    # Every call went through Envoy as gRPC-web.
+    # (The page reaches Envoy through the scenario's TCP relay, which can drop the network.)
+    calls = {r["url"].rsplit("/", 1)[1] for r in page["requests"] if r["url"].startswith("EDGE")}
+    assert calls >= {"ListAgents", "CreateRoom", "Subscribe", "ListMessages", "GetAvatar"}
+    assert calls >= {"GenerateAvatar", "WatchAvatar", "DownloadModel", "SendMessage", "Interrupt"}
+    for req in page["requests"]:
+        if req["url"].startswith("EDGE/"):
+            assert req["type"] == "application/grpc-web+proto", req
+
+    # The avatar renders: the canvas is transparent (the page shows through, as the camera
+    # does in AR) except where the model is, which covers much of the face's part of the frame.
+    initial = page["initial"]
+    assert initial["avatarStatus"] == "ready" and initial["connection"] == "live"
+    assert 48 * 48 * 0.2 < page["canvas"]["opaque"] < 48 * 48 and page["canvas"]["distinct"] > 20
+    caps = initial["capabilities"]
+    assert {f"viseme_{v}" for v in ("aa", "O", "PP", "sil")} <= set(caps["morphs"])
+
+    # Visemes move while the greeting is spoken, the mouth changes the face, and rests after.
+    greeting = page["greeting"]
+    assert greeting["samples"] > 10 and greeting["audioMsRising"], greeting
+    assert len(greeting["dominantVisemes"]) >= 4 and greeting["maxVisemeSum"] > 0.4, greeting
+    assert page["mouthPixelsChanged"] > 20, page["mouthPixelsChanged"]
+    assert greeting["restVisemeSum"] < 0.01 and not page["afterSpeech"]["speaking"]
+    # (The face at rest again, once the reply's expressions decayed, is the face before it.)
+    assert page["restPixelsChanged"] < page["mouthPixelsChanged"] / 4
+    # The wave marker is played when speech reaches it: the clip where the model has one.
+    assert all(MARKER.match(c) for c in greeting["reply"]["chips"]), greeting["reply"]
+    assert "gesture:wave" in greeting["reply"]["chips"], greeting["reply"]
+    assert "gesture:wave" in page["afterSpeech"]["played"]
+    if "gesture_wave" in caps["clips"]:
+        assert "gesture_wave" in greeting["clips"], greeting["clips"]
+    else:
+        assert "gesture_wave" in page["afterSpeech"]["missing"]
+
+    room_id = initial["roomId"]
+    stored = {m.stream_id: m for m in await stored_messages(mesh, room_id) if m.stream_id}
+    assert stored[greeting["reply"]["streamId"]].text == greeting["reply"]["text"]
+
+    # The interrupt stored what was heard: the text up to the played characters.
+    cut = page["interrupted"]["reply"]
+    assert cut["state"] == "interrupted"
+    played = int(cut["cutAt"])
+    assert 12 <= played < len(cut["text"]), cut
+    answer = stored[cut["streamId"]]
+    assert answer.status == rooms_pb.MESSAGE_STATUS_INTERRUPTED
+    assert answer.text == cut["text"][:played]
+
+    # The dropped connection resumed after the last event: nothing lost, nothing repeated.
+    dropped = page["dropped"]
+    assert dropped["debug"]["reconnects"] >= 1 and dropped["debug"]["repeats"] == 0
+    assert dropped["reply"]["state"] == "completed"
+    assert stored[dropped["reply"]["streamId"]].text == dropped["reply"]["text"]
+    agents_seen = [m["streamId"] for m in page["transcript"] if m["kind"] == "agent"]
+    assert len(agents_seen) == len(set(agents_seen)) == 3
+    users = [m["text"] for m in page["transcript"] if m["kind"] == "user"]
+    assert users == ["Hello Nova, wave at me!", "Please tell me a story.", "What can you do?"]
+    for name in ("avatar", "speaking", "interrupted", "reconnecting", "resumed"):
+        assert any(p.name.endswith(f"-{name}.png") for p in shots.iterdir()), name
