@@ -24,6 +24,7 @@ EMOTIONS = {
 }
 GESTURES = {"wave", "nod", "shake_head", "point", "hand_raise", "thumbs_up", "shrug"}
 TONES = {"neutral", "excited", "calm", "serious", "friendly", "concerned", "playful"}
+POSES = {"standing", "sitting", "leaning_forward", "arms_crossed", "hands_on_hips", "relaxed"}
 MARKER = re.compile(r"\[([^\]]*)\]")
 SYSTEM = ChatMessage("system", "Your name is Nova.\nYou are warm, curious and brief.")
 
@@ -38,8 +39,9 @@ def markers(reply: str) -> list[tuple[str, str]]:
     for body in MARKER.findall(reply):
         for item in body.split(","):
             key, value, *intensity = item.split(":")
-            assert key in {"emotion", "gesture", "tone"}, item
-            assert value in {"emotion": EMOTIONS, "gesture": GESTURES, "tone": TONES}[key], item
+            assert key in {"emotion", "gesture", "tone", "pose"}, item
+            vocabulary = {"emotion": EMOTIONS, "gesture": GESTURES, "tone": TONES, "pose": POSES}
+            assert value in vocabulary[key], item
             if intensity:
                 assert len(intensity) == 1 and 0.0 <= float(intensity[0]) <= 1.0, item
             found.append((key, value))
@@ -59,11 +61,11 @@ async def deltas_of(provider: PersonaProvider, messages: list[ChatMessage]) -> l
 
 
 CATEGORIES = {
-    "greeting": ("Hello!", {"happy", "excited"}, ("Hello", "Hi!", "Hey")),
+    "greeting": ("Hello!", {"happy", "excited", "calm"}, ("Hello", "Hi", "Good day", "Welcome")),
     "question": (
         "What is the tallest mountain in the world?",
-        {"thoughtful", "surprised"},
-        ("question", "think"),
+        {"thoughtful", "surprised", "excited", "calm"},
+        ("question", "think", "interesting", "step by step", "Hmm"),
     ),
     "thanks": (
         "Thank you so much for the help",
@@ -74,9 +76,18 @@ CATEGORIES = {
     "happy": ("I got the job, I'm so happy", {"happy", "excited"}, ("wonderful", "Yes!", "great")),
     "story": (
         "Could you tell me a story",
-        {"excited", "happy", "thoughtful"},
-        ("Once upon", "Long ago", "clockmaker"),
+        {"excited", "happy", "thoughtful", "calm"},
+        ("Once upon", "Long ago", "clockmaker", "Part one"),
     ),
+    "joke": ("Tell me a joke", {"excited", "happy", "calm", "thoughtful"}, ("?",)),
+    "about": (
+        "Tell me about yourself",
+        {"excited", "happy", "calm", "thoughtful"},
+        ("I'm", "I am"),
+    ),
+    "agent_name": ("What's your name?", {"happy", "calm"}, ("Nova",)),
+    "introduction": ("My name is Sam", {"happy"}, ("Sam",)),
+    "user_name": ("What's my name?", {"thoughtful"}, ("name",)),
     "default": (
         "The train was late again",
         {"thoughtful", "neutral", "happy"},
@@ -116,10 +127,130 @@ def test_reacts_to_each_category(category: str, seed: int) -> None:
         ("which way", "question"),
         ("My grandmother passed away", "sad"),
         ("ok", "default"),
+        ("Hi! What's your name?", "agent_name"),
+        ("who are you", "agent_name"),
+        ("Hello, I'm Sam", "introduction"),
+        ("call me ishmael", "introduction"),
+        ("I'm tired", "sad"),
+        ("I'm going home", "default"),
+        ("do you remember my name?", "user_name"),
+        ("tell me a funny joke", "joke"),
+        ("Hello! Tell me about yourself.", "about"),
+        ("What can you do?", "about"),
+        ("Are you a robot?", "about"),
     ],
 )
 def test_classification_precedence(text: str, category: str) -> None:
     assert classify(text) == category
+
+
+DEMO_SYSTEMS = {
+    "Nova": "Your name is Nova. You are a cheerful, curious guide who loves space, science and "
+    "good questions. You keep answers short and warm.",
+    "Atlas": "Your name is Atlas. You are a calm, precise robot librarian who explains things "
+    "step by step and enjoys a dry joke.",
+    "Willow": "Your name is Willow. You are a gentle forest spirit and storyteller who listens "
+    "closely and answers with kindness.",
+}
+
+
+def converse(system: str, texts: list[str], seed: int = 0) -> list[str]:
+    """The replies of a whole conversation in one room, each turn seeing the ones before."""
+    provider = PersonaProvider(seed=seed)
+    messages = [ChatMessage("system", system)]
+    replies = []
+    for text in texts:
+        messages.append(ChatMessage("user", text))
+        replies.append(provider.reply(messages))
+        messages.append(ChatMessage("assistant", replies[-1]))
+    return replies
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("agent", sorted(DEMO_SYSTEMS))
+def test_a_new_room_is_never_welcomed_back(agent: str, seed: int) -> None:
+    for text in ("Hello!", "Hi there", "hey", "Good morning", ""):
+        reply = PersonaProvider(seed=seed).reply(
+            [ChatMessage("system", DEMO_SYSTEMS[agent])]
+            + ([ChatMessage("user", text)] * bool(text))
+        )
+        assert "back" not in reply.lower() and "again" not in reply.lower(), reply
+    # In a room with replies already, a greeting may say "again".
+    later = converse(DEMO_SYSTEMS[agent], ["Hello!", "Tell me a joke", "Hello!"], seed)[-1]
+    assert "again" in later.lower() and "welcome back" not in later.lower()
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("agent", sorted(DEMO_SYSTEMS))
+def test_speaks_of_itself_in_the_first_person(agent: str, seed: int) -> None:
+    texts = ["Hello!", "What's your name?", "Tell me about yourself", "Tell me a story"]
+    for reply in converse(DEMO_SYSTEMS[agent], texts, seed):
+        said = spoken(reply)
+        # Its own name only after "I'm" / "I am" / "My name is", never "Nova is" or "Nova here".
+        for match in re.finditer(agent, said):
+            before = said[: match.start()].rstrip()
+            assert before.endswith(("I'm", "I am", "My name is")), said
+    name, about = converse(DEMO_SYSTEMS[agent], texts[1:3], seed)
+    assert f"I'm {agent}" in name or f"My name is {agent}" in name
+    assert re.search(r"\bI(?:'m| am) (?:" + agent + r", )?an? ", spoken(about)), about
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_remembers_the_name_the_user_gives_in_the_room(seed: int) -> None:
+    replies = converse(
+        DEMO_SYSTEMS["Nova"],
+        ["Hello!", "I'm Sam, by the way.", "Tell me a joke", "What's my name?", "hello"],
+        seed,
+    )
+    assert "Sam" in replies[1]
+    assert "Sam" in replies[3] and "haven't told me" not in replies[3]
+    assert "Sam" in replies[4]
+    # In another room (a new conversation) the name is not known.
+    fresh = converse(DEMO_SYSTEMS["Nova"], ["What's my name?"], seed)[0]
+    assert "Sam" not in fresh and ("told me your name" in fresh or "know your name" in fresh)
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("Hello!", r"\b(Hello|Hi|Good day|Welcome)\b"),
+        ("What's your name?", r"\b(I'm|My name is) (Nova|Atlas|Willow)\b"),
+        ("Tell me a joke", r"\?.*\S"),
+        ("Tell me a story", r"Once upon|Long ago|Part one|clockmaker"),
+        ("Tell me about yourself", r"\b(I'm|I am) ((Nova|Atlas|Willow), )?an? "),
+        ("Why is the sky blue?", r"question|think|interesting|Hmm|careful|seeds"),
+    ],
+)
+@pytest.mark.parametrize("agent", sorted(DEMO_SYSTEMS))
+def test_answers_on_topic_in_each_voice(agent: str, text: str, expect: str) -> None:
+    replies = {converse(DEMO_SYSTEMS[agent], [text], seed)[0] for seed in range(6)}
+    for reply in replies:
+        assert re.search(expect, spoken(reply)), reply
+        markers(reply)
+
+
+def test_each_agent_has_its_own_voice() -> None:
+    texts = ["Hello!", "Tell me a joke", "Tell me a story", "Tell me about yourself"]
+    by_agent = {a: converse(s, texts) for a, s in DEMO_SYSTEMS.items()}
+    for i in range(len(texts)):
+        bodies = {a: spoken(replies[i]).replace(a, "NAME") for a, replies in by_agent.items()}
+        assert len(set(bodies.values())) == 3, bodies
+
+
+def test_markers_vary_across_a_conversation() -> None:
+    texts = ["Hello!", "What's your name?", "Tell me a joke", "Tell me a story", "I'm Sam"]
+    texts += ["Tell me about yourself", "Why is the sky blue?", "Thanks!", "I feel sad"]
+    for system in DEMO_SYSTEMS.values():
+        found = [m for reply in converse(system, texts) for m in markers(reply)]
+        assert len({v for k, v in found if k == "gesture"}) >= 5, found
+        assert len({v for k, v in found if k == "emotion"}) >= 5, found
+        assert len({v for k, v in found if k == "tone"}) >= 3, found
+
+
+def test_a_conversation_is_deterministic() -> None:
+    texts = ["Hello!", "I'm Sam", "Tell me a story", "What's my name?"]
+    for system in DEMO_SYSTEMS.values():
+        assert converse(system, texts) == converse(system, texts)
 
 
 def test_is_deterministic() -> None:
@@ -224,7 +355,7 @@ def test_empty_conversation_is_greeted() -> None:
     assert classify("hello") == "greeting"
     reply = PersonaProvider().reply([])
     assert markers(reply)
-    assert any(word in reply for word in ("Hello", "Hi!", "Hey"))
+    assert any(word in reply for word in ("Hello", "Hi", "Hey"))
 
 
 def test_max_tokens_shortens_the_reply_at_a_sentence() -> None:
