@@ -52,15 +52,21 @@ async def start_replica(env: dict[str, str]) -> Replica:
     )
     assert proc.stderr is not None
     port = 0
-    async with asyncio.timeout(30):
-        while not port:
-            line = await proc.stderr.readline()
-            if not line:
-                raise AssertionError(f"replica exited: {await proc.wait()}")
-            with contextlib.suppress(ValueError):
-                doc = json.loads(line)
-                if doc.get("msg") == "started":
-                    port = int(doc["grpc_port"])
+    try:
+        async with asyncio.timeout(30):
+            while not port:
+                line = await proc.stderr.readline()
+                if not line:
+                    raise AssertionError(f"replica exited: {await proc.wait()}")
+                with contextlib.suppress(ValueError):
+                    doc = json.loads(line)
+                    if doc.get("msg") == "serving":
+                        port = int(doc["port"])
+    except BaseException:
+        # A replica that did not start in time is not left running after the test.
+        proc.kill()
+        await proc.wait()
+        raise
 
     async def drain() -> None:
         assert proc.stderr is not None
@@ -94,7 +100,13 @@ async def replicas(
     }
     started: list[Replica] = []
     try:
-        started = list(await asyncio.gather(start_replica(env), start_replica(env)))
+        results = await asyncio.gather(
+            *(start_replica(env) for _ in range(2)), return_exceptions=True
+        )
+        started = [r for r in results if isinstance(r, Replica)]
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         yield mesh, started
     finally:
         for r in started:
