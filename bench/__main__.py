@@ -1,11 +1,13 @@
 """`make bench`: the mesh against the bare grpc.aio floor, side by side, as ratios.
 
-    python -m bench [--quick] [--only abcdefv] [--out DIR]
+    python -m bench [--quick] [--only abcdefgv] [--out DIR]
 
 Starts avatar, rooms and token (PostgreSQL, one fresh database each), the stream service
 (restarted per configuration: zero pacing for throughput, 30 ms pacing for latency, the
 in-process bus or the real local Redis), the bare echo server, and Envoy for (c); all in
-separate processes from this client. Writes bench/report.md and bench/report.json.
+separate processes from this client; (g) starts its own meshes, one per database back end.
+Writes bench/report.md and bench/report.json; a run of some figures (--only) keeps the other
+figures of the report it finds there.
 `--quick` runs every figure small and short, to check the harness (minutes, not a result).
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 import tempfile
@@ -23,6 +26,7 @@ from typing import Any
 from bench import bench_markers
 from bench.clients import Channels, EchoTalker, Stamps, Talker, create_rooms
 from bench.cpu import CpuMeter
+from bench.first_chunk import first_chunk_by_database
 from bench.memory import idle_memory
 from bench.notes import NOTES
 from bench.procs import Mesh, Proc, start_echo
@@ -55,6 +59,9 @@ FULL = {
     "e_seconds": 2.0,
     "f_mb": 2.0,
     "v_requests": 200,
+    "g_conversations": 8,
+    "g_seconds": 4.0,
+    "g_rounds": 3,
 }
 QUICK = {
     "rounds": 2,
@@ -72,7 +79,28 @@ QUICK = {
     "e_seconds": 0.5,
     "f_mb": 0.3,
     "v_requests": 20,
+    "g_conversations": 4,
+    "g_seconds": 1.0,
+    "g_rounds": 1,
 }
+
+
+ALL = "abcdefgv"
+
+
+def keep_others(doc: dict[str, Any], only: set[str], out: Path) -> dict[str, Any]:
+    """A run of some figures updates those in the report found in `out`, keeping the others
+    (and that report's machine and set-up lines); each figure run here records its machine."""
+    previous = out / "report.json"
+    if set(ALL) <= only or not previous.exists():
+        return doc
+    old: dict[str, Any] = json.loads(previous.read_text())
+    old.setdefault("figures", {}).update(doc["figures"])
+    old["notes"] = doc["notes"]
+    old.setdefault("partial_runs", []).append(
+        {"figures": sorted(doc["figures"]), "machine": doc["machine"], "config": doc["config"]}
+    )
+    return old
 
 
 def say(msg: str) -> None:
@@ -134,6 +162,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if "v" in only:
         say("(v) voice: first audio")
         figures["v"] = await voice_figure(cfg["v_requests"], cfg["rounds"])
+    if "g" in only:
+        say("(g) first chunk through the edge, SQLite vs PostgreSQL")
+        figures["g"] = await first_chunk_by_database(
+            Path(tempfile.mkdtemp(prefix="arconv-bench-g-")),
+            cfg["g_conversations"],
+            cfg["g_seconds"],
+            cfg["g_rounds"],
+        )
+        figures["g"]["machine"] = doc["machine"]
     if not only & set("abcde"):
         return doc
     work = Path(tempfile.mkdtemp(prefix="arconv-bench-"))
@@ -263,7 +300,7 @@ async def voice_figure(requests: int, rounds: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small, short runs (harness check)")
-    ap.add_argument("--only", default="abcdefv", help="figures to run, e.g. --only af")
+    ap.add_argument("--only", default=ALL, help="figures to run, e.g. --only af")
     ap.add_argument("--out", default=str(HERE), help="where report.md/.json go")
     ap.add_argument("--profile", default="", help="cProfile the stream server (latency runs)")
     ap.add_argument(
@@ -274,7 +311,7 @@ def main() -> None:
     started = time.perf_counter()
     doc = asyncio.run(run(args))
     doc["config"]["wall_time_s"] = round(time.perf_counter() - started, 1)
-    write(doc, Path(args.out))
+    write(keep_others(doc, set(args.only), Path(args.out)), Path(args.out))
     say(f"done in {doc['config']['wall_time_s']} s: {args.out}/report.md")
 
 

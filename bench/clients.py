@@ -78,6 +78,7 @@ async def create_rooms(port: int, users: list[str], concurrency: int = 16) -> di
 class Turn:
     content: str
     chunks: list[tuple[str, int]] = field(default_factory=list)  # (raw, monotonic ns received)
+    sent_ns: int = 0  # monotonic ns when the message was written
     stamps: list[int] = field(default_factory=list)  # echo floor: sent-at stamps
     events: int = 0
     error: str = ""
@@ -116,6 +117,7 @@ class Talker:
     async def turn(self, content: str, *, record: bool = False) -> Turn:
         turn = Turn(content)
         msg = pb.UserMessage(content=content, client_message_id=uuid.uuid4().hex)
+        turn.sent_ns = time.monotonic_ns()
         try:
             await self.call.write(pb.ConverseRequest(message=msg))
         except asyncio.InvalidStateError:

@@ -131,15 +131,22 @@ _BENCH_LIMITS = {
 
 
 class Mesh:
-    """avatar, rooms and token on PostgreSQL; stream restartable with another configuration."""
+    """avatar, rooms and token on PostgreSQL (or, with `sqlite`, on the embedded default: a
+    SQLite file each under the work dir); stream restartable with another configuration."""
 
-    def __init__(self, workdir: Path, profile: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, profile: dict[str, str] | None = None, *, sqlite: bool = False
+    ) -> None:
         self.workdir = workdir
         # service name -> cProfile output file (see bench/child.py)
         self.profile = profile or {}
         self.tag = uuid.uuid4().hex[:10]
         self.ports = {n: free_port() for n in ("rooms", "stream", "avatar", "token")}
-        self.dbs = {n: f"arconv_bench_{self.tag}_{n}" for n in ("rooms", "avatar", "token")}
+        self.dbs = (
+            {}
+            if sqlite
+            else {n: f"arconv_bench_{self.tag}_{n}" for n in ("rooms", "avatar", "token")}
+        )
         self.redis_prefix = f"arconv-bench:{self.tag}:"
         self.stamps = workdir / "stamps.jsonl"
         self.procs: dict[str, Proc] = {}

@@ -223,6 +223,35 @@ def render(doc: dict[str, Any]) -> str:
             f"| p99 | {_s(v['p99_ms'], 1)} | <= 300 | {_ok(v['pass'])} |",
             "",
         ]
+    if "g" in figs:
+        g = figs["g"]
+        gm = g.get("machine") or m
+        lines += [
+            "## (g) First chunk through Envoy: SQLite (embedded default) vs PostgreSQL",
+            "",
+            f"{g['conversations']} conversations through Envoy, each sending its next message as"
+            " soon as a reply ends, persona pacing 0 (full load), in-process bus; one mesh per"
+            " back end (avatar, rooms and token on it). Time from writing a message to the first"
+            f" stream_chunk of its reply; {g['seconds_per_round']} s per round,"
+            f" {g['rounds']} rounds. Run {gm['date']} (load average at start"
+            f" {', '.join(str(x) for x in gm['load_average_at_start'])}) on a machine shared"
+            " with other work.",
+            "",
+            "| database | first chunk p50 ms | first chunk p99 ms | turns/s |",
+            "|---|---|---|---|",
+        ]
+        for name in ("postgresql", "sqlite"):
+            r = g[name]
+            lines.append(
+                f"| {name} | {_s(r['first_chunk_p50_ms'])} | {_s(r['first_chunk_p99_ms'])} |"
+                f" {_s(r['turns_per_s'], 1)} |"
+            )
+        lines += [
+            "",
+            f"SQLite p99 / PostgreSQL p99: {_f(g['p99_ratio'])}; target {g['target']}:"
+            f" {_ok(g['pass'])}",
+            "",
+        ]
     failed = doc.get("failed_turns") or {}
     lines += [
         f"Failed conversation turns over the whole run: {failed.get('count', 0)}"

@@ -20,7 +20,7 @@ from services.common.db import create_engine, is_sqlite, migrate_async
 from services.common.server import ServiceSpec
 from services.rooms.agents import AgentDirectory, CachedAgentDirectory, GrpcAgentDirectory
 from services.rooms.notifier import GrpcRoomNotifier, RoomNotifier
-from services.rooms.repository import RoomRepository
+from services.rooms.repository import SQLITE_READ, RoomRepository
 from services.rooms.service import Rooms
 from services.rooms.servicer import RoomInternalServicer, RoomServicer
 
@@ -43,7 +43,7 @@ class RoomSettings(Settings):
 
 
 def open_engine(url: str) -> AsyncEngine:
-    """The service's engine. On SQLite every transaction is BEGIN IMMEDIATE.
+    """The service's engine. On SQLite every transaction that may write is BEGIN IMMEDIATE.
 
     SQLite takes the write lock up front, so a transaction that reads then writes never
     fails half way with SQLITE_BUSY, and savepoints work (the driver's own transaction
@@ -58,7 +58,9 @@ def open_engine(url: str) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Reads (RoomRepository.reading) begin deferred: no write lock for them.
+            read = conn.get_execution_options().get(SQLITE_READ, False)
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -9,12 +9,14 @@ session) where each statement stands alone.
 Uniqueness races are settled by the database, not by reading first: a new room is inserted
 unless the partial unique index on open rooms already holds one (ON CONFLICT DO NOTHING), and
 a message is inserted unless the unique (room_id, idempotency_key) constraint already holds
-its key (ON CONFLICT DO NOTHING on PostgreSQL; on SQLite a lost race is an IntegrityError
-inside a savepoint), after which the winner's row is read back.
+its key (ON CONFLICT DO NOTHING on PostgreSQL; on SQLite every writing transaction begins
+IMMEDIATE, holding the one write lock from its first read, so there is no race to lose),
+after which the winner's row is read back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,7 +43,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
@@ -251,6 +252,11 @@ def _insert_unless_open(dialect: str) -> ReturningInsert[Any]:
     return stmt.returning(*rooms.c)
 
 
+# An execution option that makes the SQLite engine begin a deferred transaction, which takes
+# no write lock (see services.rooms.app.open_engine).
+SQLITE_READ = "arconv_sqlite_read"
+
+
 class RoomRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._sessions = sessionmaker(engine)
@@ -260,13 +266,35 @@ class RoomRepository:
             if dialect == "postgresql"
             else None
         )
+        sqlite = dialect == "sqlite"
+        self._read_sessions = (
+            sessionmaker(engine.execution_options(**{SQLITE_READ: True})) if sqlite else None
+        )
+        # SQLite has one writer at a time. Writers of this process take turns here instead
+        # of in SQLite's busy handler, whose sleeps (up to 100 ms each) made the tail.
+        self._writer = asyncio.Lock() if sqlite else None
         self._insert_room = _insert_unless_open(dialect)
         self._one_statement_append = dialect == "postgresql"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction: committed on exit, rolled back on error."""
-        async with self._sessions() as session, session.begin():
+        if self._writer is None:
+            async with self._sessions() as session, session.begin():
+                yield session
+            return
+        async with self._writer, self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Executor]:
+        """For work that only reads: `autocommit()` on PostgreSQL; on SQLite a deferred
+        transaction, which neither waits for nor holds up writers (WAL)."""
+        if self._read_sessions is None:
+            async with self.autocommit() as conn:
+                yield conn
+            return
+        async with self._read_sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager
@@ -358,7 +386,7 @@ class RoomRepository:
 
     async def list_rooms(
         self,
-        session: AsyncSession,
+        session: Executor,
         *,
         user_id: str,
         include_ended: bool,
@@ -430,32 +458,27 @@ class RoomRepository:
             current = await self.get(session, user_id=user_id, room_id=room_id)
             raise RoomNotAccepting(room_id, message.sender_type, current.status)
         sender_id = user_id if message.sender_type is SenderType.HUMAN else room.agent_id
-        try:
-            async with session.begin_nested():
-                row = (
-                    await session.execute(
-                        insert(messages)
-                        .values(
-                            message_id=str(uuid.uuid4()),
-                            room_id=room_id,
-                            sender_id=sender_id,
-                            sender_type=message.sender_type.value,
-                            content=message.content,
-                            text=message.text,
-                            stream_id=message.stream_id,
-                            status=message.status.value,
-                            idempotency_key=message.idempotency_key,
-                            create_time=now,
-                        )
-                        .returning(*messages.c)
-                    )
-                ).one()
-            return _message(row), True
-        except IntegrityError:
-            stored = await self._message_by_key(session, room_id, message.idempotency_key)
-            if stored is None:
-                raise
-            return stored, False
+        # No race to settle: the transaction began IMMEDIATE, so it has held SQLite's one
+        # write lock since before the key was looked up.
+        row = (
+            await session.execute(
+                insert(messages)
+                .values(
+                    message_id=str(uuid.uuid4()),
+                    room_id=room_id,
+                    sender_id=sender_id,
+                    sender_type=message.sender_type.value,
+                    content=message.content,
+                    text=message.text,
+                    stream_id=message.stream_id,
+                    status=message.status.value,
+                    idempotency_key=message.idempotency_key,
+                    create_time=now,
+                )
+                .returning(*messages.c)
+            )
+        ).one()
+        return _message(row), True
 
     async def _append_one_statement(
         self,

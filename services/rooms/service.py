@@ -67,7 +67,7 @@ class Rooms:
         return room, resumed
 
     async def get(self, *, user_id: str, room_id: str) -> tuple[Room, AgentSummary]:
-        async with self._repo.autocommit() as s:
+        async with self._repo.reading() as s:
             room = await self._repo.get(s, user_id=user_id, room_id=room_id)
         return room, await self._agents.summary(room.agent_id)
 
@@ -81,7 +81,7 @@ class Rooms:
             if len(cursor) != 2 or not isinstance(cursor[1], str):
                 raise invalid_token("malformed")
             after = (_from_us(cursor[0]), cursor[1])
-        async with self._repo.transaction() as s:
+        async with self._repo.reading() as s:
             found = await self._repo.list_rooms(
                 s, user_id=user_id, include_ended=include_ended, limit=page_size + 1, after=after
             )
@@ -119,7 +119,7 @@ class Rooms:
             if len(cursor) != 2 or not isinstance(cursor[1], int):
                 raise invalid_token("malformed")
             after = (_from_us(cursor[0]), cursor[1])
-        async with self._repo.autocommit() as s:
+        async with self._repo.reading() as s:
             found = await self._repo.list_messages(
                 s,
                 user_id=user_id,
