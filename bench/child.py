@@ -1,8 +1,8 @@
 """Runs a module as a child of the benchmark: ``python -m bench.child MODULE [PROFILE_OUT]``.
 
-The child asks the kernel for SIGTERM when the benchmark dies (so none is orphaned), which it
-does itself after exec: a `preexec_fn` runs Python between fork and exec, and in a parent
-with gRPC threads that can deadlock the child before it ever starts. With PROFILE_OUT the
+The child is started through the edge's parent-death launcher (services.edge), so the kernel
+sends it SIGTERM when the benchmark dies and none is orphaned, with no `preexec_fn`. With
+PROFILE_OUT the
 module runs under cProfile (call counts; for where time goes, attach `py-spy record
 --nonblocking -p PID` instead) and the stats are written when it exits (SIGTERM stops a
 service gracefully).
@@ -14,11 +14,8 @@ import cProfile
 import runpy
 import sys
 
-from services.edge import die_with_parent
-
 
 def main() -> None:
-    die_with_parent()
     module = sys.argv[1]
     out = sys.argv[2] if len(sys.argv) > 2 else ""
     sys.argv = [module]

@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.util import free_port, rss_kb
+from services.edge import parent_death_launcher
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
@@ -58,10 +59,12 @@ class Proc:
 
 
 async def spawn(name: str, argv: list[str], env: dict[str, str], workdir: Path, port: int) -> Proc:
-    """Starts `python -m bench.child <argv...>` (see bench/child.py: no preexec_fn)."""
+    """Starts `python -m bench.child <argv...>`, which dies with this process (see
+    bench/child.py: no preexec_fn)."""
     log = workdir / f"{name}.log"
     with open(log, "ab") as out:  # noqa: ASYNC230 - opening a log file before a spawn
         proc = await asyncio.create_subprocess_exec(
+            *parent_death_launcher(),
             sys.executable,
             *("-m", "bench.child", *argv),
             env=env,
