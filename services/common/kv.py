@@ -435,9 +435,11 @@ COMMAND_CONNECTIONS = 100
 HEALTH_CHECK_INTERVAL_S = 15
 
 
-def connection_options() -> dict[str, Any]:
+def connection_options(*, health_check: bool = True) -> dict[str, Any]:
     """Options for every redis.asyncio client of the mesh: connections the server closed
-    (a Redis restart) are replaced when taken from the pool, not failed once each.
+    (a Redis restart) are replaced when taken from the pool, not failed once each; with
+    `health_check`, one idle for HEALTH_CHECK_INTERVAL_S is pinged before its next command
+    (not for pub/sub connections, which wait for pushes).
 
     redis-py 8.1 skips its closed-connection check at checkout when maintenance
     notifications are on, which RESP3 turns on by default ("auto"); they serve planned
@@ -445,10 +447,12 @@ def connection_options() -> dict[str, Any]:
     """
     from redis.maint_notifications import MaintNotificationsConfig
 
-    return {
-        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
-        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+    options: dict[str, Any] = {
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False)
     }
+    if health_check:
+        options["health_check_interval"] = HEALTH_CHECK_INTERVAL_S
+    return options
 
 
 def command_client(url: str, *, timeout_s: float, **kwargs: Any) -> Any:

@@ -33,7 +33,7 @@ from services.common.bus import (
     wait_woken,
 )
 from services.common.errors import DomainError, Unavailable
-from services.common.kv import command_client, redis_errors
+from services.common.kv import command_client, connection_options, redis_errors
 from services.common.redis_follow import PubSubHub, Tail, Tails
 from services.common.redis_follow import text as _text
 
@@ -162,7 +162,10 @@ class RedisBus(Bus):
         self._client = command_client(url, timeout_s=timeout_s)
         # The pub/sub connection waits for pushes indefinitely: no socket timeout.
         self._pubsub_client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, max_connections=pubsub_connections
+            url,
+            socket_connect_timeout=timeout_s,
+            max_connections=pubsub_connections,
+            **connection_options(health_check=False),
         )
         self._hub = PubSubHub(self)
         self._tails = Tails(self)

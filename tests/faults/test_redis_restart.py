@@ -64,3 +64,22 @@ async def test_the_key_value_store_survives_a_redis_restart(own_redis: OwnRedis)
         assert sorted(counts) == list(range(1, BURST + 1))
     finally:
         await kv.close()
+
+
+@pytest.mark.parametrize("health_check", [True, False], ids=["commands", "pubsub"])
+async def test_every_client_of_the_mesh_replaces_closed_connections(
+    own_redis: OwnRedis, health_check: bool
+) -> None:
+    """The options the key-value store, the bus's commands and its pub/sub pool are built
+    with: a connection the restarted server closed is not handed out again."""
+    import redis.asyncio as aioredis
+
+    from services.common.kv import connection_options
+
+    client = aioredis.Redis.from_url(own_redis.url, **connection_options(health_check=health_check))
+    try:
+        await asyncio.gather(*(client.ping() for _ in range(5)))
+        await own_redis.restart()
+        assert all(await asyncio.gather(*(client.ping() for _ in range(5))))
+    finally:
+        await client.aclose()
