@@ -1,11 +1,12 @@
 """`make bench`: the mesh against the bare grpc.aio floor, side by side, as ratios.
 
-    python -m bench [--quick] [--only abcdefgv] [--out DIR]
+    python -m bench [--quick] [--only abcdefgpv] [--out DIR]
 
 Starts avatar, rooms and token (PostgreSQL, one fresh database each), the stream service
 (restarted per configuration: zero pacing for throughput, 30 ms pacing for latency, the
 in-process bus or the real local Redis), the bare echo server, and Envoy for (c); all in
-separate processes from this client; (g) starts its own meshes, one per database back end.
+separate processes from this client; (g) starts its own meshes, one per database back end;
+(p) runs the procedural avatar generator in this process.
 Writes bench/report.md and bench/report.json; a run of some figures (--only) keeps the other
 figures of the report it finds there.
 `--quick` runs every figure small and short, to check the harness (minutes, not a result).
@@ -62,6 +63,7 @@ FULL = {
     "g_conversations": 8,
     "g_seconds": 4.0,
     "g_rounds": 3,
+    "p_rounds": 7,
 }
 QUICK = {
     "rounds": 2,
@@ -82,10 +84,11 @@ QUICK = {
     "g_conversations": 4,
     "g_seconds": 1.0,
     "g_rounds": 1,
+    "p_rounds": 2,
 }
 
 
-ALL = "abcdefgv"
+ALL = "abcdefgpv"
 
 
 def keep_others(doc: dict[str, Any], only: set[str], out: Path) -> dict[str, Any]:
@@ -171,6 +174,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cfg["g_rounds"],
         )
         figures["g"]["machine"] = doc["machine"]
+    if "p" in only:
+        from bench import avatar_gen
+
+        say("(p) procedural avatar generation")
+        figures["p"] = avatar_gen.measure(cfg["p_rounds"])
+        figures["p"]["machine"] = doc["machine"]
     if not only & set("abcde"):
         return doc
     work = Path(tempfile.mkdtemp(prefix="arconv-bench-"))

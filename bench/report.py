@@ -252,6 +252,31 @@ def render(doc: dict[str, Any]) -> str:
             f" {_ok(g['pass'])}",
             "",
         ]
+    if "p" in figs:
+        pf = figs["p"]
+        pm = pf.get("machine") or m
+        lines += [
+            "## (p) Procedural avatar generation, three LODs",
+            "",
+            f"A new avatar per round ({pf['rounds']} rounds, a different style and seed each):"
+            " LOD 0, 1 and 2 generated one after the other in one process, as the avatar"
+            " service does; pygltflib is the time spent inside it (the JSON and the GLB)."
+            f" Run {pm['date']} (load average at start"
+            f" {', '.join(str(x) for x in pm['load_average_at_start'])}) on a machine shared"
+            " with other work.",
+            "",
+            "| | seconds | target | |",
+            "|---|---|---|---|",
+            f"| wall time, three LODs | {_s(pf['wall_s'])} | < 2 |"
+            f" {_ok(pf['wall_s']['median'] < 2)} |",
+            f"| CPU time, three LODs | {_s(pf['cpu_s'])} | | |",
+            f"| of which pygltflib | {_s(pf['pygltflib_s'])} | < 1 |"
+            f" {_ok(pf['pygltflib_s']['median'] < 1)} |",
+            "",
+            f"Triangles per LOD (first round): {', '.join(str(t) for t in pf['triangles'])};"
+            f" bytes: {', '.join(f'{b:,}' for b in pf['bytes'])}.",
+            "",
+        ]
     failed = doc.get("failed_turns") or {}
     lines += [
         f"Failed conversation turns over the whole run: {failed.get('count', 0)}"

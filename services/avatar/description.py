@@ -79,6 +79,7 @@ class CharacterDescription:
     expression_baseline: str
     repaired_fields: tuple[str, ...] = ()
     source: str = "persona"
+    height_cm: int = 0  # from the profile; 0 when it gives none
 
 
 # --- vocabulary normalisation ---------------------------------------------------------------
@@ -156,6 +157,7 @@ def derive(agent: Agent, style: str | None = None) -> CharacterDescription:
         accessories=tuple(accessories),
         expression_baseline=expression,
         source="persona",
+        height_cm=a.height_cm,
     )
 
 

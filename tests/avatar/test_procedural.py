@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 
 from services.avatar.procedural import (
     ACCESSORIES,
+    BLINK_NAMES,
     EMOTION_NAMES,
     HAIR_STYLES,
     LOD_TRIANGLES,
@@ -25,9 +25,9 @@ from services.avatar.procedural import (
     VISEME_NAMES,
     ProceduralSpec,
     generate_glb,
-    read_glb_json,
     triangle_count,
 )
+from tests.avatar.gltf_rig import bone_world, read_accessor
 
 REPO = Path(__file__).resolve().parents[2]
 GLTF_TOOLS = REPO / "tools" / "gltf"
@@ -84,28 +84,7 @@ def _load(glb: bytes) -> pygltflib.GLTF2:
 
 
 def _read(gltf: pygltflib.GLTF2, index: int) -> list[tuple[float, ...]]:
-    """Decode an accessor (plain, sparse, or all-zero without a buffer view)."""
-    acc = gltf.accessors[index]
-    blob = gltf.binary_blob()
-    width = {"SCALAR": 1, "VEC3": 3}[acc.type]
-    fmt = {5126: "f", 5123: "H", 5125: "I"}[acc.componentType]
-    if acc.bufferView is not None:
-        view = gltf.bufferViews[acc.bufferView]
-        offset = (view.byteOffset or 0) + (acc.byteOffset or 0)
-        flat = list(struct.unpack_from(f"<{acc.count * width}{fmt}", blob, offset))
-    else:
-        flat = [0.0] * (acc.count * width)
-    if acc.sparse is not None:
-        sparse = acc.sparse
-        iview = gltf.bufferViews[sparse.indices.bufferView]
-        vview = gltf.bufferViews[sparse.values.bufferView]
-        ifmt = {5121: "B", 5123: "H", 5125: "I"}[sparse.indices.componentType]
-        idx = struct.unpack_from(f"<{sparse.count}{ifmt}", blob, iview.byteOffset or 0)
-        vals = struct.unpack_from(f"<{sparse.count * width}f", blob, vview.byteOffset or 0)
-        assert list(idx) == sorted(set(idx)), "sparse indices must be strictly increasing"
-        for k, i in enumerate(idx):
-            flat[i * width : (i + 1) * width] = vals[k * width : (k + 1) * width]
-    return [tuple(flat[i : i + width]) for i in range(0, len(flat), width)]
+    return read_accessor(gltf, index)
 
 
 def _mesh(gltf: pygltflib.GLTF2, name: str) -> Any:
@@ -178,6 +157,11 @@ def lods() -> dict[int, tuple[bytes, float]]:
 
 
 @pytest.fixture(scope="module")
+def loaded(lods: dict[int, tuple[bytes, float]]) -> dict[int, pygltflib.GLTF2]:
+    return {lod: _load(glb) for lod, (glb, _) in lods.items()}
+
+
+@pytest.fixture(scope="module")
 def variants() -> dict[str, tuple[ProceduralSpec, int, bytes]]:
     return {name: (spec, lod, generate_glb(spec, lod)) for name, spec, lod in VARIANTS}
 
@@ -222,9 +206,9 @@ def test_every_style_and_hair_style_stays_in_the_triangle_band(
 
 
 def test_loads_in_a_standard_loader_with_consistent_accessors(
-    lods: dict[int, tuple[bytes, float]],
+    loaded: dict[int, pygltflib.GLTF2],
 ) -> None:
-    gltf = _load(lods[0][0])
+    gltf = loaded[0]
     assert gltf.asset.version == "2.0"
     assert gltf.asset.generator == "arconv-procedural"
     assert gltf.asset.extras["style"] == "realistic"
@@ -233,11 +217,18 @@ def test_loads_in_a_standard_loader_with_consistent_accessors(
     assert {m.name for m in gltf.meshes} == {"Body", "Face", "EyeLeft", "EyeRight", "Hair"}
 
     referenced: set[int] = set()
+    for skin in gltf.skins:
+        referenced.add(skin.inverseBindMatrices)
+    for anim in gltf.animations:
+        for sampler in anim.samplers:
+            referenced.update((sampler.input, sampler.output))
     for mesh in gltf.meshes:
         for prim in mesh.primitives:
             attrs = prim.attributes
             assert attrs.POSITION is not None and attrs.NORMAL is not None
             referenced.update((attrs.POSITION, attrs.NORMAL, prim.indices))
+            referenced.update((attrs.JOINTS_0, attrs.WEIGHTS_0))
+            assert gltf.accessors[attrs.JOINTS_0].count == gltf.accessors[attrs.POSITION].count
             count = gltf.accessors[attrs.POSITION].count
             assert gltf.accessors[attrs.NORMAL].count == count
             assert max(_read(gltf, prim.indices))[0] < count
@@ -268,8 +259,8 @@ def test_normals_are_unit_length_and_positions_have_bounds(
                 assert acc.min is not None and acc.max is not None
 
 
-def test_normals_agree_with_winding_and_face_outwards(lods: dict[int, tuple[bytes, float]]) -> None:
-    gltf = _load(lods[1][0])
+def test_normals_agree_with_winding_and_face_outwards(loaded: dict[int, pygltflib.GLTF2]) -> None:
+    gltf = loaded[1]
     for mesh in gltf.meshes:
         for prim in mesh.primitives:
             pos = _read(gltf, prim.attributes.POSITION)
@@ -287,7 +278,9 @@ def test_normals_agree_with_winding_and_face_outwards(lods: dict[int, tuple[byte
                 )
                 n = [sum(nrm[int(k)][i] for k in idx[t : t + 3]) for i in range(3)]
                 agree += (face[0] * n[0] + face[1] * n[1] + face[2] * n[2]) > 0
-            assert agree / (len(idx) // 3) > 0.98, (mesh.name, _material(gltf, prim).name)
+            # At most 2% (or two slivers in a small primitive, such as the lips) disagree.
+            tris = len(idx) // 3
+            assert tris - agree <= max(2, 0.02 * tris), (mesh.name, _material(gltf, prim).name)
     # The crown of the head faces up, the front of the chest faces forward.
     skin = _mesh(gltf, "Face").primitives[0]
     pos = _read(gltf, skin.attributes.POSITION)
@@ -306,8 +299,8 @@ def test_normals_agree_with_winding_and_face_outwards(lods: dict[int, tuple[byte
     assert chest and all(n[2] > 0.5 for n in chest)
 
 
-def test_materials_come_from_the_palette(lods: dict[int, tuple[bytes, float]]) -> None:
-    gltf = _load(lods[2][0])
+def test_materials_come_from_the_palette(loaded: dict[int, pygltflib.GLTF2]) -> None:
+    gltf = loaded[2]
     by_name = {m.name: m for m in gltf.materials}
     assert {"Skin", "Hair", "Clothing", "EyeWhite", "Iris", "Pupil", "Lips", "Brows"} <= set(
         by_name
@@ -326,8 +319,9 @@ def test_materials_come_from_the_palette(lods: dict[int, tuple[bytes, float]]) -
 # --- morph targets ------------------------------------------------------------------
 
 
-def test_face_mesh_carries_the_named_morph_targets(lods: dict[int, tuple[bytes, float]]) -> None:
-    assert MORPH_TARGET_NAMES == VISEME_NAMES + EMOTION_NAMES
+def test_face_mesh_carries_the_named_morph_targets(loaded: dict[int, pygltflib.GLTF2]) -> None:
+    assert MORPH_TARGET_NAMES == VISEME_NAMES + EMOTION_NAMES + BLINK_NAMES
+    assert BLINK_NAMES == ("blink_left", "blink_right")
     assert len(VISEME_NAMES) == 15
     assert VISEME_NAMES[0] == "viseme_sil" and VISEME_NAMES[-1] == "viseme_U"
     assert set(EMOTION_NAMES) == {
@@ -345,7 +339,7 @@ def test_face_mesh_carries_the_named_morph_targets(lods: dict[int, tuple[bytes, 
         )
     }
     for lod in range(3):
-        gltf = _load(lods[lod][0])
+        gltf = loaded[lod]
         face = _mesh(gltf, "Face")
         assert face.extras["targetNames"] == list(MORPH_TARGET_NAMES)
         assert face.weights == [0.0] * len(MORPH_TARGET_NAMES)
@@ -356,28 +350,27 @@ def test_face_mesh_carries_the_named_morph_targets(lods: dict[int, tuple[bytes, 
             if mesh.name != "Face":
                 assert all(not p.targets for p in mesh.primitives)
     # Sparse storage: morph deltas must not dominate the file by being dense.
-    doc = read_glb_json(lods[0][0])
-    face_doc = next(m for m in doc["meshes"] if m["name"] == "Face")
+    gltf = loaded[0]
     stored = dense = 0
-    for prim in face_doc["primitives"]:
-        for target in prim["targets"]:
-            acc = doc["accessors"][target["POSITION"]]
-            assert "bufferView" not in acc
-            stored += acc["sparse"]["count"] if "sparse" in acc else 0
-            dense += acc["count"]
+    for prim in _mesh(gltf, "Face").primitives:
+        for target in prim.targets:
+            acc = gltf.accessors[target["POSITION"]]
+            assert acc.bufferView is None
+            stored += acc.sparse.count if acc.sparse is not None else 0
+            dense += acc.count
     assert stored < 0.3 * dense
 
 
-def test_rest_targets_are_all_zero(lods: dict[int, tuple[bytes, float]]) -> None:
-    gltf = _load(lods[0][0])
+def test_rest_targets_are_all_zero(loaded: dict[int, pygltflib.GLTF2]) -> None:
+    gltf = loaded[0]
     for name in ("viseme_sil", "emotion_neutral"):
         for _, _, deltas in _face_deltas(gltf, name):
             assert _moved(deltas) == []
 
 
-def test_visemes_move_only_the_mouth(lods: dict[int, tuple[bytes, float]]) -> None:
-    gltf = _load(lods[0][0])
-    eye_y = _node(gltf, "EyeLeft").translation[1]
+def test_visemes_move_only_the_mouth(loaded: dict[int, pygltflib.GLTF2]) -> None:
+    gltf = loaded[0]
+    eye_y = bone_world(gltf, "leftEye")[1][1]
     for name in VISEME_NAMES[1:]:
         moved_any = False
         for material, rest, deltas in _face_deltas(gltf, name):
@@ -413,8 +406,8 @@ def _lip_stats(gltf: pygltflib.GLTF2, name: str) -> dict[str, float]:
     }
 
 
-def test_viseme_shapes_are_plausible(lods: dict[int, tuple[bytes, float]]) -> None:
-    gltf = _load(lods[0][0])
+def test_viseme_shapes_are_plausible(loaded: dict[int, pygltflib.GLTF2]) -> None:
+    gltf = loaded[0]
     aa = _lip_stats(gltf, "viseme_aa")
     assert aa["min_dy"] < -0.008, "aa opens the jaw: the lower lip drops by centimetres"
     pp = _lip_stats(gltf, "viseme_PP")
@@ -429,8 +422,8 @@ def test_viseme_shapes_are_plausible(lods: dict[int, tuple[bytes, float]]) -> No
     assert aa["min_dy"] < e["min_dy"] < i["min_dy"]
 
 
-def test_emotions_move_brows_and_mouth_corners(lods: dict[int, tuple[bytes, float]]) -> None:
-    gltf = _load(lods[0][0])
+def test_emotions_move_brows_and_mouth_corners(loaded: dict[int, pygltflib.GLTF2]) -> None:
+    gltf = loaded[0]
     assert _lip_stats(gltf, "emotion_happy")["corner_dy"] > 0.001
     assert _lip_stats(gltf, "emotion_sad")["corner_dy"] < -0.001
 
@@ -475,7 +468,7 @@ def test_different_specs_give_different_models(lods: dict[int, tuple[bytes, floa
 def test_seed_varies_proportions_deterministically() -> None:
     a = _load(generate_glb(ProceduralSpec(seed=1), 2))
     b = _load(generate_glb(ProceduralSpec(seed=2), 2))
-    assert _node(a, "EyeLeft").translation != _node(b, "EyeLeft").translation
+    assert bone_world(a, "leftEye")[1] != bone_world(b, "leftEye")[1]
 
 
 def test_styles_change_proportions(
@@ -596,13 +589,21 @@ def glb_files(
 
 def test_khronos_validator_reports_no_errors_and_no_warnings(glb_files: list[Path]) -> None:
     reports = _run_validator(glb_files)
-    summary = {Path(r["path"]).name: (r["numErrors"], r["numWarnings"]) for r in reports}
-    print(f"\nglTF validator (errors, warnings): {summary}")
+    summary = {
+        Path(r["path"]).name: (r["numErrors"], r["numWarnings"], r["numInfos"]) for r in reports
+    }
+    print(f"\nglTF validator (errors, warnings, infos): {summary}")
     for report in reports:
         messages = [(m["code"], m["pointer"]) for m in report["messages"]][:10]
         assert report["numErrors"] == 0, (report["path"], messages)
         assert report["numWarnings"] == 0, (report["path"], messages)
+        # The one remark: the validator has no schema for the VRM extension, so it says it
+        # cannot check it (the VRM tests read it back instead).
+        infos = [(m["code"], m["pointer"]) for m in report["messages"] if m["severity"] == "info"]
+        assert infos == [("UNSUPPORTED_EXTENSION", "/extensionsUsed/0")], infos
         assert report["info"]["hasMorphTargets"] is True
+        assert report["info"]["hasSkins"] is True
+        assert report["info"]["animationCount"] == 14
         assert report["info"]["totalTriangleCount"] == triangle_count(
             Path(report["path"]).read_bytes()
         )
@@ -622,4 +623,5 @@ def test_size_and_generation_time_per_lod(
     sizes = [len(lods[lod][0]) for lod in range(3)]
     assert sizes[0] > sizes[1] > sizes[2]
     assert sizes[0] < 2 * 1024 * 1024
+    assert sizes[2] < 600 * 1024
     # Times are recorded for the report only: a timing bound would fail on a busy machine.

@@ -1,22 +1,20 @@
-"""A minimal, deterministic glTF 2.0 binary (GLB) writer and reader helpers."""
+"""Deterministic glTF 2.0 binary (GLB) assembly on pygltflib, and reading helpers."""
 
 from __future__ import annotations
 
-import json
 import struct
 from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from .geometry import Vec3
+import pygltflib
 
-GLB_MAGIC = 0x46546C67  # "glTF"
-CHUNK_JSON = 0x4E4F534A
-CHUNK_BIN = 0x004E4942
+from .geometry import Vec3
 
 ARRAY_BUFFER = 34962
 ELEMENT_ARRAY_BUFFER = 34963
 FLOAT = 5126
+UNSIGNED_BYTE = 5121
 UNSIGNED_SHORT = 5123
 UNSIGNED_INT = 5125
 TRIANGLES = 4
@@ -24,18 +22,18 @@ TRIANGLES = 4
 JsonObject = dict[str, Any]
 
 
-def _f32(values: Sequence[float]) -> array[float]:
-    out = array("f", values)
-    if out.itemsize != 4:  # pragma: no cover - every supported platform has 32-bit floats
-        raise RuntimeError("array('f') is not 32-bit on this platform")
-    return out
-
-
 def _le(data: array[Any]) -> bytes:
     if struct.pack("=H", 1) != struct.pack("<H", 1):  # pragma: no cover - big-endian hosts
         data = array(data.typecode, data)
         data.byteswap()
     return data.tobytes()
+
+
+def _f32(values: Sequence[float]) -> array[float]:
+    out = array("f", values)
+    if out.itemsize != 4:  # pragma: no cover - every supported platform has 32-bit floats
+        raise RuntimeError("array('f') is not 32-bit on this platform")
+    return out
 
 
 def _min_max(flat: array[float], width: int) -> tuple[list[float], list[float]]:
@@ -53,45 +51,73 @@ def _min_max(flat: array[float], width: int) -> tuple[list[float], list[float]]:
 
 
 class GlbBuilder:
-    """Accumulates buffer views, accessors, meshes and nodes, then packs a GLB."""
+    """Accumulates one binary buffer and its accessors in a ``pygltflib.GLTF2``.
+
+    Identical float data (for example constant animation channels) is stored once.
+    """
 
     def __init__(self) -> None:
         self._bin = bytearray()
-        self.buffer_views: list[JsonObject] = []
-        self.accessors: list[JsonObject] = []
-        self.materials: list[JsonObject] = []
-        self.meshes: list[JsonObject] = []
-        self.nodes: list[JsonObject] = []
+        self.gltf = pygltflib.GLTF2(asset=pygltflib.Asset(version="2.0"))
         self._zero_vec3: dict[int, int] = {}
+        self._shared: dict[tuple[str, bytes], int] = {}
 
-    def _view(self, data: bytes, target: int | None) -> int:
+    def _view(self, data: bytes, target: int | None, stride: int | None = None) -> int:
         while len(self._bin) % 4:
             self._bin.append(0)
-        view: JsonObject = {"buffer": 0, "byteOffset": len(self._bin), "byteLength": len(data)}
-        if target is not None:
-            view["target"] = target
+        view = pygltflib.BufferView(
+            buffer=0, byteOffset=len(self._bin), byteLength=len(data), target=target
+        )
+        if stride is not None:
+            view.byteStride = stride
         self._bin.extend(data)
-        self.buffer_views.append(view)
-        return len(self.buffer_views) - 1
+        self.gltf.bufferViews.append(view)
+        return len(self.gltf.bufferViews) - 1
 
-    def _accessor(self, accessor: JsonObject) -> int:
-        self.accessors.append(accessor)
-        return len(self.accessors) - 1
+    def _accessor(self, accessor: pygltflib.Accessor) -> int:
+        self.gltf.accessors.append(accessor)
+        return len(self.gltf.accessors) - 1
+
+    def floats(
+        self,
+        flat: Sequence[float],
+        kind: str,
+        *,
+        bounds: bool,
+        target: int | None = ARRAY_BUFFER,
+        share: bool = False,
+    ) -> int:
+        """A float accessor of ``kind`` (SCALAR, VEC3, VEC4, MAT4) from flat values."""
+        width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}[kind]
+        data = _f32(flat)
+        raw = _le(data)
+        key = (kind, raw)
+        if share and key in self._shared:
+            return self._shared[key]
+        view = self._view(raw, target)
+        accessor = pygltflib.Accessor(
+            bufferView=view, componentType=FLOAT, count=len(data) // width, type=kind
+        )
+        if bounds:
+            lo, hi = _min_max(data, width)
+            accessor.min = lo
+            accessor.max = hi
+        index = self._accessor(accessor)
+        if share:
+            self._shared[key] = index
+        return index
 
     def vec3(self, values: Sequence[Vec3], *, bounds: bool) -> int:
-        flat = _f32([c for v in values for c in v])
-        view = self._view(_le(flat), ARRAY_BUFFER)
-        accessor: JsonObject = {
-            "bufferView": view,
-            "componentType": FLOAT,
-            "count": len(values),
-            "type": "VEC3",
-        }
-        if bounds:
-            lo, hi = _min_max(flat, 3)
-            accessor["min"] = lo
-            accessor["max"] = hi
-        return self._accessor(accessor)
+        return self.floats([c for v in values for c in v], "VEC3", bounds=bounds)
+
+    def joints(self, values: Sequence[tuple[int, int, int, int]]) -> int:
+        data = array("B", [j for v in values for j in v])
+        view = self._view(_le(data), ARRAY_BUFFER)
+        return self._accessor(
+            pygltflib.Accessor(
+                bufferView=view, componentType=UNSIGNED_BYTE, count=len(values), type="VEC4"
+            )
+        )
 
     def indices(self, values: Sequence[int], vertex_count: int) -> int:
         # 65535 is the primitive-restart value for 16-bit indices: avoid it.
@@ -101,12 +127,12 @@ class GlbBuilder:
             data = array("L" if wide else "H", values)
         view = self._view(_le(data), ELEMENT_ARRAY_BUFFER)
         return self._accessor(
-            {
-                "bufferView": view,
-                "componentType": UNSIGNED_INT if wide else UNSIGNED_SHORT,
-                "count": len(values),
-                "type": "SCALAR",
-            }
+            pygltflib.Accessor(
+                bufferView=view,
+                componentType=UNSIGNED_INT if wide else UNSIGNED_SHORT,
+                count=len(values),
+                type="SCALAR",
+            )
         )
 
     def sparse_vec3(self, count: int, deltas: Sequence[tuple[int, Vec3]]) -> int:
@@ -123,21 +149,22 @@ class GlbBuilder:
         index_view = self._view(_le(idx), None)
         value_view = self._view(_le(values), None)
         return self._accessor(
-            {
-                "componentType": FLOAT,
-                "count": count,
-                "type": "VEC3",
-                "min": lo,
-                "max": hi,
-                "sparse": {
-                    "count": len(deltas),
-                    "indices": {
-                        "bufferView": index_view,
-                        "componentType": UNSIGNED_INT if wide else UNSIGNED_SHORT,
-                    },
-                    "values": {"bufferView": value_view},
-                },
-            }
+            pygltflib.Accessor(
+                byteOffset=None,
+                componentType=FLOAT,
+                count=count,
+                type="VEC3",
+                min=lo,
+                max=hi,
+                sparse=pygltflib.Sparse(
+                    count=len(deltas),
+                    indices=pygltflib.AccessorSparseIndices(
+                        bufferView=index_view,
+                        componentType=UNSIGNED_INT if wide else UNSIGNED_SHORT,
+                    ),
+                    values=pygltflib.AccessorSparseValues(bufferView=value_view),
+                ),
+            )
         )
 
     def zero_vec3(self, count: int) -> int:
@@ -146,100 +173,59 @@ class GlbBuilder:
         if existing is not None:
             return existing
         index = self._accessor(
-            {
-                "componentType": FLOAT,
-                "count": count,
-                "type": "VEC3",
-                "min": [0.0, 0.0, 0.0],
-                "max": [0.0, 0.0, 0.0],
-            }
+            pygltflib.Accessor(
+                byteOffset=None,
+                componentType=FLOAT,
+                count=count,
+                type="VEC3",
+                min=[0.0] * 3,
+                max=[0.0] * 3,
+            )
         )
         self._zero_vec3[count] = index
         return index
 
-    def material(self, material: JsonObject) -> int:
-        self.materials.append(material)
-        return len(self.materials) - 1
-
-    def mesh(self, mesh: JsonObject) -> int:
-        self.meshes.append(mesh)
-        return len(self.meshes) - 1
-
-    def node(self, node: JsonObject) -> int:
-        self.nodes.append(node)
-        return len(self.nodes) - 1
-
-    def to_bytes(self, asset: JsonObject, scene: JsonObject) -> bytes:
+    def to_bytes(self) -> bytes:
         while len(self._bin) % 4:
             self._bin.append(0)
-        document: JsonObject = {
-            "asset": asset,
-            "scene": 0,
-            "scenes": [scene],
-            "nodes": self.nodes,
-            "meshes": self.meshes,
-            "materials": self.materials,
-            "accessors": self.accessors,
-            "bufferViews": self.buffer_views,
-            "buffers": [{"byteLength": len(self._bin)}],
-        }
-        text = json.dumps(document, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-        json_bytes = text.encode("ascii")
-        json_bytes += b" " * (-len(json_bytes) % 4)
-        total = 12 + 8 + len(json_bytes) + 8 + len(self._bin)
-        out = bytearray()
-        out += struct.pack("<III", GLB_MAGIC, 2, total)
-        out += struct.pack("<II", len(json_bytes), CHUNK_JSON)
-        out += json_bytes
-        out += struct.pack("<II", len(self._bin), CHUNK_BIN)
-        out += self._bin
-        return bytes(out)
+        self.gltf.buffers = [pygltflib.Buffer(byteLength=len(self._bin))]
+        self.gltf.set_binary_blob(bytes(self._bin))
+        out = self.gltf.save_to_bytes()
+        return b"".join(out) if isinstance(out, list) else bytes(out)
 
 
-def read_glb_json(glb: bytes) -> JsonObject:
-    """The JSON chunk of a GLB. Raises ``ValueError`` if ``glb`` is not a GLB."""
-    if len(glb) < 20:
-        raise ValueError("not a GLB: too short")
-    magic, version, total = struct.unpack_from("<III", glb, 0)
-    if magic != GLB_MAGIC or version != 2:
+def load_glb(glb: bytes) -> pygltflib.GLTF2:
+    """Parse a GLB with pygltflib. Raises ``ValueError`` if ``glb`` is not a glTF 2.0 binary."""
+    if len(glb) < 20 or glb[:4] != b"glTF" or struct.unpack_from("<I", glb, 4)[0] != 2:
         raise ValueError("not a glTF 2.0 binary")
-    if total > len(glb):
-        raise ValueError("truncated GLB")
-    length, kind = struct.unpack_from("<II", glb, 12)
-    if kind != CHUNK_JSON:
-        raise ValueError("GLB does not start with a JSON chunk")
-    document = json.loads(glb[20 : 20 + length].decode("utf-8"))
-    if not isinstance(document, dict):
-        raise ValueError("GLB JSON chunk is not an object")
-    return document
+    try:
+        return pygltflib.GLTF2.load_from_bytes(glb)
+    except Exception as exc:  # pygltflib raises whatever its parsers raise
+        raise ValueError(f"not a readable GLB: {exc}") from exc
 
 
-def triangle_count(glb: bytes) -> int:
-    """Triangles drawn by the default scene of a GLB (instanced meshes count each time)."""
-    doc = read_glb_json(glb)
-    accessors = doc.get("accessors", [])
-    meshes = doc.get("meshes", [])
-    nodes = doc.get("nodes", [])
-    scenes = doc.get("scenes", [])
-    if not scenes:
+def triangle_count(glb: bytes | pygltflib.GLTF2) -> int:
+    """Triangles drawn by the default scene (instanced meshes count each time)."""
+    doc = load_glb(glb) if isinstance(glb, bytes) else glb
+    if not doc.scenes:
         return 0
 
-    def mesh_triangles(mesh: JsonObject) -> int:
+    def mesh_triangles(mesh: pygltflib.Mesh) -> int:
         total = 0
-        for prim in mesh.get("primitives", []):
-            if prim.get("mode", TRIANGLES) != TRIANGLES:
+        for prim in mesh.primitives:
+            if (prim.mode if prim.mode is not None else TRIANGLES) != TRIANGLES:
                 continue
-            if "indices" in prim:
-                total += int(accessors[prim["indices"]]["count"]) // 3
+            if prim.indices is not None:
+                total += doc.accessors[prim.indices].count // 3
             else:
-                total += int(accessors[prim["attributes"]["POSITION"]]["count"]) // 3
+                total += doc.accessors[prim.attributes.POSITION].count // 3
         return total
 
     total = 0
-    stack = list(scenes[doc.get("scene", 0)].get("nodes", []))
+    stack = list(doc.scenes[doc.scene or 0].nodes or [])
     while stack:
-        node = nodes[stack.pop()]
-        if "mesh" in node:
-            total += mesh_triangles(meshes[node["mesh"]])
-        stack.extend(node.get("children", []))
+        node = doc.nodes[stack.pop()]
+        if node.mesh is not None:
+            total += mesh_triangles(doc.meshes[node.mesh])
+        stack.extend(node.children or [])
     return total

@@ -34,6 +34,11 @@ from .styles import Proportions
 # Face-part keys, in primitive order.
 SKIN, LIPS, MOUTH, TEETH, BROWS = "skin", "lips", "mouth", "teeth", "brows"
 FACE_PARTS = (SKIN, LIPS, MOUTH, TEETH, BROWS)
+# Eyelid edges (polar angle over pi, from the top for the upper lid and from the
+# bottom for the lower one) by whether the eyes are big and stylised; their spread.
+LID_EDGES = {False: (0.35, 0.28), True: (0.28, 0.22)}
+LID_SPREAD = 0.62 * math.pi
+LID_TOP = 0.08 * math.pi  # where a lid starts, from its pole
 
 
 def _g(d: float, sigma: float) -> float:
@@ -181,6 +186,7 @@ class FaceLandmarks:
     brow_y: float
     brow_z: float
     eye_centers: tuple[Vec3, Vec3]  # head-local, left (+X) first
+    eye_shape: tuple[float, float] = (1.0, 1.0)  # eye height and depth over its width
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +409,7 @@ def build_face(shape: HeadShape, budget: int, detail: float) -> Face:
             sub(anchors.eye_centers[0], shape.center),
             sub(anchors.eye_centers[1], shape.center),
         ),
+        eye_shape=(p.eye_tall, p.eye_flat),
     )
     world_parts = {key: g.translated(shape.center) for key, g in parts.items() if g.indices}
     return Face(parts=world_parts, landmarks=landmarks, anchors=anchors)
@@ -497,14 +504,14 @@ def _eyelids(shape: HeadShape, anchors: FaceAnchors, detail: float) -> Geometry:
     f = 1.05 if wide else 1.1
     radii = (p.eye_r * f, p.eye_r * p.eye_tall * f, p.eye_r * p.eye_flat * f)
     cols = segments_for(18, detail, 6, even=True)
-    nrows = segments_for(6, detail, 2)
-    spread = 0.62 * math.pi
+    nrows = segments_for(6, detail, 4)  # enough rows to stay clear of the eye when closed
+    spread = LID_SPREAD
     lids = Geometry(normals=[])
     for centre_world in anchors.eye_centers:
         c = sub(centre_world, shape.center)
         for tag, edge0, down in (
-            (TAG_LID_UPPER, 0.28 if wide else 0.35, 1.0),
-            (TAG_LID_LOWER, 0.22 if wide else 0.28, -1.0),
+            (TAG_LID_UPPER, LID_EDGES[wide][0], 1.0),
+            (TAG_LID_LOWER, LID_EDGES[wide][1], -1.0),
         ):
             rows: list[list[Vec3]] = []
             weights: list[float] = []
@@ -514,7 +521,7 @@ def _eyelids(shape: HeadShape, anchors: FaceAnchors, detail: float) -> Geometry:
                     psi = -spread + 2.0 * spread * ci / cols
                     edge = math.pi * (edge0 + (0.5 - edge0) * (abs(psi) / spread) ** 2)
                     if r <= nrows:
-                        theta = 0.08 * math.pi + (edge - 0.08 * math.pi) * r / nrows
+                        theta = LID_TOP + (edge - LID_TOP) * r / nrows
                         tuck = 1.0
                     else:  # tuck the edge back onto the eyeball: a lid with thickness
                         theta = edge + 0.03 * math.pi
@@ -542,6 +549,8 @@ def _teeth(shape: HeadShape, my: float, detail: float) -> Geometry:
     p = shape.p
     k = p.k
     segments = segments_for(14, detail, 4)
+    # A coarse face has flatter lips: set the teeth further back so they never show through.
+    back = 1.0 + 0.8 * (1.0 - min(1.0, detail / 0.5))
     teeth = Geometry(normals=[])
     for tag, y_off, depth, half_h in (
         (TAG_TEETH_UPPER, 0.0030 * k, 0.0060 * k, 0.0040 * k),
@@ -550,7 +559,7 @@ def _teeth(shape: HeadShape, my: float, detail: float) -> Geometry:
         path: list[Vec3] = []
         for i in range(segments + 1):
             x = p.mouth_w * 0.7 * (-1.0 + 2.0 * i / segments)
-            z = shape.surface_at(x, my)[2] - depth
+            z = shape.surface_at(x, my)[2] - depth * back
             path.append((x, my + y_off, z))
         radii = [(0.0017 * k, half_h)] * len(path)
         bar = tube(

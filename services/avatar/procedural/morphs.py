@@ -30,11 +30,12 @@ from .geometry import (
     rotate_x,
     smoothstep,
 )
-from .head import FaceLandmarks
+from .head import LID_EDGES, LID_SPREAD, LID_TOP, FaceLandmarks
 
 VISEME_NAMES: tuple[str, ...] = tuple(f"viseme_{v}" for v in VISEMES)
 EMOTION_NAMES: tuple[str, ...] = tuple(f"emotion_{e}" for e in EMOTIONS)
-MORPH_TARGET_NAMES: tuple[str, ...] = VISEME_NAMES + EMOTION_NAMES
+BLINK_NAMES: tuple[str, ...] = ("blink_left", "blink_right")  # the avatar's left (+X) first
+MORPH_TARGET_NAMES: tuple[str, ...] = VISEME_NAMES + EMOTION_NAMES + BLINK_NAMES
 
 # Deformation fields.
 JAW, APART, PUCKER, WIDE, PRESS, TUCK = "jaw", "apart", "pucker", "wide", "press", "tuck"
@@ -42,9 +43,11 @@ CORNER_L, CORNER_R = "corner_l", "corner_r"
 BROW_IN_L, BROW_IN_R, BROW_OUT_L, BROW_OUT_R = "brow_in_l", "brow_in_r", "brow_out_l", "brow_out_r"
 SQUEEZE_L, SQUEEZE_R = "squeeze_l", "squeeze_r"
 LID_UPPER, LID_LOWER = "lid_upper", "lid_lower"  # close the upper lid / raise the lower one
+CLOSE_L, CLOSE_R = "close_l", "close_r"  # the upper lid all the way down, per eye
 FIELDS = (
     JAW, APART, PUCKER, WIDE, PRESS, TUCK, CORNER_L, CORNER_R,
     BROW_IN_L, BROW_IN_R, BROW_OUT_L, BROW_OUT_R, SQUEEZE_L, SQUEEZE_R, LID_UPPER, LID_LOWER,
+    CLOSE_L, CLOSE_R,
 )  # fmt: skip
 
 
@@ -106,6 +109,8 @@ RECIPES: dict[str, dict[str, float]] = {
         **_both(BROW_OUT_L, BROW_OUT_R, -0.2), **_both(CORNER_L, CORNER_R, -0.35), PRESS: 0.3,
         LID_UPPER: 0.15,
     },
+    "blink_left": {CLOSE_L: 1.0},
+    "blink_right": {CLOSE_R: 1.0},
 }  # fmt: skip
 
 JAW_ANGLE = 0.2  # radians at full opening (viseme_aa)
@@ -139,6 +144,8 @@ class _Fields:
             rel = (x - c[0], y - c[1], z - c[2])
             moved = rotate_x(rel, LID_ANGLES[name] * aux)
             out[name] = (0.0, moved[1] - rel[1], moved[2] - rel[2])
+            if tag == TAG_LID_UPPER:
+                out[CLOSE_L if x >= 0.0 else CLOSE_R] = self._close(rel)
             return out
         if tag not in (TAG_FIELD, TAG_UPPER, TAG_LOWER, TAG_TEETH_UPPER, TAG_TEETH_LOWER):
             return out
@@ -229,6 +236,30 @@ class _Fields:
             if weight > 0.0:
                 self._brows(out, x, weight)
         return out
+
+    def _close(self, rel: Vec3) -> Vec3:
+        """Slide an upper-lid vertex down its shell until the lid edge meets the lower lid.
+
+        Rows keep their share of the lid between its top and its edge, so a closed lid
+        stays a smooth shell in front of the eye at any tessellation.
+        """
+        tall, flat = self.lm.eye_shape
+        u = (rel[0], rel[1] / tall, rel[2] / flat)
+        r = math.sqrt(u[0] * u[0] + u[1] * u[1] + u[2] * u[2])
+        theta = math.acos(max(-1.0, min(1.0, u[1] / r)))
+        psi = math.atan2(u[0], u[2])
+        upper, lower = LID_EDGES[tall > 1.1]
+        s = min(1.0, abs(psi) / LID_SPREAD)
+        edge = math.pi * (upper + (0.5 - upper) * s * s)
+        share = clamp((theta - LID_TOP) / max(1e-6, edge - LID_TOP))
+        gap = math.pi * (1.0 - upper - lower) * (1.0 - s * s)
+        t = theta + gap * share
+        moved = (
+            r * math.sin(t) * math.sin(psi),
+            r * math.cos(t) * tall,
+            r * math.sin(t) * math.cos(psi) * flat,
+        )
+        return (moved[0] - rel[0], moved[1] - rel[1], moved[2] - rel[2])
 
     def _brows(self, out: dict[str, Vec3], x: float, weight: float) -> None:
         lm = self.lm

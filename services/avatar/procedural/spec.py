@@ -12,6 +12,7 @@ BODY_TYPES: tuple[str, ...] = ("slim", "average", "broad")
 ACCESSORIES: tuple[str, ...] = ("glasses", "hat", "earrings", "headband", "necklace")
 
 DEFAULT_HAIR_STYLE = "short"
+MIN_HEIGHT_M, MAX_HEIGHT_M = 0.3, 3.0
 
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 _COLOR_FIELDS = ("skin_color", "hair_color", "eye_color", "clothing_color", "accent_color")
@@ -29,7 +30,9 @@ class ProceduralSpec:
     ``style`` and ``body_type`` must be known values; an unknown ``hair_style``
     falls back to ``short`` and unknown accessories are dropped, because those
     usually come from free-form character descriptions. ``seed`` varies the
-    proportions slightly and deterministically.
+    proportions slightly and deterministically. ``height_m`` is the standing
+    height (soles to crown) in metres; 0 picks one from the style and body type
+    (within 1.5 to 2.0 m).
 
     Raises ``ValueError`` with a message naming the field for invalid input.
     """
@@ -44,6 +47,7 @@ class ProceduralSpec:
     body_type: str = "average"
     accessories: tuple[str, ...] = field(default=())
     seed: int = 0
+    height_m: float = 0.0
 
     def __post_init__(self) -> None:
         style = _norm_word(self.style)
@@ -74,6 +78,17 @@ class ProceduralSpec:
 
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer; got {self.seed!r}")
+
+        height = self.height_m
+        if (
+            isinstance(height, bool)
+            or not isinstance(height, int | float)
+            or not (height == 0 or MIN_HEIGHT_M <= height <= MAX_HEIGHT_M)
+        ):
+            raise ValueError(
+                f"height_m must be 0 (unset) or {MIN_HEIGHT_M} to {MAX_HEIGHT_M}; got {height!r}"
+            )
+        object.__setattr__(self, "height_m", float(height))
 
 
 def srgb_to_linear(hex_color: str) -> tuple[float, float, float]:

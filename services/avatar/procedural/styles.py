@@ -74,6 +74,11 @@ _BODY_TYPE = {"slim": (0.86, 0.9), "average": (1.0, 1.0), "broad": (1.17, 1.12)}
 # A realistic adult head: half width, half height, half depth (metres).
 _HEAD_RX, _HEAD_RY, _HEAD_RZ = 0.074, 0.104, 0.093
 _SHOULDER_Y = 1.40
+# Standing height (metres) when the description gives none, before the body type and seed.
+_STATURE = {
+    "realistic": 1.72, "anime": 1.66, "cartoon": 1.62, "chibi": 1.52, "robot": 1.8, "fantasy": 1.76,
+}  # fmt: skip
+_STATURE_BODY = {"slim": -0.02, "average": 0.0, "broad": 0.03}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,9 @@ class Proportions:
     metal: float
     flat: bool
     hair_rng_seed: int
+    body: float  # the style's body scale (limb lengths and girths)
+    width: float  # the body type's width factor
+    height: float  # standing height in metres, soles to crown
 
 
 def _jitter(rng: random.Random, amount: float) -> float:
@@ -149,8 +157,14 @@ def proportions(spec: ProceduralSpec) -> Proportions:
     j_jaw = _jitter(rng, 0.15)
     j_shoulders = _jitter(rng, 0.04)
     hair_seed = rng.randrange(1 << 30)
+    j_stature = _jitter(rng, 0.02)
 
     width, depth = _BODY_TYPE[spec.body_type]
+    if spec.height_m > 0.0:
+        height = spec.height_m
+    else:
+        height = (_STATURE[spec.style] + _STATURE_BODY[spec.body_type]) * j_stature
+        height = min(2.0, max(1.5, height))
     body = t["body"] * j_shoulders
     head = t["head"]
     k = head
@@ -218,4 +232,7 @@ def proportions(spec: ProceduralSpec) -> Proportions:
         metal=t["metal"],
         flat=spec.style == "robot",
         hair_rng_seed=hair_seed,
+        body=body,
+        width=width,
+        height=height,
     )

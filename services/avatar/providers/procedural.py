@@ -1,4 +1,4 @@
-"""The embedded default provider: the procedural generator, three LODs, with morph targets."""
+"""The embedded default provider: the procedural generator, three rigged, animated LODs."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def _spec(description: CharacterDescription) -> ProceduralSpec:
             body_type=description.body_type,
             accessories=description.accessories,
             seed=seed,
+            height_m=description.height_cm / 100.0,
         )
     except ValueError as exc:
         raise ProviderFailure("procedural", f"invalid description: {exc}") from exc
