@@ -274,7 +274,8 @@ async def test_rooms_with_a_ttl_of_zero_ask_every_time(
 async def test_rooms_do_not_remember_avatar_service_errors(
     start_rooms: StartRooms, avatar: Avatar, user_md
 ) -> None:
-    rooms = await start_rooms(avatar_addr=f"127.0.0.1:{avatar.port}")
+    # One attempt per call, so the avatar service's error reaches the rooms service.
+    rooms = await start_rooms(avatar_addr=f"127.0.0.1:{avatar.port}", call_attempts=1)
     md = user_md("alice")
     avatar.failures = [grpc.StatusCode.UNAVAILABLE]
     await expect_error(
