@@ -14,7 +14,7 @@ XDIST := -n $(PYTEST_WORKERS) --dist loadfile
 FAST := not envoy and not browser and not slow
 
 .PHONY: setup run test test-fast lint protos bench clean lock node breaking api-baseline web \
-	browser-setup image image-smoke manifests screenshot
+	browser-setup image image-smoke manifests cluster screenshot
 
 setup: $(VENV)/.installed gen/.stamp node
 
@@ -80,6 +80,11 @@ screenshot: browser-setup
 
 run: setup web
 	$(PY) -m services.mesh
+
+# The replicated topology on this machine: two replicas of every service on the local
+# PostgreSQL and Redis, the edge in front of both (services/cluster.py).
+cluster: setup
+	$(PY) -m services.cluster
 
 test: setup
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)

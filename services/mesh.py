@@ -67,7 +67,7 @@ def static_site(directory: Path, port: int = 0) -> Iterator[str]:
         thread.join()
 
 
-async def _wait_healthy(port: int, timeout_s: float = 60.0) -> None:
+async def wait_healthy(port: int, timeout_s: float = 60.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = health_pb2_grpc.HealthStub(ch)
@@ -141,7 +141,7 @@ async def run() -> int:
             procs[name] = await asyncio.create_subprocess_exec(
                 *parent_death_launcher(), sys.executable, "-m", f"services.{name}", env=env
             )
-        await asyncio.gather(*(_wait_healthy(ports[n]) for n in SERVICES))
+        await asyncio.gather(*(wait_healthy(ports[n]) for n in SERVICES))
         seeded = await _seed(settings)
         edge = EdgeConfig(
             listen_host=os.environ.get("ARCONV_EDGE_HOST", "127.0.0.1"),
@@ -166,7 +166,7 @@ async def run() -> int:
         with web:
             return await _supervise(procs, stop)
     finally:
-        await _stop_all(procs)
+        await stop_all(procs)
 
 
 async def _supervise(procs: dict[str, asyncio.subprocess.Process], stop: asyncio.Event) -> int:
@@ -181,7 +181,7 @@ async def _supervise(procs: dict[str, asyncio.subprocess.Process], stop: asyncio
     return 0
 
 
-async def _stop_all(procs: dict[str, asyncio.subprocess.Process]) -> None:
+async def stop_all(procs: dict[str, asyncio.subprocess.Process]) -> None:
     for p in procs.values():
         if p.returncode is None:
             with contextlib.suppress(ProcessLookupError):

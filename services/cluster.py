@@ -1,0 +1,252 @@
+"""`make cluster`: the replicated topology on one machine, a second way to run.
+
+Two replicas of every service on distinct ports (the defaults, and the defaults + 100), the
+local PostgreSQL and Redis (ARCONV_DATABASE_URL and ARCONV_REDIS_URL override them; keys under
+their own prefix), one model store and one token key ring shared by the replicas, and the
+edge in front listing both replicas of each service (health checks, outlier detection,
+retries of idempotent methods). The services reach each other through every replica too
+(`ipv4:` targets, round robin). Stops everything on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common.config import DEFAULT_METRICS_PORTS
+from services.edge import (
+    DEFAULT_UPSTREAMS,
+    EdgeConfig,
+    parent_death_launcher,
+    start_envoy,
+    wait_envoy_ready,
+)
+from services.mesh import SERVICES, stop_all, wait_healthy
+
+REPLICAS = 2
+PORT_STEP = 100  # replica i of a service listens on its default port + i * PORT_STEP
+DEFAULTS = {
+    "ARCONV_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/arconv_cluster",
+    "ARCONV_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "ARCONV_REDIS_PREFIX": "arconv-cluster:",
+    "ARCONV_TOKEN_KV_PREFIX": "arconv-cluster:token:",
+    "ARCONV_VAR_DIR": "var/cluster",
+}
+
+
+@dataclass
+class Replica:
+    service: str
+    index: int
+    port: int
+    http_port: int | None  # the voice service's HTTP listener
+    proc: asyncio.subprocess.Process | None = None
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    edge: EdgeConfig
+    replicas: dict[tuple[str, int], Replica] = field(default_factory=dict)
+    envoy: asyncio.subprocess.Process | None = None
+
+    async def start(self, service: str, index: int) -> None:
+        """Starts (or restarts) one replica and waits until it is healthy."""
+        r = self.replicas[(service, index)]
+        metrics = DEFAULT_METRICS_PORTS[service] + index * PORT_STEP
+        env = {
+            **self.env,
+            "ARCONV_PORT": str(r.port),
+            # Metrics ports (the defaults + 100 per replica) only when asked for.
+            "ARCONV_METRICS_PORT": str(metrics)
+            if self.env.get("ARCONV_CLUSTER_METRICS") == "1"
+            else "-1",
+        }
+        if r.http_port is not None:
+            env["ARCONV_VOICE_HTTP_PORT"] = str(r.http_port)
+        # Started through the parent-death launcher rather than preexec_fn: this process may
+        # be running gRPC threads, and a fork of it can abort the child.
+        r.proc = await asyncio.create_subprocess_exec(
+            *parent_death_launcher(), sys.executable, "-m", f"services.{service}", env=env
+        )
+        proc = r.proc
+        healthy = asyncio.ensure_future(wait_healthy(r.port, timeout_s=180))
+        exited = asyncio.ensure_future(proc.wait())
+        await asyncio.wait({healthy, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if not healthy.done():
+            healthy.cancel()
+            raise RuntimeError(f"{service} replica {index} exited ({proc.returncode}) at start")
+        exited.cancel()
+        await healthy
+
+    def kill(self, service: str, index: int) -> int:
+        """SIGKILL of one replica (no drain); returns its pid."""
+        proc = self.replicas[(service, index)].proc
+        assert proc is not None and proc.returncode is None
+        proc.kill()
+        return proc.pid
+
+    def processes(self) -> dict[str, asyncio.subprocess.Process]:
+        procs = {f"{s}-{i}": r.proc for (s, i), r in self.replicas.items() if r.proc is not None}
+        if self.envoy is not None:
+            procs["envoy"] = self.envoy
+        return procs
+
+
+def replica_ports(
+    base: Mapping[str, int] | None = None, replicas: int = REPLICAS
+) -> dict[str, list[int]]:
+    """Each upstream's replica ports: the defaults, then + PORT_STEP per replica."""
+    base = base or DEFAULT_UPSTREAMS
+    return {name: [port + i * PORT_STEP for i in range(replicas)] for name, port in base.items()}
+
+
+def ensure_database(url: str) -> None:
+    """Creates the PostgreSQL database of `url` when it does not exist yet."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return
+    import psycopg
+    from psycopg import sql
+
+    base, _, name = url.rpartition("/")
+    name = name.split("?", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+async def _cli(env: Mapping[str, str], *args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        *args,
+        env=dict(env),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    if await proc.wait() != 0:
+        raise RuntimeError(f"python -m services.cli {' '.join(args)} failed")
+
+
+@contextlib.asynccontextmanager
+async def start_cluster(
+    overrides: Mapping[str, str] | None = None,
+    *,
+    ports: Mapping[str, list[int]] | None = None,
+    edge_port: int = 8080,
+    admin_port: int = 9901,
+    quiet_edge: bool = False,
+) -> AsyncIterator[Cluster]:
+    """Migrates, starts every replica and the edge, seeds the demo agents; stops on exit."""
+    env = {**os.environ}
+    for key, value in DEFAULTS.items():
+        env.setdefault(key, value)
+    env.update(overrides or {})
+    var = Path(env["ARCONV_VAR_DIR"])
+    env.setdefault("ARCONV_MODEL_DIR", str(var / "models"))
+    env.setdefault("ARCONV_LOG_FORMAT", "text")
+    ports = dict(ports or replica_ports())
+    # The services reach each other through every replica.
+    for name in SERVICES:
+        env[f"ARCONV_{name.upper()}_ADDR"] = "ipv4:" + ",".join(
+            f"127.0.0.1:{p}" for p in ports[name]
+        )
+    env["ARCONV_MIGRATE_ON_START"] = "false"
+    await asyncio.to_thread(var.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(ensure_database, env["ARCONV_DATABASE_URL"])
+    await _cli(env, "migrate")
+    edge = EdgeConfig(
+        listen_host=env.get("ARCONV_EDGE_HOST", "127.0.0.1"),
+        listen_port=edge_port,
+        admin_port=admin_port,
+        endpoints={name: [("127.0.0.1", p) for p in ports[name]] for name in DEFAULT_UPSTREAMS},
+    )
+    cluster = Cluster(env=env, edge=edge)
+    for name in SERVICES:
+        for i, port in enumerate(ports[name]):
+            http = ports["voice_http"][i] if name == "voice" else None
+            cluster.replicas[(name, i)] = Replica(name, i, port, http)
+    try:
+        # The first token replica makes the shared signing key; the others load it.
+        await cluster.start("token", 0)
+        await asyncio.gather(
+            *(cluster.start(s, i) for (s, i) in cluster.replicas if (s, i) != ("token", 0))
+        )
+        await _cli(env, "seed")
+        cluster.envoy = await start_envoy(edge, var / "envoy", quiet=quiet_edge)
+        await wait_envoy_ready(edge.admin_port)
+        yield cluster
+    finally:
+        await stop_all(cluster.processes())
+
+
+async def run() -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    edge_port = int(os.environ.get("ARCONV_EDGE_PORT", "8080"))
+    admin_port = int(os.environ.get("ARCONV_EDGE_ADMIN_PORT", "9901"))
+    async with start_cluster(edge_port=edge_port, admin_port=admin_port) as cluster:
+        _banner(cluster)
+        waiters = {asyncio.ensure_future(p.wait()): n for n, p in cluster.processes().items()}
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({*waiters, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for fut in done:
+            if fut in waiters:
+                print(f"arconv: {waiters[fut]} exited ({fut.result()}); stopping", file=sys.stderr)
+                return 1
+        return 0
+
+
+def _banner(cluster: Cluster) -> None:
+    env, edge = cluster.env, cluster.edge
+    port = edge.listen_port
+    print(
+        f"\narconv cluster is up: {REPLICAS} replicas of every service"
+        f"\n  PostgreSQL {_redact(env['ARCONV_DATABASE_URL'])}"
+        f"\n  Redis {_redact(env['ARCONV_REDIS_URL'])} (keys under {env['ARCONV_REDIS_PREFIX']})"
+        f"\n  models in {env['ARCONV_MODEL_DIR']}",
+        flush=True,
+    )
+    for name in SERVICES:
+        reps = [r for (s, _), r in cluster.replicas.items() if s == name]
+        pids = "  ".join(f":{r.port} (pid {r.proc.pid if r.proc else '-'})" for r in reps)
+        print(f"  {name:7} {pids}")
+    print(
+        f"""Envoy in front of both replicas of each: {edge.listen_host}:{port}   \
+admin :{edge.admin_port} (/clusters lists each replica and its health)
+
+Try:
+  export TOKEN=$(.venv/bin/python -m services.cli token --user alice)
+  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" localhost:{port} \\
+    arconv.avatar.v1.AvatarService/ListAgents
+  kill -9 <a pid above>   # the edge routes around it; streams resume with their cursor
+
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{creds}{at}{host}"
+
+
+def main() -> None:
+    sys.exit(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    main()
