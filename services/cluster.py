@@ -27,7 +27,7 @@ from services.edge import (
     start_envoy,
     wait_envoy_ready,
 )
-from services.mesh import SERVICES, stop_all, wait_healthy
+from services.mesh import SERVICES, stop_all, supervise, wait_healthy
 
 REPLICAS = 2
 PORT_STEP = 100  # replica i of a service listens on its default port + i * PORT_STEP
@@ -196,14 +196,7 @@ async def run() -> int:
     admin_port = int(os.environ.get("ARCONV_EDGE_ADMIN_PORT", "9901"))
     async with start_cluster(edge_port=edge_port, admin_port=admin_port) as cluster:
         _banner(cluster)
-        waiters = {asyncio.ensure_future(p.wait()): n for n, p in cluster.processes().items()}
-        stopper = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({*waiters, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for fut in done:
-            if fut in waiters:
-                print(f"arconv: {waiters[fut]} exited ({fut.result()}); stopping", file=sys.stderr)
-                return 1
-        return 0
+        return await supervise(cluster.processes(), stop)
 
 
 def _banner(cluster: Cluster) -> None:

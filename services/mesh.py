@@ -164,12 +164,12 @@ async def run() -> int:
                 origin = web.enter_context(static_site(WEB_DIST, 0))
         _banner(settings, edge, ports, seeded, origin)
         with web:
-            return await _supervise(procs, stop)
+            return await supervise(procs, stop)
     finally:
         await stop_all(procs)
 
 
-async def _supervise(procs: dict[str, asyncio.subprocess.Process], stop: asyncio.Event) -> int:
+async def supervise(procs: dict[str, asyncio.subprocess.Process], stop: asyncio.Event) -> int:
     """Waits for a stop signal (0) or for any process to exit (1)."""
     waiters = {asyncio.ensure_future(p.wait()): n for n, p in procs.items()}
     stopper = asyncio.ensure_future(stop.wait())
