@@ -110,6 +110,9 @@ class ServiceChannels:
                 options=[
                     *channel_options(self._settings),
                     ("grpc.service_config", service_config(self._settings.call_attempts)),
+                    # Every address the target resolves to, in turn (a list such as make
+                    # cluster's, or DNS of several replicas), rather than the first only.
+                    ("grpc.lb_policy_name", "round_robin"),
                 ],
                 interceptors=[_UU(self._tokens, t), _US(self._tokens, t)],
             )
