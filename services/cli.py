@@ -76,7 +76,9 @@ def _addr(value: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.cli")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    tok = sub.add_parser("token", help="mint a development token (ARCONV_JWT_SECRET)")
+    tok = sub.add_parser(
+        "token", help="mint a development user token (ARCONV_JWT_SECRET) or a service token"
+    )
     who = tok.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=_name, help="user id (the token's sub)")
     who.add_argument("--service", type=_name, help="service name, for a role=service token")
@@ -131,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         authority = authority_from(settings)
         if args.user:
+            if settings.jwt_jwks_url:
+                print(
+                    "users' tokens come from the identity provider (ARCONV_JWT_JWKS_URL is set);"
+                    " mint a service token with --service",
+                    file=sys.stderr,
+                )
+                return 2
             print(authority.mint(args.user, ttl_s=args.ttl))
         else:
             print(authority.mint(f"service:{args.service}", ttl_s=args.ttl, role="service"))

@@ -144,7 +144,7 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
     )
     servicer = AvatarServicer(
         agents=agents,
-        page_tokens=PageTokens(settings.jwt_secret, "agents"),
+        page_tokens=PageTokens(settings.page_secret(), "agents"),
         describer=describer,
         avatars=manager,
         model_base_url=settings.model_base_url,

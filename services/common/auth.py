@@ -1,8 +1,12 @@
 """Identity: JWT verification for users and services, and minting of development tokens.
 
-Users call with `authorization: Bearer <JWT>` (HS256, ARCONV_JWT_SECRET); `sub` is the user
-id. Services call each other with a JWT whose `role` claim is `service`; a service may act for
-a user by sending `x-arconv-user`.
+Users call with `authorization: Bearer <JWT>`; `sub` is the user id. In development the token
+is HS256 with ARCONV_JWT_SECRET; with ARCONV_JWT_JWKS_URL it is an identity provider's RS256,
+ES256 or EdDSA token, verified with the keys the provider publishes (services/common/jwks.py),
+and HS256 user tokens are refused. Services call each other with an HS256 JWT signed with
+their own key (ARCONV_SERVICE_JWT_SECRET, header `kid: arconv-service`) whose `role` claim is
+`service`; a service may act for a user by sending `x-arconv-user`. Neither kind of key can
+make the other kind of token: a user token claiming `role: service` is refused.
 """
 
 from __future__ import annotations
@@ -11,14 +15,19 @@ import contextvars
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
+from services.common.config import derive_secret
 from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from services.common.jwks import JwksKeys
 
 ON_BEHALF_HEADER = "x-arconv-user"
+# The `kid` of service tokens: they are verified with the service key, never the users'.
+SERVICE_KID = "arconv-service"
 _USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 
 
@@ -103,34 +112,120 @@ class VerifiedTokens:
 
 
 class JwtAuthority:
-    """Verifies and mints the mesh's HS256 JWTs."""
+    """Verifies users' and services' JWTs, and mints service (and development user) tokens.
 
-    def __init__(self, *, secret: str, issuer: str, audience: str, leeway_s: int = 30) -> None:
+    `secret` signs development user tokens (HS256); `service_secret` signs service tokens
+    (derived from `secret` when not given, as in development); `jwks` holds an identity
+    provider's keys, and when given, users' tokens must be signed by one of them with one of
+    `algorithms`.
+    """
+
+    def __init__(
+        self,
+        *,
+        secret: str,
+        issuer: str,
+        audience: str,
+        leeway_s: int = 30,
+        service_secret: str = "",
+        jwks: JwksKeys | None = None,
+        algorithms: Sequence[str] = ("RS256", "ES256", "EdDSA"),
+    ) -> None:
         self._secret = secret
+        self._service_secret = service_secret or derive_secret(secret, "service")
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_s
+        self._jwks = jwks
+        self._algorithms = tuple(algorithms)
         self._verified = VerifiedTokens(leeway_s=leeway_s)
 
     def verify(self, token: str) -> dict[str, object]:
-        """The claims of a valid token; raises Unauthenticated with the reason otherwise."""
+        """The claims of a valid token; raises Unauthenticated with the reason otherwise.
+
+        An identity provider's token is checked with the keys already fetched only (UNAVAILABLE
+        when there are none yet); `verify_async` fetches them.
+        """
+        found = self._without_provider_keys(token)
+        if isinstance(found, dict):
+            return found
+        kid, alg, jwks = found
+        return self._verify_with(token, jwks.cached_key(kid, alg), alg)
+
+    async def verify_async(self, token: str) -> dict[str, object]:
+        """As `verify`, fetching the identity provider's keys when a token needs them."""
+        found = self._without_provider_keys(token)
+        if isinstance(found, dict):
+            return found
+        kid, alg, jwks = found
+        return self._verify_with(token, await jwks.key(kid, alg), alg)
+
+    def _without_provider_keys(
+        self, token: str
+    ) -> dict[str, object] | tuple[object, str, JwksKeys]:
+        """The claims of a token seen before or signed with a shared secret; otherwise its
+        `kid`, `alg` and the key set that must verify it."""
         cached = self._verified.get(token)
         if cached is not None:
             return cached
+        header, alg = self._header(token)
+        if alg == "HS256":
+            return self._verify_hs256(token, header)
+        assert self._jwks is not None  # _header accepts other algorithms only with a JWKS
+        return header.get("kid"), alg, self._jwks
+
+    def _header(self, token: str) -> tuple[dict[str, Any], str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise Unauthenticated("malformed bearer token", reason="TOKEN_MALFORMED") from exc
-        if header.get("alg") != "HS256":
+        alg = header.get("alg")
+        accepted = ["HS256", *self._algorithms] if self._jwks is not None else ["HS256"]
+        if not isinstance(alg, str) or alg not in accepted:
             raise Unauthenticated(
-                f"token algorithm {header.get('alg')!r} is not accepted; use HS256",
+                f"token algorithm {alg!r} is not accepted; use {' or '.join(accepted)}",
                 reason="TOKEN_ALGORITHM",
             )
+        return header, alg
+
+    def _verify_hs256(self, token: str, header: dict[str, Any]) -> dict[str, object]:
+        if header.get("kid") == SERVICE_KID:
+            claims = self._decode(token, self._service_secret, "HS256")
+            if claims.get("role") != "service":
+                raise Unauthenticated(
+                    "a token signed with the service key must have role 'service'",
+                    reason="TOKEN_INVALID",
+                )
+        else:
+            if self._jwks is not None:
+                raise Unauthenticated(
+                    "user tokens come from the identity provider; HS256 is for service tokens",
+                    reason="TOKEN_ALGORITHM",
+                )
+            claims = self._user_claims(self._decode(token, self._secret, "HS256"))
+        self._verified.put(token, claims)
+        return claims
+
+    def _verify_with(self, token: str, key: Any, alg: str) -> dict[str, object]:
+        claims = self._user_claims(self._decode(token, key, alg))
+        self._verified.put(token, claims)
+        return claims
+
+    @staticmethod
+    def _user_claims(claims: dict[str, object]) -> dict[str, object]:
+        if claims.get("role") == "service":
+            raise Unauthenticated(
+                "a user token cannot claim role 'service'; services sign with their own key",
+                reason="TOKEN_INVALID",
+            )
+        return claims
+
+    def _decode(self, token: str, key: Any, alg: str) -> dict[str, object]:
         try:
             claims: dict[str, object] = jwt.decode(
                 token,
-                self._secret,
-                algorithms=["HS256"],
+                key,
+                algorithms=[alg],
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
@@ -142,11 +237,10 @@ class JwtAuthority:
             raise Unauthenticated("token signature is invalid", reason="TOKEN_SIGNATURE") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"token rejected: {exc}", reason="TOKEN_INVALID") from exc
-        self._verified.put(token, claims)
         return claims
 
-    def principal_for(self, token: str, on_behalf_of: str | None) -> Principal:
-        claims = self.verify(token)
+    async def principal_for(self, token: str, on_behalf_of: str | None) -> Principal:
+        claims = await self.verify_async(token)
         sub = str(claims.get("sub", ""))
         if not sub:
             raise Unauthenticated("token has no subject", reason="TOKEN_INVALID")
@@ -163,7 +257,13 @@ class JwtAuthority:
         return Principal(subject=sub, is_service=False, user_id=sub)
 
     def mint(self, subject: str, *, ttl_s: int, role: str = "user") -> str:
-        """A signed token for `subject` (development CLI, tests, service identity)."""
+        """A signed token for `subject`: a service's (role "service", with the service key),
+        or a development user's (with ARCONV_JWT_SECRET; refused when users' tokens come from
+        an identity provider)."""
+        if role != "service" and self._jwks is not None:
+            raise ValueError(
+                "user tokens come from the identity provider (ARCONV_JWT_JWKS_URL is set)"
+            )
         now = int(time.time())
         claims: dict[str, object] = {
             "sub": subject,
@@ -175,6 +275,10 @@ class JwtAuthority:
             "jti": uuid.uuid4().hex,
             "role": role,
         }
+        if role == "service":
+            return jwt.encode(
+                claims, self._service_secret, algorithm="HS256", headers={"kid": SERVICE_KID}
+            )
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +11,16 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "arconv-development-secret-not-for-production"
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
+MIN_SECRET_CHARS = 32
+
+
+def derive_secret(secret: str, purpose: str) -> str:
+    """A key for `purpose` ("service", "page") derived from `secret`: the development default
+    of the service and page-token keys, so processes sharing ARCONV_JWT_SECRET agree."""
+    label = f"arconv.{purpose}.v1".encode()
+    return hmac.new(secret.encode(), label, hashlib.sha256).hexdigest()
+
 
 DEFAULT_PORTS = {
     "rooms": 50051,
@@ -48,6 +60,18 @@ class Settings(BaseSettings):
     jwt_issuer: str = "arconv"
     jwt_audience: str = "arconv"
     jwt_leeway_s: int = Field(default=30, ge=0, le=300)
+    # Users' tokens from an identity provider, verified with the keys at this URL (HTTPS in
+    # production); empty: HS256 user tokens signed with ARCONV_JWT_SECRET (development).
+    jwt_jwks_url: str = ""
+    jwt_algorithms: str = "RS256,ES256,EdDSA"
+    jwt_jwks_refresh_s: float = Field(default=300, ge=1)
+    jwt_jwks_max_age_s: float = Field(default=3600, ge=1)
+    jwt_jwks_min_refetch_s: float = Field(default=30, ge=0)
+    jwt_jwks_timeout_s: float = Field(default=5, gt=0, le=60)
+    # Service tokens' and page tokens' keys; empty: derived from ARCONV_JWT_SECRET (development
+    # only, refused in production).
+    service_jwt_secret: str = ""
+    page_token_secret: str = ""
     service_token_ttl_s: int = Field(default=600, ge=60, le=86400)
 
     rooms_addr: str = f"127.0.0.1:{DEFAULT_PORTS['rooms']}"
@@ -82,16 +106,65 @@ class Settings(BaseSettings):
             raise ValueError("ARCONV_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return v
 
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _algorithms(cls, v: str) -> str:
+        names = [a.strip() for a in v.split(",") if a.strip()]
+        unknown = [a for a in names if a not in JWT_ALGORITHMS]
+        if not names or unknown:
+            raise ValueError(
+                f"ARCONV_JWT_ALGORITHMS must list some of {', '.join(JWT_ALGORITHMS)}"
+                f" (comma-separated); not {', '.join(unknown) or 'empty'}"
+            )
+        return ",".join(names)
+
     @model_validator(mode="after")
     def _production_guards(self) -> Settings:
-        if self.env == "production" and (
-            self.jwt_secret == DEV_JWT_SECRET or len(self.jwt_secret) < 32
-        ):
+        if self.jwt_jwks_max_age_s < self.jwt_jwks_refresh_s:
             raise ConfigError(
-                "ARCONV_JWT_SECRET is the development secret or shorter than 32 characters;"
-                " set a random secret of at least 32 characters in production"
+                "ARCONV_JWT_JWKS_MAX_AGE_S must be at least ARCONV_JWT_JWKS_REFRESH_S"
             )
+        if self.jwt_jwks_url and not self.jwt_jwks_url.startswith(("https://", "http://")):
+            raise ConfigError(f"ARCONV_JWT_JWKS_URL {self.jwt_jwks_url!r} is not an HTTP(S) URL")
+        if self.env != "production":
+            return self
+        problems = []
+        if not self.jwt_jwks_url and (
+            self.jwt_secret == DEV_JWT_SECRET or len(self.jwt_secret) < MIN_SECRET_CHARS
+        ):
+            problems.append(
+                "ARCONV_JWT_SECRET is the development secret or shorter than 32 characters;"
+                " set a random secret of at least 32 characters in production, or"
+                " ARCONV_JWT_JWKS_URL to take users' tokens from an identity provider"
+            )
+        if self.jwt_jwks_url and not self.jwt_jwks_url.startswith("https://"):
+            problems.append("ARCONV_JWT_JWKS_URL must be an https:// URL in production")
+        for name, value in (
+            ("ARCONV_SERVICE_JWT_SECRET", self.service_jwt_secret),
+            ("ARCONV_PAGE_TOKEN_SECRET", self.page_token_secret),
+        ):
+            if len(value) < MIN_SECRET_CHARS or value in (self.jwt_secret, DEV_JWT_SECRET):
+                problems.append(
+                    f"{name} is missing, shorter than 32 characters or the same as"
+                    " ARCONV_JWT_SECRET; set its own random secret of at least 32 characters"
+                    " in production"
+                )
+        if self.service_jwt_secret and self.service_jwt_secret == self.page_token_secret:
+            problems.append("ARCONV_SERVICE_JWT_SECRET and ARCONV_PAGE_TOKEN_SECRET must differ")
+        if problems:
+            raise ConfigError("; ".join(problems))
         return self
+
+    def service_secret(self) -> str:
+        """The key of service tokens: ARCONV_SERVICE_JWT_SECRET, or derived in development."""
+        return self.service_jwt_secret or derive_secret(self.jwt_secret, "service")
+
+    def page_secret(self) -> str:
+        """The key of page tokens: ARCONV_PAGE_TOKEN_SECRET, or derived in development."""
+        return self.page_token_secret or derive_secret(self.jwt_secret, "page")
+
+    def algorithms(self) -> tuple[str, ...]:
+        return tuple(self.jwt_algorithms.split(","))
 
     def service_database_url(self, service: str) -> str:
         """The SQLAlchemy URL for `service`: ARCONV_DATABASE_URL or a SQLite file under var/."""

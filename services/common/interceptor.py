@@ -90,7 +90,7 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    def authenticate(self, method: str, md: dict[str, Any]) -> None:
+    async def authenticate(self, method: str, md: dict[str, Any]) -> None:
         """Sets the call's principal, or raises Unauthenticated / PermissionDenied."""
         if method in self._public:
             current_principal.set(None)
@@ -107,7 +107,7 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                 "authorization must be 'Bearer <token>'", reason="TOKEN_MALFORMED"
             )
         on_behalf = md.get(ON_BEHALF_HEADER)
-        p = self._authority.principal_for(
+        p = await self._authority.principal_for(
             token.strip(), on_behalf if isinstance(on_behalf, str) else None
         )
         if not p.is_service and is_internal(method):
@@ -130,11 +130,11 @@ class _Call:
         self._latency = RPC_LATENCY.labels(icpt._service, self.short)
         self._totals: dict[grpc.StatusCode, Any] = {}
 
-    def begin(self, context: grpc.aio.ServicerContext) -> None:
+    async def begin(self, context: grpc.aio.ServicerContext) -> None:
         md = {k: v for k, v in (context.invocation_metadata() or ())}
         rid = md.get("x-request-id")
         request_id.set(rid if isinstance(rid, str) and 0 < len(rid) <= 128 else new_request_id())
-        self._icpt.authenticate(self.method, md)
+        await self._icpt.authenticate(self.method, md)
 
     def finish(self, started: float, code: grpc.StatusCode, error: str = "") -> None:
         elapsed = time.perf_counter() - started
@@ -232,7 +232,7 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
-                call.begin(context)
+                await call.begin(context)
                 response = await inner_u(check_u(request), context)
             except asyncio.CancelledError:
                 call.finish(started, grpc.StatusCode.CANCELLED)
@@ -263,7 +263,7 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
     async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
         try:
-            call.begin(context)
+            await call.begin(context)
             agen = inner_s(check_s(request), context)
             try:
                 async for item in agen:

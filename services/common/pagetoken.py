@@ -1,7 +1,8 @@
 """Opaque page tokens: a keyset cursor, signed and bound to the caller and the query.
 
-A token is `base64url(json).base64url(hmac)`. The HMAC key is derived from the JWT secret, so
-replicas sharing the secret accept each other's tokens and nobody else can forge one. A token
+A token is `base64url(json).base64url(hmac)`. The HMAC key is derived from the page-token secret
+(ARCONV_PAGE_TOKEN_SECRET, its own key, not the tokens' ones), so replicas sharing the secret
+accept each other's tokens and nobody else can forge one. A token
 presented by another user, or with a different query, is refused even though it is genuine.
 """
 

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common.auth import JwtAuthority
 from services.common.config import Settings
 from services.common.interceptor import MeshInterceptor
+from services.common.jwks import JwksKeys
 
 log = logging.getLogger("arconv.server")
 
@@ -40,11 +41,23 @@ def _import_descriptors() -> None:
 
 
 def authority_from(settings: Settings) -> JwtAuthority:
+    jwks = None
+    if settings.jwt_jwks_url:
+        jwks = JwksKeys(
+            settings.jwt_jwks_url,
+            refresh_s=settings.jwt_jwks_refresh_s,
+            max_age_s=settings.jwt_jwks_max_age_s,
+            min_refetch_s=settings.jwt_jwks_min_refetch_s,
+            timeout_s=settings.jwt_jwks_timeout_s,
+        )
     return JwtAuthority(
         secret=settings.jwt_secret,
+        service_secret=settings.service_secret(),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway_s=settings.jwt_leeway_s,
+        jwks=jwks,
+        algorithms=settings.algorithms(),
     )
 
 

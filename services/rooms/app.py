@@ -96,7 +96,7 @@ async def open_spec(
         repo=RoomRepository(engine),
         agents=CachedAgentDirectory(agents, ttl_s=settings.rooms_agent_cache_ttl_s),
         notifier=notifier,
-        page_secret=settings.jwt_secret,
+        page_secret=settings.page_secret(),
     )
     servicer = RoomServicer(rooms=rooms)
 

@@ -17,13 +17,45 @@ from services.common.config import DEV_JWT_SECRET, ConfigError, Settings, normal
 from tests.common.kit_servicer import kit_spec
 from tests.conftest import make_settings
 
+PRODUCTION_KEYS = {"service_jwt_secret": "s" * 40, "page_token_secret": "p" * 40}
+
 
 def test_production_refuses_the_development_secret() -> None:
     with pytest.raises((ConfigError, ValidationError), match="ARCONV_JWT_SECRET"):
-        Settings(env="production", jwt_secret=DEV_JWT_SECRET)
+        Settings(env="production", jwt_secret=DEV_JWT_SECRET, **PRODUCTION_KEYS)
     with pytest.raises((ConfigError, ValidationError), match="ARCONV_JWT_SECRET"):
-        Settings(env="production", jwt_secret="short")
-    assert Settings(env="production", jwt_secret="x" * 40).env == "production"
+        Settings(env="production", jwt_secret="short", **PRODUCTION_KEYS)
+    assert Settings(env="production", jwt_secret="x" * 40, **PRODUCTION_KEYS).env == "production"
+
+
+def test_production_refuses_missing_or_shared_service_and_page_keys() -> None:
+    for keys, missing in (
+        ({}, ("ARCONV_SERVICE_JWT_SECRET", "ARCONV_PAGE_TOKEN_SECRET")),
+        ({"service_jwt_secret": "s" * 40}, ("ARCONV_PAGE_TOKEN_SECRET",)),
+        ({"service_jwt_secret": "x" * 40, "page_token_secret": "p" * 40}, ("SERVICE_JWT",)),
+        ({"service_jwt_secret": "s" * 40, "page_token_secret": "short"}, ("PAGE_TOKEN",)),
+    ):
+        with pytest.raises((ConfigError, ValidationError)) as err:
+            Settings(env="production", jwt_secret="x" * 40, **keys)
+        for name in missing:
+            assert name in str(err.value)
+    # In development the keys are derived from ARCONV_JWT_SECRET, each its own.
+    dev = Settings(env="development")
+    assert len({dev.jwt_secret, dev.service_secret(), dev.page_secret()}) == 3
+    assert Settings(env="development", service_jwt_secret="k" * 40).service_secret() == "k" * 40
+
+
+def test_production_identity_provider_needs_https_and_no_user_secret() -> None:
+    url = "https://idp.example/.well-known/jwks.json"
+    s = Settings(env="production", jwt_jwks_url=url, **PRODUCTION_KEYS)
+    assert s.jwt_jwks_url == url
+    with pytest.raises((ConfigError, ValidationError), match="https"):
+        Settings(env="production", jwt_jwks_url="http://idp.example/jwks", **PRODUCTION_KEYS)
+    with pytest.raises((ConfigError, ValidationError), match="ARCONV_JWT_ALGORITHMS"):
+        Settings(jwt_algorithms="RS256,HS256")
+    with pytest.raises((ConfigError, ValidationError), match="ARCONV_JWT_ALGORITHMS"):
+        Settings(jwt_algorithms=" , ")
+    assert Settings(jwt_algorithms=" ES256 , EdDSA").algorithms() == ("ES256", "EdDSA")
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +87,8 @@ def test_service_start_fails_clearly_on_bad_config(tmp_path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "ARCONV_JWT_SECRET" in proc.stderr
+    for name in ("ARCONV_JWT_SECRET", "ARCONV_SERVICE_JWT_SECRET", "ARCONV_PAGE_TOKEN_SECRET"):
+        assert name in proc.stderr
 
 
 def test_cli_mints_tokens_the_mesh_accepts(tmp_path) -> None:

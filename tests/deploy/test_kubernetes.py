@@ -219,6 +219,8 @@ def test_prod_runs_replicas_the_budgets_can_spare(rendered: dict[str, str]) -> N
         "ARCONV_DATABASE_URL",
         "ARCONV_REDIS_URL",
         "ARCONV_JWT_SECRET",
+        "ARCONV_SERVICE_JWT_SECRET",
+        "ARCONV_PAGE_TOKEN_SECRET",
         "ARCONV_TOKEN_KEYS",
     } <= set(secret["data"])
 

@@ -112,10 +112,18 @@ def test_production_settings_without_keys_fail_at_start_up(
 ) -> None:
     secret = "s" * 40
     with pytest.raises(ValueError, match="ARCONV_TOKEN_KEYS is not set"):
-        TokenSettings(env="production", jwt_secret=secret, var_dir=tmp_path)
+        TokenSettings(
+            env="production",
+            jwt_secret=secret,
+            service_jwt_secret="v" * 40,
+            page_token_secret="p" * 40,
+            var_dir=tmp_path,
+        )
     ok = TokenSettings(
         env="production",
         jwt_secret=secret,
+        service_jwt_secret="v" * 40,
+        page_token_secret="p" * 40,
         var_dir=tmp_path,
         token_keys=keys_json(("k", new_key())),
     )

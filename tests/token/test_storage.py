@@ -103,6 +103,8 @@ def test_production_start_up_refuses_the_development_key(tmp_path: Path) -> None
         **{k: v for k, v in os.environ.items() if not k.startswith("ARCONV_")},
         "ARCONV_ENV": "production",
         "ARCONV_JWT_SECRET": "p" * 48,
+        "ARCONV_SERVICE_JWT_SECRET": "v" * 48,
+        "ARCONV_PAGE_TOKEN_SECRET": "g" * 48,
         "ARCONV_VAR_DIR": str(tmp_path),
         "ARCONV_PORT": "0",
         "ARCONV_METRICS_PORT": "-1",
