@@ -10,17 +10,18 @@ from typing import Literal
 
 import grpc
 from arconv.avatar.v1 import avatar_service_pb2_grpc
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from services.avatar.description import Describer
 from services.avatar.generation import AvatarManager, WorkerConfig
+from services.avatar.mapping import ModelLinks
 from services.avatar.providers.base import ModelProvider
 from services.avatar.providers.chain import ProviderChain, parse_routes
 from services.avatar.providers.meshy import MeshyProvider
 from services.avatar.providers.procedural import ProceduralProvider
 from services.avatar.repository import AgentRepository, AvatarRepository
 from services.avatar.servicer import AvatarInternalServicer, AvatarServicer
-from services.avatar.storage import ModelStore
+from services.avatar.storage import FileModelStore, ModelStore
 from services.common.app import run_service
 from services.common.config import ConfigError, Settings
 from services.common.db import create_engine, migrate_async, sessionmaker
@@ -43,6 +44,16 @@ class AvatarSettings(Settings):
 
     model_dir: Path | None = None  # default: <var_dir>/models
     model_base_url: str = ""
+    # Where models live: files under model_dir (one machine), or an S3-compatible bucket
+    # shared by every replica (credentials: the standard AWS_* variables or the role).
+    model_store: Literal["files", "s3"] = "files"
+    s3_endpoint_url: str = ""  # empty: AWS S3
+    s3_bucket: str = ""
+    s3_region: str = ""
+    s3_prefix: str = "models/"
+    s3_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # Lifetime of the presigned download URLs in AvatarLod.url (SigV4 allows up to 7 days).
+    model_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
 
     avatar_max_generations: int = Field(default=5, ge=1, le=1000)
     avatar_workers: int = Field(default=2, ge=1, le=32)
@@ -63,7 +74,19 @@ class AvatarSettings(Settings):
     # (rigging fails → keep the unrigged mesh), "off" (never rig).
     meshy_rigging: Literal["required", "optional", "off"] = "required"
 
-    @field_validator("model_base_url", "meshy_base_url", "llm_base_url")
+    @model_validator(mode="after")
+    def _model_store(self) -> AvatarSettings:
+        if self.model_store == "s3":
+            if not self.s3_bucket:
+                raise ConfigError("ARCONV_MODEL_STORE=s3 needs ARCONV_S3_BUCKET")
+            if self.env == "production" and self.s3_endpoint_url.startswith("http://"):
+                raise ConfigError(
+                    "ARCONV_S3_ENDPOINT_URL must be https:// in production (download URLs"
+                    " carry signatures)"
+                )
+        return self
+
+    @field_validator("model_base_url", "meshy_base_url", "llm_base_url", "s3_endpoint_url")
     @classmethod
     def _http_url(cls, v: str) -> str:
         v = v.strip()
@@ -79,6 +102,27 @@ class AvatarSettings(Settings):
 
     def models_path(self) -> Path:
         return self.model_dir or self.var_dir / "models"
+
+
+async def open_store(settings: AvatarSettings) -> ModelStore:
+    """The configured model store; an S3 bucket is checked before the service starts."""
+    if settings.model_store == "files":
+        return FileModelStore(settings.models_path())
+    from services.avatar.s3store import S3ModelStore, S3StoreError
+
+    store = S3ModelStore(
+        bucket=settings.s3_bucket,
+        prefix=settings.s3_prefix,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        url_ttl_s=settings.model_url_ttl_s,
+        timeout_s=settings.s3_timeout_s,
+    )
+    try:
+        await store.check()
+    except S3StoreError as exc:
+        raise ConfigError(str(exc)) from exc
+    return store
 
 
 def build_llm(settings: AvatarSettings) -> LLMProvider | None:
@@ -128,12 +172,13 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
     chain = build_chain(settings)
     agents = AgentRepository(sessions)
     describer = Describer(llm, model=settings.llm_model)
+    store = await open_store(settings)
     manager = AvatarManager(
         agents=agents,
         avatars=AvatarRepository(sessions),
         describer=describer,
         chain=chain,
-        store=ModelStore(settings.models_path()),
+        store=store,
         config=WorkerConfig(
             max_generations=settings.avatar_max_generations,
             workers=settings.avatar_workers,
@@ -147,7 +192,7 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
         page_tokens=PageTokens(settings.page_secret(), "agents"),
         describer=describer,
         avatars=manager,
-        model_base_url=settings.model_base_url,
+        links=ModelLinks(settings.model_base_url, store),
     )
 
     def register(server: grpc.aio.Server) -> None:

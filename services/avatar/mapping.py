@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2
 from services.avatar.agents import Agent, AgentInput, Appearance
 from services.avatar.description import CharacterDescription
 from services.avatar.jobs import READY, AvatarRecord
+from services.avatar.storage import ModelStore
 from services.speech import AZURE_TO_OCULUS, OCULUS_TO_ARKIT, POLLY_TO_OCULUS, VISEMES
 from services.speech.pb import viseme_enum
 
@@ -122,13 +123,25 @@ def description_to_pb(d: CharacterDescription) -> pb.CharacterDescription:
     )
 
 
-def lod_url(base_url: str, agent_id: str, level: int, sha256: str) -> str:
-    if base_url:
-        return f"{base_url.rstrip('/')}/{sha256}.glb"
-    return f"grpc://arconv.avatar.v1.AvatarService/DownloadModel?agent_id={agent_id}&lod={level}"
+class ModelLinks:
+    """`AvatarLod.url`: a CDN's (ARCONV_MODEL_BASE_URL), else the store's time-limited URL
+    (S3's presigned GET), else the DownloadModel RPC."""
+
+    def __init__(self, base_url: str = "", store: ModelStore | None = None) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._store = store
+
+    def url(self, agent_id: str, level: int, sha256: str) -> str:
+        if self._base_url:
+            return f"{self._base_url}/{sha256}.glb"
+        if self._store is not None and (signed := self._store.download_url(sha256)):
+            return signed
+        return (
+            f"grpc://arconv.avatar.v1.AvatarService/DownloadModel?agent_id={agent_id}&lod={level}"
+        )
 
 
-def lod_to_pb(base_url: str, agent_id: str, lod: object) -> pb.AvatarLod:
+def lod_to_pb(links: ModelLinks, agent_id: str, lod: object) -> pb.AvatarLod:
     from services.avatar.jobs import LodInfo
 
     assert isinstance(lod, LodInfo)
@@ -137,17 +150,17 @@ def lod_to_pb(base_url: str, agent_id: str, lod: object) -> pb.AvatarLod:
         triangle_count=lod.triangle_count,
         size_bytes=lod.size_bytes,
         sha256=lod.sha256,
-        url=lod_url(base_url, agent_id, lod.level, lod.sha256),
+        url=links.url(agent_id, lod.level, lod.sha256),
     )
 
 
-def avatar_to_pb(rec: AvatarRecord, base_url: str) -> pb.Avatar:
+def avatar_to_pb(rec: AvatarRecord, links: ModelLinks) -> pb.Avatar:
     out = pb.Avatar(
         agent_id=rec.agent_id,
         status=_STATUS_TO_PB.get(rec.status, pb.AVATAR_STATUS_UNSPECIFIED),  # type: ignore[arg-type]
         provider=rec.provider,
         format="glb",
-        lods=[lod_to_pb(base_url, rec.agent_id, lod) for lod in rec.lods],
+        lods=[lod_to_pb(links, rec.agent_id, lod) for lod in rec.lods],
         morph_targets=list(rec.morph_targets),
         error=rec.error,
         style=style_to_pb(rec.style),  # type: ignore[arg-type]

@@ -29,13 +29,13 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
         page_tokens: PageTokens,
         describer: Describer,
         avatars: AvatarManager,
-        model_base_url: str,
+        links: mapping.ModelLinks,
     ) -> None:
         self._agents = agents
         self._tokens = page_tokens
         self._describer = describer
         self._avatars = avatars
-        self._base_url = model_base_url
+        self._links = links
         self._mappings = mapping.viseme_mappings_to_pb()
 
     async def _agent(self, agent_id: str) -> Agent:
@@ -92,7 +92,7 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
             agent, style=style or agent.appearance.style, force=request.force
         )
         return pb.GenerateAvatarResponse(
-            avatar=mapping.avatar_to_pb(record, self._base_url), started=started
+            avatar=mapping.avatar_to_pb(record, self._links), started=started
         )
 
     async def GetAvatar(
@@ -100,14 +100,14 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
     ) -> pb.GetAvatarResponse:
         await self._agent(request.agent_id)
         record = await self._avatars.get(request.agent_id)
-        return pb.GetAvatarResponse(avatar=mapping.avatar_to_pb(record, self._base_url))
+        return pb.GetAvatarResponse(avatar=mapping.avatar_to_pb(record, self._links))
 
     async def WatchAvatar(
         self, request: pb.WatchAvatarRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchAvatarResponse]:
         await self._agent(request.agent_id)
         async for record in self._avatars.watch(request.agent_id):
-            yield pb.WatchAvatarResponse(avatar=mapping.avatar_to_pb(record, self._base_url))
+            yield pb.WatchAvatarResponse(avatar=mapping.avatar_to_pb(record, self._links))
 
     async def DownloadModel(
         self, request: pb.DownloadModelRequest, context: grpc.aio.ServicerContext
@@ -122,7 +122,7 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
         for i, chunk in enumerate(chunks):
             msg = pb.DownloadModelResponse(data=chunk, offset=offset)
             if i == 0:
-                msg.lod.CopyFrom(mapping.lod_to_pb(self._base_url, request.agent_id, lod))
+                msg.lod.CopyFrom(mapping.lod_to_pb(self._links, request.agent_id, lod))
             offset += len(chunk)
             yield msg
 
