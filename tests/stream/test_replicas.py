@@ -53,7 +53,8 @@ async def start_replica(env: dict[str, str]) -> Replica:
     assert proc.stderr is not None
     port = 0
     try:
-        async with asyncio.timeout(30):
+        # A loaded machine (CI, both cores running tests) can take tens of seconds.
+        async with asyncio.timeout(90):
             while not port:
                 line = await proc.stderr.readline()
                 if not line:
