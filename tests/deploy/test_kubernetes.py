@@ -264,3 +264,17 @@ def test_the_edge_config_is_the_generators(rendered: dict[str, str], overlay: st
             assert address["port_value"] in {p["port"] for p in headless["ports"]}
     if overlay == "prod":
         assert "https://app.example.com" in text
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_reach_each_other_through_every_pod(
+    rendered: dict[str, str], overlay: str
+) -> None:
+    docs = _docs(rendered[overlay])
+    (config,) = (d for d in docs if d["kind"] == "ConfigMap" and "ARCONV_ENV" in d["data"])
+    services = _by_kind(docs, "Service")
+    for name, port in DEFAULT_PORTS.items():
+        target = config["data"][f"ARCONV_{name.upper()}_ADDR"]
+        host, _, got = target.removeprefix("dns:///").rpartition(":")
+        assert target.startswith("dns:///") and int(got) == port, target
+        assert services[host]["spec"]["clusterIP"] == "None", target
