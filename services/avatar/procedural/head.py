@@ -303,10 +303,11 @@ def build_face(shape: HeadShape, budget: int, detail: float) -> Face:
 
     labels: list[int] = []
 
-    def lip_label(tri: tuple[int, int, int]) -> int:
-        cx = sum(geom.positions[v][0] for v in tri) / 3.0
-        cy = sum(geom.positions[v][1] for v in tri) / 3.0 - my
-        cz = sum(geom.positions[v][2] for v in tri) / 3.0
+    def lip_label(corners: tuple[int, ...]) -> int:
+        n = float(len(corners))
+        cx = sum(geom.positions[v][0] for v in corners) / n
+        cy = sum(geom.positions[v][1] for v in corners) / n - my
+        cz = sum(geom.positions[v][2] for v in corners) / n
         half = p.mouth_w * 1.06
         if abs(cx) >= half or cz < 0.5 * p.rz:
             return 0
@@ -323,9 +324,11 @@ def build_face(shape: HeadShape, budget: int, detail: float) -> Face:
             if below_mouth:
                 a = lower_copy.get(a, a)
                 a1 = lower_copy.get(a1, a1)
+            # One label per quad: both halves agree, so a coarse lip edge has no zigzag.
+            label = lip_label((a, b, a1, b1))
             for tri in ((a, b, a1), (a1, b, b1)):
                 geom.add_triangle(*tri)
-                labels.append(lip_label(tri))
+                labels.append(label)
     for c in range(segments):
         tri = (top, vid(1, c), vid(1, c + 1))
         geom.add_triangle(*tri)
