@@ -112,6 +112,15 @@ def _parser() -> argparse.ArgumentParser:
     ptok.add_argument("--user", type=_name, default="alice")
     ptok.add_argument("--agent", type=_agent_id, default="nova")
     ptok.add_argument("--edge", type=_addr, default="localhost:8080", help="the edge address")
+    cert = sub.add_parser(
+        "dev-cert",
+        help="a development CA and a certificate for the edge's TLS listener (ca.pem, cert.pem,"
+        " key.pem)",
+    )
+    cert.add_argument("--out", default="var/tls", help="directory to write (default var/tls)")
+    cert.add_argument(
+        "--host", action="append", default=[], help="another name or IP the edge is reached by"
+    )
     sub.add_parser(
         "details",
         help="decode error details read on stdin: buf curl's error JSON, or the base64 value "
@@ -162,6 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "details":
         return decode_details(sys.stdin.read())
+    if args.cmd == "dev-cert":
+        from services.devcert import make_dev_cert
+
+        made = make_dev_cert(Path(args.out), args.host)
+        print(
+            f"wrote {made.ca} (trust it: grpcurl -cacert {made.ca}), {made.cert} and {made.key};"
+            f" ARCONV_EDGE_TLS_CERT={made.cert} ARCONV_EDGE_TLS_KEY={made.key}"
+            " python -m services.edge"
+        )
+        return 0
     if args.cmd == "model":
         token = args.token or os.environ.get("TOKEN", "")
         if not token:

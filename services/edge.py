@@ -94,6 +94,47 @@ HEALTHZ_FILTER = {
 
 
 @dataclass(frozen=True)
+class EdgeTls:
+    cert: Path
+    key: Path
+
+
+def tls_from_env(environ: Mapping[str, str]) -> EdgeTls | None:
+    """ARCONV_EDGE_TLS_CERT and ARCONV_EDGE_TLS_KEY: both readable files, or neither."""
+    cert = environ.get("ARCONV_EDGE_TLS_CERT", "")
+    key = environ.get("ARCONV_EDGE_TLS_KEY", "")
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ValueError("set both ARCONV_EDGE_TLS_CERT and ARCONV_EDGE_TLS_KEY, or neither")
+    for name, value in (("ARCONV_EDGE_TLS_CERT", cert), ("ARCONV_EDGE_TLS_KEY", key)):
+        if not Path(value).is_file():
+            raise ValueError(f"{name} {value!r} is not a readable file")
+    return EdgeTls(cert=Path(cert).resolve(), key=Path(key).resolve())
+
+
+def _add_tls(listener: dict[str, Any], tls: EdgeTls) -> None:
+    """Terminates TLS on the listener: TLS 1.2+, ALPN h2 (gRPC) then http/1.1 (gRPC-web)."""
+    listener["filter_chains"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
+            ".DownstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(tls.cert)},
+                        "private_key": {"filename": str(tls.key)},
+                    }
+                ],
+            },
+        },
+    }
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
@@ -112,6 +153,9 @@ class EdgeConfig:
     jwks_max_age_s: int = 300
     # The descriptor set of the mesh's protos (`make protos`), for the gRPC-JSON transcoder.
     descriptor_set: Path = ROOT / "gen" / "arconv.binpb"
+    # TLS on the listener (HTTPS, HTTP/2 by ALPN): PEM certificate chain and key files
+    # (ARCONV_EDGE_TLS_CERT / ARCONV_EDGE_TLS_KEY); None: plaintext, the local default.
+    tls: EdgeTls | None = None
 
     def endpoints_of(self, cluster: str) -> list[tuple[str, int]]:
         if cluster in self.endpoints:
@@ -244,6 +288,8 @@ def build(cfg: EdgeConfig) -> dict[str, Any]:
         cluster["health_checks"] = [{**HEALTH_CHECK, **check}]
         cluster["outlier_detection"] = dict(OUTLIER_DETECTION)
         cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+    if cfg.tls is not None:
+        _add_tls(listener, cfg.tls)
     return doc
 
 
@@ -369,6 +415,7 @@ def config_from_env(environ: Mapping[str, str]) -> EdgeConfig:
         upstream_hosts=hosts,
         cors_origins=parse_origins(environ.get("ARCONV_CORS_ORIGINS", "")),
         jwks_max_age_s=parse_jwks_max_age(environ.get("ARCONV_JWKS_MAX_AGE_S", "300")),
+        tls=tls_from_env(environ),
     )
 
 
