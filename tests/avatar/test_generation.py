@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2
 
 from services.avatar.app import AvatarSettings
 from services.common.errors import status_details
+from services.common.vocabulary import GESTURES, POSES
 from tests.avatar.conftest import (
     AvatarClient,
     download,
@@ -104,9 +105,14 @@ async def test_capabilities_describe_the_stored_model(avatar: AvatarClient) -> N
     assert list(caps.morph_targets) == list(ready.morph_targets)
     assert {f"viseme_{v}" for v in VISEMES} <= set(caps.morph_targets)
     vrm = (gltf.extensions or {}).get("VRMC_vrm")
-    assert caps.vrm == (vrm is not None)
-    if vrm is not None:
-        assert set(caps.humanoid_bones) == set(vrm["humanoid"]["humanBones"])
+    assert caps.vrm and vrm is not None
+    assert set(caps.humanoid_bones) == set(vrm["humanoid"]["humanBones"])
+    # The procedural model can play every marker: a skin, and a clip per gesture and pose.
+    assert caps.rigged and caps.joint_count >= 20
+    markers = {"idle"} | {f"gesture_{g}" for g in GESTURES} | {f"pose_{p}" for p in POSES}
+    assert markers <= set(caps.clips)
+    assert {"hips", "head", "leftHand", "rightHand"} <= set(caps.humanoid_bones)
+    assert {"aa", "happy", "blink", "blinkLeft", "blinkRight"} <= set(caps.expressions)
 
 
 async def test_ready_avatar_is_reused_unless_forced(avatar: AvatarClient) -> None:

@@ -114,6 +114,7 @@ async def test_rigging_failure_fails_over_to_procedural(
     assert final.status == pb.AVATAR_STATUS_READY, final.error
     assert final.provider == "procedural"
     assert [lod.level for lod in final.lods] == [0, 1, 2]
+    assert final.capabilities.rigged and "gesture_wave" in final.capabilities.clips
     assert meshy.creates == 1 and meshy.rig_creates == 1
     assert any(a.progress.provider == "meshy" for a in seen[:-1])
 
@@ -156,6 +157,7 @@ async def test_rigging_failures_and_the_breaker(
     assert meshy.creates == (3 if opens else 4)
     if opens:
         assert result.failures == ("meshy: skipped, circuit open",)
+        assert result.capabilities.rigged  # the procedural avatar moves
     else:
         assert not result.capabilities.rigged and result.failures == ()
 
