@@ -247,9 +247,10 @@ async def buf_curl(
 
 @contextlib.asynccontextmanager
 async def start_edge_mesh(
-    tmp: Path, cors_origins: Sequence[str] = (), **stream_overrides: Any
+    tmp: Path, cors_origins: Sequence[str] = (), *, voice: bool = False, **stream_overrides: Any
 ) -> AsyncIterator[EdgeMesh]:
-    """Starts avatar, rooms, token and stream on free ports, seeds the demo agents, then Envoy."""
+    """Starts avatar, rooms, token and stream on free ports (and with `voice` the voice service,
+    espeak-ng, gRPC only), seeds the demo agents, then Envoy."""
     stream_port, token_port = free_port(), free_port()
     async with contextlib.AsyncExitStack() as stack:
         servers: list[RunningServer] = []
@@ -292,6 +293,14 @@ async def start_edge_mesh(
         assert seeded == len(DEMO_AGENTS)
         ports = {"rooms": rooms.port, "stream": stream.port, "avatar": avatar.port}
         ports["token"] = token.port
+        if voice:
+            from services.voice.app import VoiceSettings
+            from services.voice.app import open_spec as voice_spec
+
+            voice_settings = VoiceSettings(
+                **BASE, var_dir=tmp, token_addr=f"127.0.0.1:{token.port}", voice_http_port=-1
+            )
+            ports["voice"] = (await serve(voice_settings, voice_spec(voice_settings), 0)).port
         edge = await stack.enter_async_context(running_envoy(tmp / "envoy", ports, cors_origins))
         yield EdgeMesh(tmp, edge, authority_from(avatar_settings), ports, servers)
 

@@ -5,6 +5,8 @@
 //   bad-token      the page with a token the mesh refuses: the sign-in box and its message
 //   conversation   sign in, avatar, a greeting spoken (visemes, markers), an interrupt, a dropped
 //                  connection resumed
+//   voice          a reply spoken by the mesh's VoiceService (Web Audio, visemes and words on the
+//                  audio clock), then one interrupted part-way
 //   screenshot     a README picture mid-reply (SHOTS_DIR/client.png)
 // Pages read the client's debug state from `window.arconv` (read-only snapshots).
 import net from "node:net";
@@ -182,6 +184,41 @@ try {
       return s.speaking && s.playedChars > 30 && Object.keys(s.morphs).some((k) => k.startsWith("viseme_"));
     });
     await page.screenshot({ path: `${shots}/client.png` });
+  } else if (scenario === "voice") {
+    await signedIn();
+    await startRecording();
+    await say("Hello!");
+    await page.waitForFunction(() => window.arconv.speaking && window.arconv.engine === "voice");
+    await page.waitForFunction(() => Object.keys(window.arconv.morphs).some((k) => k.startsWith("viseme_")));
+    await shot("voice-speaking");
+    await waitReplyEnded(1);
+    await page.waitForFunction(() => !window.arconv.speaking);
+    await page.waitForTimeout(500);
+    const rec = await stopRecording();
+    const speaking = rec.filter((r) => r.speaking);
+    out.afterSpeech = await debug();
+    out.spoken = {
+      reply: await lastReply(),
+      engines: [...new Set(speaking.map((r) => r.engine))],
+      samples: speaking.length,
+      dominantVisemes: [...new Set(speaking.map((r) => dominant(r.morphs)).filter(Boolean))],
+      visemeChanges: speaking.filter((r, i) => i > 0 && dominant(r.morphs) !== dominant(speaking[i - 1].morphs)).length,
+      maxAudioMs: Math.max(0, ...speaking.map((r) => r.audioMs)),
+      audioMsRising: speaking.length > 2 && speaking.at(-1).audioMs > speaking[0].audioMs,
+      maxPlayed: Math.max(0, ...speaking.map((r) => r.playedChars)),
+    };
+    const before = await replyCount();
+    await say("Please tell me a story.");
+    await page.waitForFunction(
+      (n) => document.querySelectorAll(".msg.agent").length > n && window.arconv.engine === "voice" &&
+        window.arconv.playedChars >= 12 && window.arconv.activeStream !== "",
+      before,
+    );
+    await page.click("#interrupt");
+    await waitReplyEnded(before + 1);
+    out.interrupted = { reply: await lastReply(), debug: await debug() };
+    await shot("voice-interrupted");
+    out.error = await page.textContent("#error");
   } else if (scenario === "conversation") {
     await signedIn();
     out.agents = await page.$$eval("#agents button", (bs) =>

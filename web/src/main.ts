@@ -3,7 +3,8 @@
 // URL parameters (query or fragment): `token` (a user's bearer JWT; `make run` puts one in the
 // fragment, which is never sent to the web server), `edge` (the Envoy URL, default
 // http://<this host>:8080), `agent` (open this agent at once), `lod` (0-2, the model detail),
-// `still` (1: no idle motion or blinks, for pixel-exact screenshots).
+// `still` (1: no idle motion or blinks, for pixel-exact screenshots), `voice` (off: do not use the
+// mesh's VoiceService; speak with the browser's speechSynthesis, or silently).
 import { AvatarStatus, type Agent, type Avatar } from "../gen/arconv/avatar/v1/avatar_service_pb";
 import {
   MessageStatus,
@@ -19,7 +20,8 @@ import {
 } from "../gen/arconv/stream/v1/stream_service_pb";
 import { Code, ConnectError, connect, plainError, tokenSubject, type Api } from "./api";
 import { AvatarView, type AnimationController } from "./avatar";
-import { BrowserSpeechEngine, SpeechController, type Utterance } from "./speech";
+import { BrowserSpeechEngine, SpeechController, type SpeechEngine, type Utterance } from "./speech";
+import { ProviderTokens, VoiceEngine } from "./voice";
 import { arSupported, enterAr } from "./xr";
 
 type SpeechCue = Extract<ConverseResponse["kind"], { case: "speechCue" }>["value"];
@@ -63,10 +65,14 @@ const replies = new Map<string, Reply>();
 const view = new AvatarView($<HTMLCanvasElement>("avatar"), still);
 let controller: AnimationController | undefined;
 const browserSpeech = new BrowserSpeechEngine();
-const speech: SpeechController = new SpeechController(
-  () => (!speech.unavailable && BrowserSpeechEngine.available() ? browserSpeech : undefined),
-  () => soundOn,
-);
+let voice: VoiceEngine | undefined;
+/** The best way to speak: the mesh's voice, else the browser's, else silently on the cue clock. */
+function preferredEngine(): SpeechEngine | undefined {
+  if (voice && !speech.unavailable.has("voice")) return voice;
+  if (!speech.unavailable.has("browser") && BrowserSpeechEngine.available()) return browserSpeech;
+  return undefined;
+}
+const speech: SpeechController = new SpeechController(preferredEngine, () => soundOn);
 speech.onIdle = () => {
   updateControls();
   // Markers after the last spoken character (or of a reply with nothing to say) still count.
@@ -300,6 +306,9 @@ async function openRoom(agentId: string): Promise<void> {
     setError(plainError(err, "opening a room"));
     return;
   }
+  voice?.stop();
+  voice = param("voice") === "off" ? undefined : new VoiceEngine(edge, new ProviderTokens(api, roomId));
+  speech.unavailable.delete("voice");
   $("room-id").textContent = roomId.slice(0, 8);
   $("room-id").title = roomId;
   $("room").dataset.resumed = String(resumed);
@@ -625,6 +634,7 @@ $("composer").addEventListener("submit", (ev) => {
 });
 
 async function send(): Promise<void> {
+  if (soundOn) voice?.audio(); // inside the click: browsers let audio start only after a gesture
   const input = $<HTMLInputElement>("message");
   const content = input.value.trim();
   if (!api || !roomId || !content) return;

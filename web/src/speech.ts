@@ -306,14 +306,16 @@ export class SpeechController {
             this.spokenByStream.set(u.streamId, spoken);
           }
         };
-        try {
-          await this.engine.speak(u, onProgress);
-        } catch (err) {
-          if (!(err instanceof SpeechUnavailable)) throw err;
-          console.warn(`speech: ${err.message}; speaking silently on the cue timeline`);
-          this.unavailable = true;
-          this.engine = this.silent;
-          await this.engine.speak(u, onProgress);
+        for (;;) {
+          try {
+            await this.engine.speak(u, onProgress);
+            break;
+          } catch (err) {
+            if (!(err instanceof SpeechUnavailable)) throw err;
+            console.warn(`speech (${this.engine.kind}): ${err.message}; trying the next engine`);
+            this.unavailable.add(this.engine.kind);
+            this.engine = (this.soundOn() && this.preferred()) || this.silent;
+          }
         }
         this.current = undefined;
       }
@@ -324,6 +326,6 @@ export class SpeechController {
     }
   }
 
-  /** Set when the preferred engine failed once; the page then stops asking it. */
-  unavailable = false;
+  /** Engines that failed once; the page stops offering them. */
+  readonly unavailable = new Set<SpeechEngine["kind"]>();
 }
