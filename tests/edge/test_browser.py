@@ -100,6 +100,16 @@ def drive(scenario: str, url: str, user_data_dir: Path, shots: Path) -> dict[str
     return result
 
 
+async def open_client(
+    bundle: Path, mesh: EdgeMesh, scenario: str, tmp: Path, shots: Path, **query: str
+) -> dict[str, Any]:
+    """Serves the client as `make run` does and plays `scenario` in it, signed in as alice."""
+    with static_site(bundle) as origin:
+        url = f"{origin}/?" + urlencode({"edge": mesh.url, "agent": "nova", **query})
+        url += "#" + urlencode({"token": mesh.token("alice")})
+        return await asyncio.to_thread(drive, scenario, url, tmp / "profile", shots)
+
+
 async def stored_messages(mesh: EdgeMesh, room_id: str) -> list[rooms_pb.Message]:
     async with grpc.aio.insecure_channel(mesh.target) as ch:
         res = await rooms_grpc.RoomServiceStub(ch).ListMessages(
@@ -126,12 +136,9 @@ async def test_reference_client_scenario(
 ) -> None:
     shots = shots_dir(request)
     mesh = paced_mesh
-    with static_site(bundle) as origin:
-        # Without the voice service: the browser's speechSynthesis, or (headless Chromium has no
-        # voices) the cue timelines on the wall clock.
-        query = {"edge": mesh.url, "agent": "nova", "still": "1", "voice": "off"}
-        url = f"{origin}/?" + urlencode(query) + "#" + urlencode({"token": mesh.token("alice")})
-        page = await asyncio.to_thread(drive, "conversation", url, tmp_path / "profile", shots)
+    # Without the voice service: the browser's speechSynthesis, or (headless Chromium has no
+    # voices) the cue timelines on the wall clock.
+    page = await open_client(bundle, mesh, "conversation", tmp_path, shots, still="1", voice="off")
 
     # The network errors of the deliberate drop are the browser's own log lines, nothing else.
     errors = [line for line in page["console"] if line.startswith(("error", "pageerror"))]
@@ -211,10 +218,7 @@ async def test_the_mesh_voice_drives_the_mouth_on_the_audio_clock(
 ) -> None:
     shots = shots_dir(request)
     mesh = voiced_mesh
-    with static_site(bundle) as origin:
-        url = f"{origin}/?" + urlencode({"edge": mesh.url, "agent": "nova", "still": "1"})
-        url += "#" + urlencode({"token": mesh.token("alice")})
-        page = await asyncio.to_thread(drive, "voice", url, tmp_path / "profile", shots)
+    page = await open_client(bundle, mesh, "voice", tmp_path, shots, still="1")
 
     assert page["error"] == ""
     calls = {r["url"].rsplit("/", 1)[1] for r in page["requests"] if r["url"].startswith("EDGE")}

@@ -258,6 +258,7 @@ try {
       // The mouth shape that leads at each sample: it changes as the sentence goes on.
       dominantVisemes: [...new Set(speaking.map((r) => dominant(r.morphs)).filter(Boolean))],
       maxVisemeSum: Math.max(0, ...speaking.map((r) => visemeSum(r.morphs))),
+      fps: speaking.length > 1 ? Math.round((1000 * (speaking.at(-1).frames - speaking[0].frames)) / (speaking.at(-1).t - speaking[0].t)) : 0,
       audioMsRising: speaking.length > 2 && speaking.at(-1).audioMs > speaking[0].audioMs,
       clips: [...new Set(rec.map((r) => r.clip))],
       restVisemeSum: visemeSum(out.afterSpeech.morphs),

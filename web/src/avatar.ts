@@ -63,6 +63,7 @@ export class AnimationController {
   private visemeTargets = new Map<string, number>();
   private emotion = { name: "", target: 0, age: 0 };
   private blinkAt = 2;
+  private readonly blinkNames: [string, string];
   private blinkT = -1;
   /** Gestures and poses asked for that the model has no clip for, newest last. */
   readonly missing: string[] = [];
@@ -83,7 +84,9 @@ export class AnimationController {
     });
     this.meshes = meshes;
     const morphs = [...new Set(meshes.flatMap((m) => Object.keys(m.morphTargetDictionary)))];
-    const blinkMorphs = morphs.includes("blinkLeft") && morphs.includes("blinkRight");
+    // VRM's preset names, or the snake_case the procedural generator writes.
+    this.blinkNames = morphs.includes("blinkLeft") ? ["blinkLeft", "blinkRight"] : ["blink_left", "blink_right"];
+    const blinkMorphs = this.blinkNames.every((n) => morphs.includes(n));
     const clipBlinks = clips.some((c) => c.tracks.some((t) => /blink/i.test(t.name)));
     this.capabilities = {
       rigged,
@@ -169,8 +172,8 @@ export class AnimationController {
     }
     if (this.capabilities.blink === "procedural" && !this.still) {
       const b = this.blink(dt);
-      targets.set("blinkLeft", b);
-      targets.set("blinkRight", b);
+      targets.set(this.blinkNames[0], b);
+      targets.set(this.blinkNames[1], b);
     }
     for (const name of new Set([...this.weights.keys(), ...targets.keys()])) {
       const target = targets.get(name) ?? 0;
@@ -242,6 +245,8 @@ export class AvatarView {
   private readonly timer = new Timer();
   private readonly reticle: Mesh;
   private frameHooks: ((dt: number) => void)[] = [];
+  /** Frames rendered so far. */
+  frames = 0;
 
   constructor(
     private readonly canvas: HTMLCanvasElement,
@@ -317,7 +322,7 @@ export class AvatarView {
     const box = new Box3().setFromObject(root);
     const size = box.getSize(new Vector3());
     const top = box.max.y;
-    const bottom = Math.max(box.min.y, top - Math.max(0.5, size.y * 0.36));
+    const bottom = Math.max(box.min.y, top - Math.max(0.5, size.y * 0.5));
     const span = top - bottom;
     const target = new Vector3((box.min.x + box.max.x) / 2, bottom + span * 0.58, (box.min.z + box.max.z) / 2);
     const vfov = (this.camera.fov * Math.PI) / 180;
@@ -383,6 +388,7 @@ export class AvatarView {
     if (frame && this.xrFrame) this.xrFrame(frame);
     if (!this.renderer.xr.isPresenting) this.controls.update();
     this.renderer.render(this.scene, this.camera);
+    this.frames++;
   }
 }
 

@@ -102,6 +102,7 @@ const debugState = () => {
     capabilities: controller?.capabilities,
     played: [...played],
     missing: [...(controller?.missing ?? [])],
+    frames: view.frames,
   });
 };
 Object.defineProperty(window, "arconv", { get: debugState, enumerable: true });
