@@ -44,24 +44,27 @@ VOICE_HTTP_PORT=${P[7]}
 
 mkdir -p "$WORK/var"
 chown 10001:10001 "$WORK/var" 2>/dev/null || "$PODMAN" unshare chown 10001:10001 "$WORK/var"
-# --health-interval=disable: no systemd timer (none here); `podman healthcheck run` still works.
-COMMON=(--network host --read-only --health-interval=disable -v "$WORK/var:/var/lib/arconv:Z"
+COMMON=(--network host --read-only -v "$WORK/var:/var/lib/arconv:Z"
   -e ARCONV_METRICS_PORT=-1 -e ARCONV_MIGRATE_ON_START=false -e ARCONV_LLM_PACING_MS=0
   -e "ARCONV_VOICE_HTTP_PORT=$VOICE_HTTP_PORT")
 for s in "${SERVICES[@]}"; do
   COMMON+=(-e "ARCONV_${s^^}_ADDR=127.0.0.1:${PORT[$s]}")
 done
 
+# Long-running containers keep the image's HEALTHCHECK, run by hand below: no systemd timer
+# here (--health-interval=disable); one-shot commands need none (--no-healthcheck).
+SERVING=(--health-interval=disable "${COMMON[@]}")
+
 started=$(date +%s)
-"$PODMAN" run --rm "${COMMON[@]}" "$IMAGE" python -m services.cli migrate >/dev/null \
+"$PODMAN" run --rm --no-healthcheck "${COMMON[@]}" "$IMAGE" python -m services.cli migrate >/dev/null \
   || fail "the migration command failed"
 for s in "${SERVICES[@]}"; do
   NAMES+=("arconv-$RUN_ID-$s")
-  "$PODMAN" run -d --name "arconv-$RUN_ID-$s" "${COMMON[@]}" -e "ARCONV_PORT=${PORT[$s]}" \
+  "$PODMAN" run -d --name "arconv-$RUN_ID-$s" "${SERVING[@]}" -e "ARCONV_PORT=${PORT[$s]}" \
     "$IMAGE" python -m "services.$s" >/dev/null 2>>"$WORK/podman.log"
 done
 NAMES+=("arconv-$RUN_ID-edge")
-"$PODMAN" run -d --name "arconv-$RUN_ID-edge" "${COMMON[@]}" \
+"$PODMAN" run -d --name "arconv-$RUN_ID-edge" "${SERVING[@]}" \
   -e "ARCONV_EDGE_PORT=$EDGE_PORT" -e "ARCONV_EDGE_ADMIN_PORT=$ADMIN_PORT" -e ARCONV_EDGE_DRAIN_S=2 \
   "$IMAGE" python -m services.edge >/dev/null 2>>"$WORK/podman.log"
 
@@ -75,9 +78,9 @@ for n in "${NAMES[@]}"; do
 done
 echo "smoke: ${#SERVICES[@]} services and the edge healthy in $(( $(date +%s) - started )) s" >&2
 
-"$PODMAN" run --rm "${COMMON[@]}" "$IMAGE" python -m services.cli seed >/dev/null \
+"$PODMAN" run --rm --no-healthcheck "${COMMON[@]}" "$IMAGE" python -m services.cli seed >/dev/null \
   || fail "seeding the demo agents failed"
-TOKEN="$("$PODMAN" run --rm "${COMMON[@]}" "$IMAGE" python -m services.cli token --user smoke)"
+TOKEN="$("$PODMAN" run --rm --no-healthcheck "${COMMON[@]}" "$IMAGE" python -m services.cli token --user smoke)"
 G=("$GRPCURL" -plaintext -max-time 30 -H "authorization: Bearer $TOKEN")
 EDGE="127.0.0.1:$EDGE_PORT"
 ROOM="$("${G[@]}" -d '{"agent_id": "nova"}' "$EDGE" arconv.rooms.v1.RoomService/CreateRoom \
@@ -105,7 +108,7 @@ PYEOF
 # SIGTERM: every container stops by itself, well within podman's 10 s grace, exit code 0.
 for n in "${NAMES[@]}"; do
   t0=$(date +%s%N)
-  "$PODMAN" stop -t 10 "$n" >/dev/null
+  "$PODMAN" stop -t 10 "$n" >/dev/null 2>>"$WORK/podman.log"
   code="$("$PODMAN" inspect --format '{{.State.ExitCode}}' "$n")"
   ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   [ "$code" = 0 ] || fail "$n exited with $code on SIGTERM"
