@@ -1,14 +1,14 @@
-"""Structured logs: one JSON object per line, with the request id of the RPC being handled."""
+"""Structured logs: one JSON object per line, with the request id and trace id of the RPC
+being handled."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
 import time
 
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("arconv_request_id", default="")
+from services.common.context import current_call
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,9 +25,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        rid = request_id.get()
-        if rid:
-            doc["request_id"] = rid
+        call = current_call.get()
+        if call is not None:
+            doc["request_id"] = call.request_id
+            doc["trace_id"] = call.trace_id
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             doc.update(extra)
@@ -39,10 +40,11 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
-        rid = request_id.get()
+        call = current_call.get()
+        ids = f"rid={call.request_id} trace={call.trace_id}" if call is not None else ""
         extra = getattr(record, "fields", None)
         tail = " ".join(f"{k}={v}" for k, v in extra.items()) if isinstance(extra, dict) else ""
-        return " ".join(p for p in (base, f"rid={rid}" if rid else "", tail) if p)
+        return " ".join(p for p in (base, ids, tail) if p)
 
 
 def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json") -> None:

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.auth import JwtAuthority
 from services.common.config import Settings
-from services.common.interceptor import MeshInterceptor
+from services.common.interceptor import mesh_interceptors
 from services.common.jwks import JwksKeys
 
 log = logging.getLogger("arconv.server")
@@ -123,13 +123,11 @@ async def create_server(
 ) -> RunningServer:
     """Builds and starts the server on `port` (default settings.port; 0 picks a free port)."""
     _import_descriptors()
-    interceptor = MeshInterceptor(
-        service=spec.name,
-        authority=authority_from(settings),
-        public=spec.public_methods,
+    chain = mesh_interceptors(
+        service=spec.name, authority=authority_from(settings), public=spec.public_methods
     )
     server = grpc.aio.server(
-        interceptors=[interceptor, *spec.extra_interceptors],
+        interceptors=[*chain, *spec.extra_interceptors],
         options=server_options(settings),
     )
     spec.register(server)

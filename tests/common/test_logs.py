@@ -10,7 +10,7 @@ import grpc
 from arconv.rooms.v1 import rooms_service_pb2 as pb
 from arconv.rooms.v1 import rooms_service_pb2_grpc as pb_grpc
 
-from services.common.interceptor import new_request_id
+from services.common.context import new_request_id
 from services.common.logs import JsonFormatter
 from tests.common.kit_servicer import kit_spec
 from tests.conftest import channel
