@@ -2,7 +2,8 @@
 and retries of idempotent calls declared in the channel's gRPC service config.
 
 Callers act for a user with `metadata=for_user(user_id)`; the channel adds the service's
-bearer token and, when the caller gives no timeout, the default deadline.
+bearer token, the request id and W3C trace context of the RPC being handled (so the callee's
+logs carry the same ids), and, when the caller gives no timeout, the default deadline.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 
 from services.common.auth import ON_BEHALF_HEADER, ServiceTokenSource
 from services.common.config import Settings
+from services.common.context import current_call
 from services.common.server import authority_from, channel_options
 
 # The methods the services call on each other that may run twice with the same outcome: reads,
@@ -68,6 +70,13 @@ class _Auth:
             if k != "authorization":
                 md.add(k, v)
         md.add("authorization", f"Bearer {self._tokens.token()}")
+        # The call context rides in the same pass over the metadata as the token; a caller's
+        # own x-request-id or traceparent wins.
+        call = current_call.get()
+        if call is not None:
+            for key, value in call.outgoing():
+                if key not in md:
+                    md.add(key, value)
         return grpc.aio.ClientCallDetails(
             method=d.method,
             timeout=d.timeout if d.timeout is not None else self._timeout,
