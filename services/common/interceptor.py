@@ -149,6 +149,9 @@ async def _aclose(agen: Any) -> None:
         await aclose()
 
 
+_CANCELLED = grpc.StatusCode.CANCELLED
+
+
 def _outcome(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
@@ -192,36 +195,31 @@ class LogsMetricsInterceptor(_PerMethod):
         if not handler.response_streaming:
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
+                started, cancelled = time.perf_counter(), False
                 try:
-                    response = await inner(request, context)
+                    return await inner(request, context)
                 except asyncio.CancelledError:
-                    finish(started, grpc.StatusCode.CANCELLED)
+                    cancelled = True
                     raise
-                except grpc.aio.AbortError:
-                    finish(started, _outcome(context))
-                    raise
-                finish(started, _outcome(context))
-                return response
+                finally:
+                    finish(started, _CANCELLED if cancelled else _outcome(context))
 
             return _rebuild(handler, unary)
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started = time.perf_counter()
+            started, cancelled = time.perf_counter(), False
+            agen = inner(request, context)
             try:
-                agen = inner(request, context)
-                try:
-                    async for item in agen:
-                        yield item
-                finally:
-                    await _aclose(agen)
+                async for item in agen:
+                    yield item
             except asyncio.CancelledError:
-                finish(started, grpc.StatusCode.CANCELLED)
+                cancelled = True
                 raise
-            except grpc.aio.AbortError:
-                finish(started, _outcome(context))
-                raise
-            finish(started, _outcome(context))
+            finally:
+                try:
+                    await _aclose(agen)
+                finally:
+                    finish(started, _CANCELLED if cancelled else _outcome(context))
 
         return _rebuild(handler, streaming)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 
 import grpc
@@ -11,25 +10,15 @@ from arconv.rooms.v1 import rooms_service_pb2 as pb
 from arconv.rooms.v1 import rooms_service_pb2_grpc as pb_grpc
 
 from services.common.context import new_request_id
-from services.common.logs import JsonFormatter
 from tests.common.kit_servicer import kit_spec
+from tests.common.log_capture import LogCapture
 from tests.conftest import channel
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter("kit"))
-        self.lines: list[dict[str, object]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
 
 
 async def test_each_rpc_logs_one_json_line_with_its_request_id(
     settings, start_server, user_md
 ) -> None:
-    capture = _Capture()
+    capture = LogCapture()
     logger = logging.getLogger("arconv.rpc")
     logger.addHandler(capture)
     logger.setLevel(logging.INFO)

@@ -4,7 +4,6 @@ avatar handler sees the ids of the call into rooms, and both servers' log lines 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ from arconv.avatar.v1 import avatar_service_pb2_grpc as avatar_grpc
 from arconv.rooms.v1 import rooms_service_pb2 as pb
 
 from services.common.context import CallContext, current_call, parse_traceparent
-from services.common.logs import JsonFormatter
 from services.common.server import ServiceSpec
+from tests.common.log_capture import LogCapture
 from tests.conftest import StartServer
 from tests.rooms.conftest import StartRooms, room_settings
 
@@ -53,19 +52,9 @@ async def avatar(tmp_path: Path, start_server: StartServer) -> tuple[_Avatar, in
     return servicer, (await start_server(room_settings(tmp_path), spec)).port
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter("test"))
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
 @pytest.fixture
 def rpc_log() -> Any:
-    capture = _Capture()
+    capture = LogCapture("test")
     logger = logging.getLogger("arconv.rpc")
     logger.addHandler(capture)
     level = logger.level
@@ -75,13 +64,13 @@ def rpc_log() -> Any:
     logger.setLevel(level)
 
 
-def _line(capture: _Capture, method: str) -> dict[str, Any]:
+def _line(capture: LogCapture, method: str) -> dict[str, Any]:
     (line,) = [x for x in capture.lines if x.get("method", "").endswith(method)]
     return line
 
 
 async def test_request_id_and_trace_context_reach_the_avatar_service(
-    start_rooms: StartRooms, avatar: tuple[_Avatar, int], rpc_log: _Capture, user_md
+    start_rooms: StartRooms, avatar: tuple[_Avatar, int], rpc_log: LogCapture, user_md
 ) -> None:
     servicer, port = avatar
     rooms = await start_rooms(avatar_addr=f"127.0.0.1:{port}")
@@ -108,7 +97,7 @@ async def test_request_id_and_trace_context_reach_the_avatar_service(
 
 
 async def test_a_call_without_ids_starts_a_trace_that_the_avatar_call_continues(
-    start_rooms: StartRooms, avatar: tuple[_Avatar, int], rpc_log: _Capture, user_md
+    start_rooms: StartRooms, avatar: tuple[_Avatar, int], rpc_log: LogCapture, user_md
 ) -> None:
     servicer, port = avatar
     rooms = await start_rooms(avatar_addr=f"127.0.0.1:{port}")
