@@ -97,6 +97,7 @@ class ServiceSpec:
     # Adds the service's servicers: the public one and its `*InternalService`, if any.
     register: Callable[[grpc.aio.Server], None]
     public_methods: Collection[str] = ()
+    # Run inside the kit's chain (after auth and request decoding), next to the servicer.
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
     # Runs when the server starts shutting down, before in-flight RPCs are drained: a chance
     # to end long-lived streams with a status that tells clients to reconnect.
