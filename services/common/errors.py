@@ -2,8 +2,9 @@
 
 Domain code raises `DomainError` subclasses; `to_status` turns one into a gRPC status with a
 `google.rpc.Status` of details (grpcio-status). The server's errors interceptor applies it to
-whatever a handler, auth or request decoding raises, and the stream servicer to end a call from outside its handler; the only
-status built elsewhere is the edge's fixed refusal of internal services (envoy/envoy.yaml).
+whatever a handler, auth or request decoding raises, and the stream servicer to end a call
+from outside its handler; the only status built elsewhere is the edge's fixed refusal of
+internal services (envoy/envoy.yaml).
 """
 
 from __future__ import annotations
