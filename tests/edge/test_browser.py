@@ -157,10 +157,11 @@ async def test_reference_client_scenario(
             assert req["type"] == "application/grpc-web+proto", req
 
     # The avatar renders: the canvas is transparent (the page shows through, as the camera
-    # does in AR) except where the model is, which covers much of the face's part of the frame.
+    # does in AR) except where the model is, which covers much of the square the page reports
+    # for the face, in many shades.
     initial = page["initial"]
     assert initial["avatarStatus"] == "ready" and initial["connection"] == "live"
-    assert 48 * 48 * 0.2 < page["canvas"]["opaque"] < 48 * 48 and page["canvas"]["distinct"] > 20
+    assert page["canvas"]["opaque"] > 48 * 48 * 0.4 and page["canvas"]["distinct"] > 20
     caps = initial["capabilities"]
     assert {f"viseme_{v}" for v in ("aa", "O", "PP", "sil")} <= set(caps["morphs"])
 

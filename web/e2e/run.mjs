@@ -102,9 +102,10 @@ function canvasSample() {
     const c = document.createElement("canvas");
     c.width = c.height = 48;
     const g = c.getContext("2d");
-    // The mouth is in the face: sample the middle of the frame, where the camera puts the head.
+    // The mouth is in the face: sample the face's square, where the page says it is.
     const w = src.width, h = src.height;
-    g.drawImage(src, w * 0.35, h * 0.05, w * 0.3, h * 0.45, 0, 0, 48, 48);
+    const f = window.arconv.faceRect ?? { x: w * 0.35, y: h * 0.05, w: w * 0.3, h: h * 0.45 };
+    g.drawImage(src, f.x, f.y, f.w, f.h, 0, 0, 48, 48);
     const d = g.getImageData(0, 0, 48, 48).data;
     const grey = [];
     let opaque = 0;
@@ -112,7 +113,7 @@ function canvasSample() {
       grey.push(Math.round((d[i] + d[i + 1] + d[i + 2]) / 3));
       if (d[i + 3] > 0) opaque++;
     }
-    return { grey, opaque, width: w, height: h };
+    return { grey, opaque, width: w, height: h, face: f };
   });
 }
 const diff = (a, b) => a.grey.reduce((n, v, i) => n + (Math.abs(v - b.grey[i]) > 6 ? 1 : 0), 0);
@@ -227,7 +228,7 @@ try {
     out.initial = await debug();
     await shot("avatar");
     const rest = await canvasSample();
-    out.canvas = { opaque: rest.opaque, width: rest.width, height: rest.height,
+    out.canvas = { opaque: rest.opaque, width: rest.width, height: rest.height, face: rest.face,
       distinct: new Set(rest.grey).size };
 
     // 1. A greeting: visemes move while it is spoken, the mouth changes the pixels, then rests.

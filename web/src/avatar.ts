@@ -321,7 +321,7 @@ export class AvatarView {
   frameOn(root: Object3D): void {
     const box = new Box3().setFromObject(root);
     const size = box.getSize(new Vector3());
-    const top = box.max.y;
+    const top = box.max.y + Math.max(0.1, size.y * 0.1); // room for a raised hand
     const bottom = Math.max(box.min.y, top - Math.max(0.5, size.y * 0.5));
     const span = top - bottom;
     const target = new Vector3((box.min.x + box.max.x) / 2, bottom + span * 0.58, (box.min.z + box.max.z) / 2);
@@ -348,6 +348,26 @@ export class AvatarView {
     const pos = new Vector3().setFromMatrixPosition(this.reticle.matrix);
     this.stage.position.copy(pos);
     this.stage.lookAt(viewer.x, pos.y, viewer.z);
+  }
+
+  /** Where the face is on the canvas, in drawing-buffer pixels (for tests that watch the mouth). */
+  faceRect(): { x: number; y: number; w: number; h: number } | undefined {
+    const avatar = this.stage.getObjectByName("avatar");
+    if (!avatar) return undefined;
+    let head = this.vrm?.humanoid?.getRawBoneNode("head") ?? undefined;
+    avatar.traverse((o) => {
+      if (!head && /^head$/i.test(o.name)) head = o;
+    });
+    const size = new Box3().setFromObject(avatar).getSize(new Vector3());
+    const center = head
+      ? new Vector3().setFromMatrixPosition(head.matrixWorld).add(new Vector3(0, size.y * 0.02, 0))
+      : new Box3().setFromObject(avatar).max.clone().add(new Vector3(0, -size.y * 0.08, 0));
+    const r = size.y * 0.07;
+    const corners = [new Vector3(-r, -r, 0), new Vector3(r, r, 0)].map((d) => center.clone().add(d).project(this.camera));
+    const w = this.renderer.domElement.width;
+    const h = this.renderer.domElement.height;
+    const [a, b] = corners.map((c) => ({ x: ((c.x + 1) / 2) * w, y: ((1 - c.y) / 2) * h }));
+    return { x: Math.round(a.x), y: Math.round(b.y), w: Math.round(b.x - a.x), h: Math.round(a.y - b.y) };
   }
 
   stageCanPlace(): boolean {

@@ -103,6 +103,7 @@ const debugState = () => {
     played: [...played],
     missing: [...(controller?.missing ?? [])],
     frames: view.frames,
+    faceRect: view.faceRect(),
   });
 };
 Object.defineProperty(window, "arconv", { get: debugState, enumerable: true });
