@@ -441,9 +441,11 @@ class Tails:
                 continue  # commands fail for now; the next check tries again
             for tail, raw in zip(tails, counters, strict=True):
                 counter = int(raw) if raw is not None else 0
-                if counter < tail.cursor:
-                    # Behind what was appended: the log was lost (or expired).
-                    tail.lost(counter)
+                if raw is None and tail.cursor:
+                    # The counter is gone: the log was lost (Redis restarted without
+                    # persistence) or expired. (A counter that merely reads lower than the
+                    # tail is a reply older than the pushes since, not a loss.)
+                    tail.lost(0)
                 # Behind what was counted a whole interval ago: a push never came.
                 if tail.seen_counter > tail.cursor:
                     tail.behind = max(tail.behind, tail.seen_counter)

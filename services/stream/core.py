@@ -235,13 +235,17 @@ class ConversationCore:
             self._renewer = asyncio.create_task(self._housekeeping())
 
     async def _housekeeping(self) -> None:
-        """While this replica has sessions: keeps their open-stream leases alive, and ends
-        the replies they watch whose replica died (silent, with a lapsed lease)."""
+        """While this replica has sessions: cuts off the clients that stopped reading, keeps
+        the open-stream leases alive, and ends the replies they watch whose replica died
+        (silent, with a lapsed lease)."""
         loop = asyncio.get_running_loop()
         renewed = loop.time()
         tick = min(OPEN_STREAM_RENEW_S, self._config.reply_lease_s / 2)
         while self._leases:
             await asyncio.sleep(tick)
+            now = time.monotonic()
+            for session in [s for s in self._sessions if s.stalled(now)]:
+                self._spawn(session.cut_off())
             await self._end_silent_replies()
             if loop.time() - renewed >= OPEN_STREAM_RENEW_S:
                 renewed = loop.time()
@@ -379,19 +383,25 @@ class ConversationCore:
                 listener = asyncio.create_task(self._listen(ctl, gen))
                 done = asyncio.Event()
                 keeper: asyncio.Task[None] | None = None
+                ended = False
                 try:
                     await self._claim(user_id, room.room_id, stream_id)
                     keeper = asyncio.create_task(self._keep_lease(room.room_id, gen, done))
                     await self._take_pending(room.room_id, gen)
                     await gen.run()
+                    ended = True
                 finally:
                     # The keeper stops between renewals: a Redis command cancelled midway
                     # would cost its pooled connection.
                     done.set()
                     listener.cancel()
                     await asyncio.wait({listener} if keeper is None else {listener, keeper})
-                    with contextlib.suppress(DomainError):
-                        await self._bus.release_reply(room.room_id, stream_id)
+                    # A reply that did not end (the bus failed, a bug, a shutdown that could
+                    # not wait) keeps its lease until it lapses: whoever finds it lapsed then
+                    # publishes the stream_ended its clients wait for.
+                    if ended or keeper is None:
+                        with contextlib.suppress(DomainError):
+                            await self._bus.release_reply(room.room_id, stream_id)
         except asyncio.CancelledError:
             raise
         except Exception:

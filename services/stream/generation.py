@@ -130,7 +130,16 @@ class Generation:
             await self._emit(
                 events.started(self.stream_id, self.message.message_id, self.room.agent_id)
             )
-            reason = await self._generate()
+            try:
+                reason = await self._generate()
+            except DomainError as exc:
+                # The bus failed under the reply (Redis down): what reached the log is still
+                # stored; the reply's lease lapses, and whoever then ends the reply publishes
+                # its stream_ended (unless the log was lost with Redis's data).
+                log.warning("reply %s lost the bus: %s", self.stream_id, exc.message)
+                INTERRUPTIONS.labels("bus_lost").inc()
+                await self._store(pb.STREAM_END_REASON_INTERRUPTED)
+                raise
             if self.abandoned:
                 return reason
             agent_message_id = await self._store(reason)

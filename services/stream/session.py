@@ -119,6 +119,7 @@ class Session:
         "_abort_task",
         "_bus",
         "_config",
+        "_cut",
         "_deliver",
         "_dirty",
         "_draining",
@@ -132,6 +133,7 @@ class Session:
         "_queue",
         "_scan",
         "_unlisten",
+        "_writing",
         "_written",
         "last_ns",
         "room_id",
@@ -170,6 +172,8 @@ class Session:
         self._dirty = False  # woken while the pump was reading
         self._unlisten: Callable[[], None] | None = None
         self._abort_task: asyncio.Future[None] | None = None
+        self._cut = False
+        self._writing = 0.0  # since when the handler has been writing an event (0: it is not)
         # The cursor a client cut off resumes from: the newest event the handler finished
         # writing (it had taken the next one), or the cursor it joined with.
         self._written = after_id
@@ -202,7 +206,9 @@ class Session:
         get = self._queue.get
         observe = CHUNK_LATENCY.observe
         taking = 0
+        monotonic = time.monotonic
         while True:
+            self._writing = 0.0
             item = await get()
             if taking:
                 self._written = taking  # the event before was written: the client has it
@@ -213,6 +219,7 @@ class Session:
             data, sent, taking = item
             if sent:
                 observe(max(0.0, (time.time_ns() - sent) / 1e9))
+            self._writing = monotonic()
             yield data
 
     async def push(self, event: pb.ConverseResponse) -> None:
@@ -264,10 +271,19 @@ class Session:
                 await self._cut_off()
         return False
 
+    def stalled(self, now: float) -> bool:
+        """True if the handler has been writing one event to the client for longer than
+        `slow_reader_s` (the client stopped reading, however few events wait): cut it off."""
+        since = self._writing
+        return not self._cut and since > 0 and now - since > self._config.slow_reader_s
+
+    async def cut_off(self) -> None:
+        await self._cut_off()
+
     async def _cut_off(self) -> None:
-        if self._ended:
+        if self._cut:
             return
-        self._ended = True
+        self._cut = self._ended = True
         DISCONNECTS.inc()
         cursor = self.resume_cursor()
         log.warning(

@@ -11,6 +11,7 @@ import pytest
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 
+from services.llm.persona import PersonaProvider
 from tests.faults.own_redis import OwnRedis
 from tests.stream.conftest import Conversation, Mesh, MeshFactory, converse, join, message
 
@@ -124,3 +125,31 @@ async def _until_redis_answers(mesh: Mesh, user: str, room: str) -> None:
             assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
             await asyncio.sleep(0.1)
     raise AssertionError("the replica never reached the restarted Redis")
+
+
+async def test_a_reply_cut_by_a_redis_outage_is_stored_with_what_it_delivered(
+    make_mesh: MeshFactory, own_redis: OwnRedis
+) -> None:
+    mesh = await make_mesh(
+        PersonaProvider(pacing_s=0.08), bus={"redis_url": own_redis.url, "redis_prefix": "t:"}
+    )
+    room = await mesh.room("cat")
+    conv = await converse(mesh, "cat", room)
+    await conv.send(message("Tell me a long story", "c1"))
+    started = (await conv.until_kind("stream_started"))[-1].stream_started
+    for _ in range(3):
+        await conv.until_kind("stream_chunk")
+    seen = "".join(e.stream_chunk.text for e in conv.seen if e.HasField("stream_chunk"))
+    await own_redis.stop()  # Redis goes away in the middle of the reply
+    # The client hears it (UNAVAILABLE), not silence.
+    assert await asyncio.wait_for(_status_of(conv), 20) == grpc.StatusCode.UNAVAILABLE
+    # Messages lost: 0. The reply is stored, INTERRUPTED, with what reached the log.
+    for _ in range(100):
+        stored = {m.stream_id: m for m in await mesh.messages("cat", room) if m.stream_id}
+        if started.stream_id in stored:
+            break
+        await asyncio.sleep(0.1)
+    reply = stored[started.stream_id]
+    assert reply.status == rooms_pb.MESSAGE_STATUS_INTERRUPTED
+    assert reply.text.startswith(seen) and seen
+    await own_redis.start()
