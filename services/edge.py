@@ -288,6 +288,19 @@ def build(cfg: EdgeConfig) -> dict[str, Any]:
         cluster["health_checks"] = [{**HEALTH_CHECK, **check}]
         cluster["outlier_detection"] = dict(OUTLIER_DETECTION)
         cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+        # Retries may run at a quarter of the requests in flight, at least 10 at once (Envoy's
+        # default, 3 concurrent retries per cluster, leaves a replica's failed calls unretried).
+        cluster["circuit_breakers"] = {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "retry_budget": {
+                        "budget_percent": {"value": 25.0},
+                        "min_retry_concurrency": 10,
+                    },
+                }
+            ]
+        }
     if cfg.tls is not None:
         _add_tls(listener, cfg.tls)
     return doc

@@ -100,6 +100,9 @@ def test_replicas_health_checks_and_outlier_detection_on_every_cluster() -> None
         assert kind in check, name
         assert c["outlier_detection"]["consecutive_local_origin_failure"] >= 1
         assert c["common_lb_config"]["healthy_panic_threshold"]["value"] == 0
+        # Enough concurrent retries for every call a dead replica failed at once.
+        (limits,) = c["circuit_breakers"]["thresholds"]
+        assert limits["retry_budget"]["min_retry_concurrency"] >= 10
 
 
 def test_kubernetes_resolves_each_headless_service() -> None:
