@@ -84,7 +84,8 @@ _INTS = {
 def _scalar(f: FieldDescriptor, known: list[str]) -> st.SearchStrategy[Any]:
     if f.type in _INTS:
         lo, hi = _INTS[f.type]
-        return st.one_of(st.integers(-3, 300), st.integers(lo, hi))
+        # Small values near the edges (within the type: an unsigned field takes no -1), and any.
+        return st.one_of(st.integers(max(lo, -3), min(hi, 300)), st.integers(lo, hi))
     if f.type == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
     if f.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
