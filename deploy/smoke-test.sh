@@ -76,6 +76,19 @@ for n in "${NAMES[@]}"; do
     sleep 0.5
   done
 done
+# The edge routes to a replica only once its own active health check has seen it serving; a
+# service that came up after the edge waits for the next check (no_traffic_interval).
+for i in $(seq 1 60); do
+  "$PY" - "$ADMIN_PORT" 2>/dev/null <<'PYEOF' && break
+import sys, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/clusters"
+lines = urllib.request.urlopen(url, timeout=5).read().decode().splitlines()
+flags = [line.rsplit("::", 1)[1] for line in lines if "::health_flags::" in line]
+sys.exit(0 if flags and all(flag == "healthy" for flag in flags) else 1)
+PYEOF
+  [ "$i" = 60 ] && fail "the edge did not see every upstream healthy after 30 s"
+  sleep 0.5
+done
 echo "smoke: ${#SERVICES[@]} services and the edge healthy in $(( $(date +%s) - started )) s" >&2
 
 "$PODMAN" run --rm --no-healthcheck "${COMMON[@]}" "$IMAGE" python -m services.cli seed >/dev/null \
