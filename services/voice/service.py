@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument, Unavailable
 from services.markers import MarkerType, parse_markers
@@ -81,7 +81,6 @@ class _Clock:
     sample_rate: int
     samples: int = 0
     characters: int = 0
-    segments_started: set[int] = field(default_factory=set)
 
     def ms(self) -> float:
         return self.samples * 1000 / self.sample_rate
@@ -171,13 +170,14 @@ class VoiceService:
                         text, voice=first.voice, prosody=Prosody(rate, pitch)
                     )
                 base_ms = clock.ms()
+                counted = False
                 try:
                     async for piece in self._chain.pieces(stream, engine):
                         if isinstance(piece, Audio):
                             if not piece.pcm:
                                 continue
-                            if n not in clock.segments_started:
-                                clock.segments_started.add(n)
+                            if not counted:
+                                counted = True
                                 clock.characters += len(text)
                             data = piece.pcm
                             if first_audio:
