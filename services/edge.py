@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from services.common.idempotent import EDGE, retried_by
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "envoy" / "envoy.yaml"
 DEFAULT_UPSTREAMS = {
@@ -35,18 +37,9 @@ DEFAULT_UPSTREAMS = {
 # Unary methods that read or compute without changing anything: the edge retries them (at most
 # twice, on another replica) when a replica answers UNAVAILABLE or its connection is reset or
 # refused. Streams and methods that change state are never retried: a client resumes those.
-IDEMPOTENT_METHODS = (
-    "/arconv.rooms.v1.RoomService/GetRoom",
-    "/arconv.rooms.v1.RoomService/ListRooms",
-    "/arconv.rooms.v1.RoomService/ListMessages",
-    "/arconv.avatar.v1.AvatarService/GetAgent",
-    "/arconv.avatar.v1.AvatarService/ListAgents",
-    "/arconv.avatar.v1.AvatarService/GetAvatar",
-    "/arconv.avatar.v1.AvatarService/ComputeVisemes",
-    "/arconv.avatar.v1.AvatarService/GetVisemeMappings",
-    "/arconv.token.v1.TokenService/GetUsage",
-    "/arconv.token.v1.TokenService/GetJwks",
-    "/arconv.voice.v1.VoiceService/ListVoices",
+# The list is services.common.idempotent's, where each method says who retries it.
+IDEMPOTENT_METHODS = tuple(
+    f"/{service}/{method}" for service, methods in retried_by(EDGE).items() for method in methods
 )
 RETRY_POLICY = {
     "retry_on": "unavailable,reset,connect-failure,refused-stream",

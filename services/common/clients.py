@@ -17,22 +17,14 @@ import grpc
 from services.common.auth import ON_BEHALF_HEADER, ServiceTokenSource
 from services.common.config import Settings
 from services.common.context import current_call
+from services.common.idempotent import MESH, retried_by
 from services.common.server import authority_from, channel_options
 
-# The methods the services call on each other that may run twice with the same outcome: reads,
-# and writes keyed so a repeat changes nothing (AppendMessage by its idempotency key, an upsert,
-# a state notification whose repeats are ignored, a revocation). gRPC retries them when the
-# answer is UNAVAILABLE (a replica down or restarting, a lost connection, a store that is
-# briefly unreachable), within the call's deadline. VerifyProviderToken with `consume` and
-# RefundProviderUsage count usage: never retried.
-IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
-    "arconv.rooms.v1.RoomService": ("GetRoom", "ListRooms", "ListMessages"),
-    "arconv.rooms.v1.RoomInternalService": ("AppendMessage",),
-    "arconv.stream.v1.StreamInternalService": ("NotifyRoomState",),
-    "arconv.avatar.v1.AvatarService": ("GetAgent", "ListAgents", "GetAvatar"),
-    "arconv.avatar.v1.AvatarInternalService": ("UpsertAgent",),
-    "arconv.token.v1.TokenInternalService": ("RevokeRoomTokens",),
-}
+# The methods the services call on each other that may run twice with the same outcome (reads,
+# and writes keyed so a repeat changes nothing). gRPC retries them when the answer is
+# UNAVAILABLE (a replica down or restarting, a lost connection, a store that is briefly
+# unreachable), within the call's deadline. The list is services.common.idempotent's.
+IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = retried_by(MESH)
 
 
 def service_config(attempts: int) -> str:
