@@ -48,6 +48,15 @@ def _cpu_table(spent: dict[str, dict[str, float]], unit: str) -> list[str]:
     return rows
 
 
+def _run_note(machine: dict[str, Any]) -> str:
+    """When a figure run on its own was taken, and how busy the shared machine was."""
+    load = ", ".join(str(x) for x in machine["load_average_at_start"])
+    return (
+        f" Run {machine['date']} (load average at start {load}) on a machine shared"
+        " with other work."
+    )
+
+
 def render(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = [
@@ -233,9 +242,7 @@ def render(doc: dict[str, Any]) -> str:
             " soon as a reply ends, persona pacing 0 (full load), in-process bus; one mesh per"
             " back end (avatar, rooms and token on it). Time from writing a message to the first"
             f" stream_chunk of its reply; {g['seconds_per_round']} s per round,"
-            f" {g['rounds']} rounds. Run {gm['date']} (load average at start"
-            f" {', '.join(str(x) for x in gm['load_average_at_start'])}) on a machine shared"
-            " with other work.",
+            f" {g['rounds']} rounds." + _run_note(gm),
             "",
             "| database | first chunk p50 ms | first chunk p99 ms | turns/s |",
             "|---|---|---|---|",
@@ -261,9 +268,7 @@ def render(doc: dict[str, Any]) -> str:
             f"A new avatar per round ({pf['rounds']} rounds, a different style and seed each):"
             " LOD 0, 1 and 2 generated one after the other in one process, as the avatar"
             " service does; pygltflib is the time spent inside it (the JSON and the GLB)."
-            f" Run {pm['date']} (load average at start"
-            f" {', '.join(str(x) for x in pm['load_average_at_start'])}) on a machine shared"
-            " with other work.",
+            + _run_note(pm),
             "",
             "| | wall s | CPU s | target (CPU) | |",
             "|---|---|---|---|---|",
