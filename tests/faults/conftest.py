@@ -20,12 +20,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.avatar.app import AvatarSettings
-from services.avatar.app import open_spec as avatar_spec
 from services.common.auth import JwtAuthority
-from services.common.server import RunningServer, authority_from, create_server
-from services.rooms.app import RoomSettings
-from services.rooms.app import open_spec as rooms_spec
+from services.common.server import RunningServer
 from services.stream.app import StreamSettings
 from tests.conftest import bearer
 from tests.faults.own_redis import OwnRedis, own_redis  # noqa: F401
@@ -38,6 +34,7 @@ from tests.stream.conftest import (  # noqa: F401
     converse,
     free_port,
     make_mesh,
+    start_avatar_rooms,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,26 +124,11 @@ class ProcessMesh:
 async def process_mesh(tmp_path: Path, own_redis: OwnRedis) -> AsyncIterator[ProcessMesh]:  # noqa: F811
     """Rooms and avatar (SQLite, in this process) and a factory of stream replica processes
     on the test's own Redis."""
-    avatar_settings = AvatarSettings(**BASE, var_dir=tmp_path)
-    authority = authority_from(avatar_settings)
     stack = contextlib.AsyncExitStack()
     servers: list[RunningServer] = []
     async with stack:
-        avatar = await create_server(
-            avatar_settings, await stack.enter_async_context(avatar_spec(avatar_settings)), port=0
-        )
-        servers.append(avatar)
-        rooms_settings = RoomSettings(
-            **BASE,
-            var_dir=tmp_path,
-            avatar_addr=f"127.0.0.1:{avatar.port}",
-            stream_addr=f"127.0.0.1:{free_port()}",
-            token_addr=f"127.0.0.1:{free_port()}",
-        )
-        rooms = await create_server(
-            rooms_settings, await stack.enter_async_context(rooms_spec(rooms_settings)), port=0
-        )
-        servers.append(rooms)
+        authority, avatar, rooms = await start_avatar_rooms(tmp_path, stack)
+        servers += [avatar, rooms]
         env = {
             "ARCONV_ENV": "test",
             "ARCONV_METRICS_PORT": "-1",

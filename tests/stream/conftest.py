@@ -142,6 +142,33 @@ def bus_backend(request: pytest.FixtureRequest) -> dict[str, Any]:
 MeshFactory = Callable[..., Any]
 
 
+async def start_avatar_rooms(
+    tmp_path: Path,
+    stack: contextlib.AsyncExitStack,
+    database_url: str = "",
+    stream_addr: str = "",
+) -> tuple[JwtAuthority, RunningServer, RunningServer]:
+    """Avatar and rooms servers on free ports, their stores opened on `stack`; rooms pointed
+    at `stream_addr` (default: a free port nothing listens on). The caller stops both."""
+    avatar_settings = AvatarSettings(**BASE, var_dir=tmp_path, database_url=database_url)
+    authority = authority_from(avatar_settings)
+    avatar = await create_server(
+        avatar_settings, await stack.enter_async_context(avatar_spec(avatar_settings)), port=0
+    )
+    rooms_settings = RoomSettings(
+        **BASE,
+        var_dir=tmp_path,
+        database_url=database_url,
+        avatar_addr=f"127.0.0.1:{avatar.port}",
+        stream_addr=stream_addr or f"127.0.0.1:{free_port()}",
+        token_addr=f"127.0.0.1:{free_port()}",
+    )
+    rooms = await create_server(
+        rooms_settings, await stack.enter_async_context(rooms_spec(rooms_settings)), port=0
+    )
+    return authority, avatar, rooms
+
+
 @pytest.fixture
 async def make_mesh(tmp_path: Path) -> AsyncIterator[MeshFactory]:
     """Starts avatar, rooms and stream (with `provider`, on `bus` settings) on free ports;
@@ -155,22 +182,9 @@ async def make_mesh(tmp_path: Path) -> AsyncIterator[MeshFactory]:
         **stream: Any,
     ) -> Mesh:
         stream_port = free_port()
-        avatar_settings = AvatarSettings(**BASE, var_dir=tmp_path, database_url=database_url)
-        authority = authority_from(avatar_settings)
         stack = contextlib.AsyncExitStack()
-        avatar = await create_server(
-            avatar_settings, await stack.enter_async_context(avatar_spec(avatar_settings)), port=0
-        )
-        rooms_settings = RoomSettings(
-            **BASE,
-            var_dir=tmp_path,
-            database_url=database_url,
-            avatar_addr=f"127.0.0.1:{avatar.port}",
-            stream_addr=f"127.0.0.1:{stream_port}",
-            token_addr=f"127.0.0.1:{free_port()}",
-        )
-        rooms = await create_server(
-            rooms_settings, await stack.enter_async_context(rooms_spec(rooms_settings)), port=0
+        authority, avatar, rooms = await start_avatar_rooms(
+            tmp_path, stack, database_url=database_url, stream_addr=f"127.0.0.1:{stream_port}"
         )
         settings = StreamSettings(
             **BASE,
