@@ -176,13 +176,19 @@ KUBERNETES_UPSTREAMS = {
 }
 
 
-def kubernetes_config(cors_origins: Sequence[str] = ()) -> EdgeConfig:
-    """The edge of deploy/kubernetes: every upstream a STRICT_DNS headless Service."""
+# Where the edge pod mounts its kubernetes.io/tls Secret (keys tls.crt and tls.key).
+KUBERNETES_TLS = EdgeTls(cert=Path("/etc/arconv/tls/tls.crt"), key=Path("/etc/arconv/tls/tls.key"))
+
+
+def kubernetes_config(cors_origins: Sequence[str] = (), *, tls: bool = False) -> EdgeConfig:
+    """The edge of deploy/kubernetes: every upstream a STRICT_DNS headless Service; with
+    `tls`, the listener serves HTTPS with the certificate mounted at KUBERNETES_TLS."""
     return EdgeConfig(
         listen_host="0.0.0.0",
         endpoints={name: [hp] for name, hp in KUBERNETES_UPSTREAMS.items()},
         cors_origins=tuple(cors_origins),
         descriptor_set=IMAGE_ROOT / "gen" / "arconv.binpb",
+        tls=KUBERNETES_TLS if tls else None,
     )
 
 
@@ -484,11 +490,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--kubernetes", action="store_true", help="render: upstreams are headless Services"
     )
     parser.add_argument("--cors-origins", default=None, help="render: as ARCONV_CORS_ORIGINS")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="render --kubernetes: HTTPS with the certificate of the pod's TLS Secret",
+    )
     args = parser.parse_args(argv)
     try:
         if args.kubernetes:
-            cfg = kubernetes_config(parse_origins(args.cors_origins or ""))
+            cfg = kubernetes_config(parse_origins(args.cors_origins or ""), tls=args.tls)
         else:
+            if args.tls:
+                parser.error("--tls goes with --kubernetes (else ARCONV_EDGE_TLS_CERT/_KEY)")
             env = dict(os.environ)
             if args.cors_origins is not None:
                 env["ARCONV_CORS_ORIGINS"] = args.cors_origins

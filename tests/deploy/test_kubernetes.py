@@ -3,6 +3,8 @@ strictly and yamllint, and keeps the invariants a platform team relies on."""
 
 from __future__ import annotations
 
+import base64
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from services.common.config import DEFAULT_PORTS
+from services.common.config import DEFAULT_PORTS, DEV_JWT_SECRET, Settings
+from services.devcert import make_dev_cert
 from services.edge import build, kubernetes_config, parse_origins
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,11 +28,13 @@ SERVICES = tuple(DEFAULT_PORTS)  # a new service must get its manifests
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    # prod's secrets.env is never committed: render with the example in a copy of the tree.
+    # prod's secrets.env and TLS certificate are never committed: render with the example and
+    # a development certificate in a copy of the tree.
     tree = tmp_path_factory.mktemp("k8s") / "kubernetes"
     shutil.copytree(MANIFESTS, tree)
     prod = tree / "overlays" / "prod"
     shutil.copy(prod / "secrets.env.example", prod / "secrets.env")
+    make_dev_cert(prod / "tls", ["arconv.example.com"])
     out = {}
     for overlay in OVERLAYS:
         run = subprocess.run(
@@ -139,7 +144,9 @@ def test_every_referenced_config_map_and_secret_exists(
             if "configMap" in v:
                 assert v["configMap"]["name"] in config_maps, where
             if "secret" in v:
-                assert v["secret"]["secretName"] in secrets, where
+                secret = secrets[v["secret"]["secretName"]]
+                for item in v["secret"].get("items", []):
+                    assert item["key"] in secret["data"], where
             if "persistentVolumeClaim" in v:
                 assert v["persistentVolumeClaim"]["claimName"] in claims, where
 
@@ -214,15 +221,111 @@ def test_prod_runs_replicas_the_budgets_can_spare(rendered: dict[str, str]) -> N
         assert d["spec"]["maxReplicas"] > d["spec"]["minReplicas"], name
     # External PostgreSQL and Redis: no data store runs in the prod namespace.
     assert not _by_kind(docs, "StatefulSet")
-    (secret,) = _by_kind(docs, "Secret").values()
+    secret = _settings_secret(docs)
     assert {
         "ARCONV_DATABASE_URL",
         "ARCONV_REDIS_URL",
-        "ARCONV_JWT_SECRET",
         "ARCONV_SERVICE_JWT_SECRET",
         "ARCONV_PAGE_TOKEN_SECRET",
         "ARCONV_TOKEN_KEYS",
     } <= set(secret["data"])
+
+
+def _settings_secret(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (secret,) = (s for n, s in _by_kind(docs, "Secret").items() if n.startswith("arconv-secrets"))
+    return secret
+
+
+def _environment(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """What a service pod's environment holds: arconv-config, then arconv-secrets."""
+    (config,) = (d for d in docs if d["kind"] == "ConfigMap" and "ARCONV_ENV" in d["data"])
+    data = _settings_secret(docs)["data"]
+    return {**config["data"], **{k: base64.b64decode(v).decode() for k, v in data.items()}}
+
+
+def test_prod_takes_users_from_the_identity_provider_and_refuses_development_keys(
+    rendered: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prod = _environment(_docs(rendered["prod"]))
+    assert prod["ARCONV_ENV"] == "production"
+    # Users' tokens come from the identity provider's JWKS: its URL, issuer and audience are
+    # settings (the ConfigMap), not secrets.
+    assert prod["ARCONV_JWT_JWKS_URL"].startswith("https://")
+    assert prod["ARCONV_JWT_ISSUER"] and prod["ARCONV_JWT_AUDIENCE"]
+    assert DEV_JWT_SECRET not in prod.values()
+    for key in [k for k in os.environ if k.startswith("ARCONV_")]:
+        monkeypatch.delenv(key)
+
+    def settings(env: dict[str, str]) -> Settings:
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                m.setenv(key, value)
+            return Settings()
+
+    got = settings(prod)
+    assert got.jwt_jwks_url == prod["ARCONV_JWT_JWKS_URL"]
+    assert got.service_secret() != got.page_secret()
+    # The development overlay's keys (the development secret, keys derived from it) are
+    # refused under the production settings, and so is a JWKS URL without TLS.
+    dev = _environment(_docs(rendered["dev"]))
+    keys = ("ARCONV_JWT_JWKS_URL", "ARCONV_SERVICE_JWT_SECRET", "ARCONV_PAGE_TOKEN_SECRET")
+    with pytest.raises(ValueError, match="ARCONV_JWT_SECRET is the development secret"):
+        without = {k: v for k, v in prod.items() if k not in keys}
+        settings({**without, **dev, "ARCONV_ENV": "production"})
+    with pytest.raises(ValueError, match="ARCONV_SERVICE_JWT_SECRET is missing"):
+        settings({k: v for k, v in prod.items() if k != "ARCONV_SERVICE_JWT_SECRET"})
+    with pytest.raises(ValueError, match="must be an https:// URL"):
+        settings({**prod, "ARCONV_JWT_JWKS_URL": "http://idp.example.com/jwks.json"})
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_edge_serves_tls_in_prod_from_its_secret(
+    rendered: dict[str, str], overlay: str
+) -> None:
+    docs = _docs(rendered[overlay])
+    (cm,) = (
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("edge-envoy")
+    )
+    (listener,) = yaml.safe_load(cm["data"]["envoy.yaml"])["static_resources"]["listeners"]
+    sockets = [c["transport_socket"] for c in listener["filter_chains"] if "transport_socket" in c]
+    edge = _by_kind(docs, "Deployment")["edge"]["spec"]["template"]["spec"]
+    (container,) = edge["containers"]
+    secret_volumes = {v["name"]: v["secret"] for v in edge["volumes"] if "secret" in v}
+    service = _by_kind(docs, "Service")["edge"]["spec"]
+    if overlay == "dev":
+        # Plaintext on the local cluster: no certificate anywhere.
+        assert not sockets and not secret_volumes
+        return
+    (socket,) = sockets
+    context = socket["typed_config"]["common_tls_context"]
+    assert context["alpn_protocols"] == ["h2", "http/1.1"]
+    (pair,) = context["tls_certificates"]
+    files = [Path(pair["certificate_chain"]["filename"]), Path(pair["private_key"]["filename"])]
+    # Both files come from one kubernetes.io/tls Secret, mounted read-only where the
+    # configuration reads them, readable by the pod's group only.
+    (mount,) = (m for m in container["volumeMounts"] if m["name"] in secret_volumes)
+    assert mount["readOnly"] is True
+    assert all(f.parent == Path(mount["mountPath"]) for f in files), (files, mount)
+    volume = secret_volumes[mount["name"]]
+    assert volume["defaultMode"] & 0o007 == 0, oct(volume["defaultMode"])
+    secret = _by_kind(docs, "Secret")[volume["secretName"]]
+    assert secret["type"] == "kubernetes.io/tls"
+    assert [f.name for f in files] == ["tls.crt", "tls.key"]
+    assert {"tls.crt", "tls.key"} <= set(secret["data"])
+    assert b"BEGIN CERTIFICATE" in base64.b64decode(secret["data"]["tls.crt"])
+    # The probes and the LoadBalancer speak TLS to the listener's port.
+    (port,) = container["ports"]
+    assert port["containerPort"] == listener["address"]["socket_address"]["port_value"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert container["readinessProbe"]["httpGet"]["port"] == port["name"]
+    (exposed,) = service["ports"]
+    assert (exposed["port"], exposed["targetPort"], exposed["appProtocol"]) == (
+        443,
+        port["name"],
+        "https",
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -253,7 +356,8 @@ def test_the_edge_config_is_the_generators(rendered: dict[str, str], overlay: st
     assert command[:4] == ["python", "-m", "services.edge", "render"] and "--kubernetes" in command
     origins = command[command.index("--cors-origins") + 1] if "--cors-origins" in command else ""
     # Regenerate with `make manifests` after changing envoy/envoy.yaml or services/edge.py.
-    assert yaml.safe_load(text) == build(kubernetes_config(parse_origins(origins)))
+    expected = kubernetes_config(parse_origins(origins), tls="--tls" in command)
+    assert yaml.safe_load(text) == build(expected)
     services = _by_kind(docs, "Service")
     for cluster in yaml.safe_load(text)["static_resources"]["clusters"]:
         (group,) = cluster["load_assignment"]["endpoints"]

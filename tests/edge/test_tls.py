@@ -14,7 +14,16 @@ import pytest
 from cryptography import x509
 
 from services.common.server import authority_from
-from services.edge import EdgeConfig, EdgeTls, build, config_from_env, start_envoy, wait_envoy_ready
+from services.edge import (
+    EdgeConfig,
+    EdgeTls,
+    build,
+    config_from_env,
+    kubernetes_config,
+    main,
+    start_envoy,
+    wait_envoy_ready,
+)
 from tests.common.kit_servicer import kit_spec
 from tests.conftest import StartServer, make_settings
 from tests.edge.conftest import free_port
@@ -70,6 +79,25 @@ def test_tls_settings_need_both_files(tmp_path: Path) -> None:
         config_from_env(
             {"ARCONV_EDGE_TLS_CERT": str(tmp_path / "x"), "ARCONV_EDGE_TLS_KEY": str(tmp_path)}
         )
+
+
+def test_the_kubernetes_edge_reads_its_certificate_from_the_mounted_secret(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["render", "--kubernetes", "--tls"]) == 0
+    (chain,) = build(kubernetes_config(tls=True))["static_resources"]["listeners"][0][
+        "filter_chains"
+    ]
+    tls = chain["transport_socket"]["typed_config"]["common_tls_context"]
+    (pair,) = tls["tls_certificates"]
+    assert pair["certificate_chain"]["filename"] == "/etc/arconv/tls/tls.crt"
+    assert pair["private_key"]["filename"] == "/etc/arconv/tls/tls.key"
+    assert "filename: /etc/arconv/tls/tls.crt" in capsys.readouterr().out
+    # Without --kubernetes the certificate comes from ARCONV_EDGE_TLS_CERT / _KEY.
+    with pytest.raises(SystemExit) as refused:
+        main(["render", "--tls"])
+    assert refused.value.code == 2
+    assert "--tls goes with --kubernetes" in capsys.readouterr().err
 
 
 async def test_grpcurl_reaches_a_service_through_the_tls_edge(
