@@ -27,8 +27,11 @@ lapses, the next message in the room takes it at once and learns which reply it 
 finds it (`drop_lapsed_reply`, exactly one finder wins). A lapsed lease stays readable for
 REPLY_LAPSED_KEEP_S, then is gone by itself.
 
-Other small state values (a reply's state, the reply waiting in a room) are TTL keys with
-set-if-absent and compare-and-delete.
+The rest of a reply's shared state is typed too: its phase (`ReplyState`: pending, then
+active or paused, then how it ended; kept REPLY_STATE_TTL_S), the room's newest reply that
+is accepted but not running yet (`mark_pending`), an interrupt that reached such a reply
+before it started (`cancel_pending`, collected by `start_pending`), and the last room
+status announced to the room's streams (`set_room_status`).
 
 Two implementations pass one contract suite (tests/common/test_bus.py): `InProcessBus` (the
 embedded default, one process) and `RedisBus` (ARCONV_REDIS_URL, services.common.redis_bus:
@@ -41,10 +44,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import enum
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.common.errors import OutOfRange
 
@@ -53,6 +58,10 @@ DEFAULT_MAXLEN = 2000
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 # How long a lapsed reply lease stays readable for someone to end its reply.
 REPLY_LAPSED_KEEP_S = 600.0
+# How long a reply's state (and a pending reply, an early interrupt) is kept.
+REPLY_STATE_TTL_S = 3600.0
+# How long the last status announced to a room's streams is kept.
+ROOM_STATUS_TTL_S = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,31 @@ class ReplyLease:
     lapsed: bool = False
 
 
+class ReplyPhase(enum.StrEnum):
+    """Where a reply is: accepted and not running yet, running, or how it ended."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    INTERRUPTED = "interrupted"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyState:
+    """A reply's room, phase, and the replica that accepted or ran it."""
+
+    room_id: str
+    phase: ReplyPhase
+    replica: str
+
+
+def waits_in(state: ReplyState | None, room: str) -> bool:
+    """Whether a reply in this state is accepted in `room` and not running yet."""
+    return state is not None and state.room_id == room and state.phase is ReplyPhase.PENDING
+
+
 class CursorExpired(OutOfRange):
     """The cursor is outside the kept log: events after it are gone (or it never existed)."""
 
@@ -116,7 +150,7 @@ class ControlSubscription(abc.ABC):
 
 
 class Bus(abc.ABC):
-    """Room event logs, control channels and state keys."""
+    """Room event logs, control channels, and the shared state of rooms' replies."""
 
     @abc.abstractmethod
     async def publish(self, room: str, kind: str, data: bytes) -> int:
@@ -197,21 +231,40 @@ class Bus(abc.ABC):
         """Removes `stream_id`'s lease if it lapsed; True if removed (the caller then ends
         that reply: of all who find it, exactly one gets True)."""
 
-    @abc.abstractmethod
-    async def get_state(self, key: str) -> str | None:
-        """A state value, or None."""
+    # -- a reply's state, the reply waiting in a room, the room's status ------------------
 
     @abc.abstractmethod
-    async def set_state(self, key: str, value: str, *, ttl_s: float) -> str | None:
-        """Stores a state value; returns the previous one (None if there was none)."""
+    async def set_reply_state(self, stream_id: str, state: ReplyState) -> None:
+        """Stores the reply's state (for REPLY_STATE_TTL_S)."""
 
     @abc.abstractmethod
-    async def set_state_if_absent(self, key: str, value: str, *, ttl_s: float) -> bool:
-        """Stores a value only if the key does not exist; True if stored."""
+    async def reply_state(self, stream_id: str) -> ReplyState | None:
+        """The reply's state; None if unknown (never stored, expired or unreadable)."""
 
     @abc.abstractmethod
-    async def delete_state(self, key: str, *, expected: str | None = None) -> bool:
-        """Deletes a key (only if it holds `expected`, when given); True if deleted."""
+    async def mark_pending(self, room: str, stream_id: str, replica: str) -> None:
+        """Records a reply accepted on `replica` that is not running yet: its state PENDING,
+        and it is the room's newest waiting reply."""
+
+    @abc.abstractmethod
+    async def start_pending(self, room: str, stream_id: str) -> int | None:
+        """The reply starts: it stops being the room's waiting reply (unless a newer one
+        is). Returns the played_chars of an interrupt that reached it before it started
+        (`cancel_pending`); None if none did."""
+
+    @abc.abstractmethod
+    async def cancel_pending(
+        self, room: str, stream_id: str, played_chars: int, *, running: str = ""
+    ) -> str:
+        """Interrupts a reply of the room that is accepted but not running yet, so that it
+        stops as soon as it starts: `stream_id`, or without one the room's newest waiting
+        reply; never `running` (the caller interrupts that one). Returns the stream id it
+        interrupted; "" if there was none (unknown, another room's, or past PENDING)."""
+
+    @abc.abstractmethod
+    async def set_room_status(self, room: str, status: str) -> str | None:
+        """Stores the last status announced to the room's streams (for ROOM_STATUS_TTL_S);
+        returns the one stored before (None if none)."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -286,7 +339,9 @@ class InProcessBus(Bus):
         self._maxlen = maxlen
         self._logs: dict[str, _Log] = {}
         self._subs: dict[str, set[_QueueSubscription]] = {}
-        self._state: dict[str, tuple[str, float]] = {}
+        # (family, id) -> (value, expiry by time.monotonic()): reply states, pending replies,
+        # early interrupts, room statuses.
+        self._state: dict[tuple[str, str], tuple[Any, float]] = {}
         # room -> (stream_id, replica, lease expiry), by time.monotonic().
         self._replies: dict[str, tuple[str, str, float]] = {}
 
@@ -435,7 +490,7 @@ class InProcessBus(Bus):
         del self._replies[room]
         return True
 
-    def _live(self, key: str) -> str | None:
+    def _live(self, key: tuple[str, str]) -> Any:
         item = self._state.get(key)
         if item is None:
             return None
@@ -444,26 +499,43 @@ class InProcessBus(Bus):
             return None
         return item[0]
 
-    async def get_state(self, key: str) -> str | None:
-        return self._live(key)
-
-    async def set_state(self, key: str, value: str, *, ttl_s: float) -> str | None:
-        old = self._live(key)
+    def _put(self, key: tuple[str, str], value: object, ttl_s: float) -> None:
         self._state[key] = (value, time.monotonic() + ttl_s)
+
+    async def set_reply_state(self, stream_id: str, state: ReplyState) -> None:
+        self._put(("stream", stream_id), state, REPLY_STATE_TTL_S)
+
+    async def reply_state(self, stream_id: str) -> ReplyState | None:
+        state: ReplyState | None = self._live(("stream", stream_id))
+        return state
+
+    async def mark_pending(self, room: str, stream_id: str, replica: str) -> None:
+        self._put(
+            ("stream", stream_id), ReplyState(room, ReplyPhase.PENDING, replica), REPLY_STATE_TTL_S
+        )
+        self._put(("pending", room), stream_id, REPLY_STATE_TTL_S)
+
+    async def start_pending(self, room: str, stream_id: str) -> int | None:
+        if self._live(("pending", room)) == stream_id:
+            del self._state[("pending", room)]
+        played: int | None = self._live(("cancel", stream_id))
+        return played
+
+    async def cancel_pending(
+        self, room: str, stream_id: str, played_chars: int, *, running: str = ""
+    ) -> str:
+        candidate = stream_id or self._live(("pending", room)) or ""
+        if not candidate or candidate == running:
+            return ""
+        if not waits_in(self._live(("stream", candidate)), room):
+            return ""
+        self._put(("cancel", candidate), played_chars, REPLY_STATE_TTL_S)
+        return str(candidate)
+
+    async def set_room_status(self, room: str, status: str) -> str | None:
+        old: str | None = self._live(("room-status", room))
+        self._put(("room-status", room), status, ROOM_STATUS_TTL_S)
         return old
-
-    async def set_state_if_absent(self, key: str, value: str, *, ttl_s: float) -> bool:
-        if self._live(key) is not None:
-            return False
-        self._state[key] = (value, time.monotonic() + ttl_s)
-        return True
-
-    async def delete_state(self, key: str, *, expected: str | None = None) -> bool:
-        old = self._live(key)
-        if old is None or (expected is not None and old != expected):
-            return False
-        del self._state[key]
-        return True
 
     async def close(self) -> None:
         self._logs.clear()

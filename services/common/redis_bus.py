@@ -5,8 +5,10 @@ A room's log is a Redis Stream with ids `<n>-0`, appended by one Lua script that
 the room's counter, XADDs the event under that id and PUBLISHes it on the room's event
 channel; the script runs atomically, so ids are gap-free and ordered. How a replica follows
 rooms (pushed events, one pub/sub connection) is in `services.common.redis_follow`. Control
-messages are pub/sub broadcasts; state values are keys with TTLs; every key and channel is
-under the bus's prefix.
+messages are pub/sub broadcasts; a reply's state, a room's pending reply, an early
+interrupt and a room's status are keys with TTLs (`state:stream:<id>` holds JSON {room_id,
+state, replica}; `state:pending:<room>` a stream id; `state:cancel:<id>` played_chars;
+`state:room-status:<room>` a status name); every key and channel is under the bus's prefix.
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ from services.common.bus import (
     DEFAULT_PREFIX,
     DEFAULT_RETENTION_S,
     REPLY_LAPSED_KEEP_S,
+    REPLY_STATE_TTL_S,
+    ROOM_STATUS_TTL_S,
     Bus,
     BusEvent,
     ControlSubscription,
     CursorExpired,
     ReplyLease,
+    ReplyPhase,
+    ReplyState,
     _check_read,
     _QueueSubscription,
     wait_woken,
+    waits_in,
 )
 from services.common.errors import DomainError, Unavailable
 from services.common.kv import command_client, connection_options, redis_errors
@@ -110,10 +117,12 @@ return {cur, lapsed and 1 or 0}
 """
 )
 
-# KEYS[1]; ARGV[1]: expected value.
-_DELETE_IF = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+# A reply starts. KEYS: the room's pending reply, the reply's early interrupt. ARGV: its
+# stream id. Drops it as the room's pending reply unless a newer one is; returns the
+# interrupt's played_chars (nil if none came).
+_START_PENDING = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return redis.call('GET', KEYS[2])
 """
 
 
@@ -122,6 +131,22 @@ def _lease(raw: object, lapsed: object) -> ReplyLease | None:
         return None
     doc = json.loads(_text(raw))
     return ReplyLease(str(doc["s"]), str(doc["r"]), lapsed=bool(lapsed))
+
+
+def _reply_state(raw: object) -> ReplyState | None:
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(_text(raw))
+        return ReplyState(str(doc["room_id"]), ReplyPhase(doc["state"]), str(doc["replica"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _reply_state_value(state: ReplyState) -> str:
+    return json.dumps(
+        {"room_id": state.room_id, "state": state.phase.value, "replica": state.replica}
+    )
 
 
 def _ms(seconds: float) -> int:
@@ -172,7 +197,7 @@ class RedisBus(Bus):
         self._publish = self._client.register_script(_PUBLISH)
         self._outbox: list[tuple[asyncio.Future[int], tuple[Any, ...]]] = []
         self._sender: asyncio.Task[None] | None = None
-        self._delete_if = self._client.register_script(_DELETE_IF)
+        self._start_pending = self._client.register_script(_START_PENDING)
         self._claim_reply = self._client.register_script(_CLAIM_REPLY)
         self._renew_reply = self._client.register_script(_RENEW_REPLY)
         self._release_reply = self._client.register_script(_RELEASE_REPLY)
@@ -185,8 +210,10 @@ class RedisBus(Bus):
     def _event_channel(self, room: str) -> str:
         return f"{self._prefix}room:{room}:ev"
 
-    def _state_key(self, key: str) -> str:
-        return f"{self._prefix}state:{key}"
+    def _state_key(self, family: str, name: str) -> str:
+        # The layout older replicas used for these values, so replicas of two versions
+        # share them during a rolling upgrade.
+        return f"{self._prefix}state:{family}:{name}"
 
     async def publish(self, room: str, kind: str, data: bytes) -> int:
         """Appends through the outbox: the publishes of a moment (every reply of a replica
@@ -382,30 +409,66 @@ class RedisBus(Bus):
             )
         return bool(done)
 
-    async def get_state(self, key: str) -> str | None:
+    async def set_reply_state(self, stream_id: str, state: ReplyState) -> None:
         with redis_errors("the Redis bus"):
-            raw = await self._client.get(self._state_key(key))
-        return _text(raw) if raw is not None else None
+            await self._client.set(
+                self._state_key("stream", stream_id),
+                _reply_state_value(state),
+                px=_ms(REPLY_STATE_TTL_S),
+            )
 
-    async def set_state(self, key: str, value: str, *, ttl_s: float) -> str | None:
+    async def reply_state(self, stream_id: str) -> ReplyState | None:
+        with redis_errors("the Redis bus"):
+            raw = await self._client.get(self._state_key("stream", stream_id))
+        return _reply_state(raw)
+
+    async def mark_pending(self, room: str, stream_id: str, replica: str) -> None:
+        state = ReplyState(room, ReplyPhase.PENDING, replica)
+        ttl_ms = _ms(REPLY_STATE_TTL_S)
+        with redis_errors("the Redis bus"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._state_key("stream", stream_id), _reply_state_value(state), px=ttl_ms)
+                pipe.set(self._state_key("pending", room), stream_id, px=ttl_ms)
+                await pipe.execute()
+
+    async def start_pending(self, room: str, stream_id: str) -> int | None:
+        keys = [self._state_key("pending", room), self._state_key("cancel", stream_id)]
+        with redis_errors("the Redis bus"):
+            raw = await self._start_pending(keys=keys, args=[stream_id])
+        if raw is None:
+            return None
+        played = _text(raw)
+        return int(played) if played.isdigit() else 0
+
+    async def cancel_pending(
+        self, room: str, stream_id: str, played_chars: int, *, running: str = ""
+    ) -> str:
+        candidate = stream_id
+        if not candidate:
+            with redis_errors("the Redis bus"):
+                raw = await self._client.get(self._state_key("pending", room))
+            candidate = _text(raw) if raw is not None else ""
+        if not candidate or candidate == running:
+            return ""
+        if not waits_in(await self.reply_state(candidate), room):
+            return ""
+        with redis_errors("the Redis bus"):
+            await self._client.set(
+                self._state_key("cancel", candidate),
+                str(played_chars),
+                px=_ms(REPLY_STATE_TTL_S),
+            )
+        return candidate
+
+    async def set_room_status(self, room: str, status: str) -> str | None:
         with redis_errors("the Redis bus"):
             old = await self._client.set(
-                self._state_key(key), value, px=max(1, round(ttl_s * 1000)), get=True
+                self._state_key("room-status", room),
+                status,
+                px=_ms(ROOM_STATUS_TTL_S),
+                get=True,
             )
         return _text(old) if old is not None else None
-
-    async def set_state_if_absent(self, key: str, value: str, *, ttl_s: float) -> bool:
-        with redis_errors("the Redis bus"):
-            ok = await self._client.set(
-                self._state_key(key), value, px=max(1, round(ttl_s * 1000)), nx=True
-            )
-        return bool(ok)
-
-    async def delete_state(self, key: str, *, expected: str | None = None) -> bool:
-        with redis_errors("the Redis bus"):
-            if expected is None:
-                return bool(await self._client.delete(self._state_key(key)))
-            return bool(await self._delete_if(keys=[self._state_key(key)], args=[expected]))
 
     async def close(self) -> None:
         if self._sender is not None and not self._sender.done():

@@ -2,7 +2,8 @@
 
 Converse and the gRPC-web RPCs (Subscribe, SendMessage, Interrupt, PauseStream, ResumeStream)
 all call this one class, so they behave the same. State shared between replicas lives on the
-bus: the room's event log, the room's control channel, and keys (see `state`). A reply runs
+bus: the room's event log, its control channel, its reply lease and the replies' typed
+state (`services.common.bus`). A reply runs
 on the replica that accepted its message; interrupts reach it over the control channel.
 """
 
@@ -20,7 +21,14 @@ from dataclasses import dataclass
 
 from arconv.stream.v1 import stream_service_pb2 as pb
 
-from services.common.bus import Bus, ControlSubscription, CursorExpired, ReplyLease
+from services.common.bus import (
+    Bus,
+    ControlSubscription,
+    CursorExpired,
+    ReplyLease,
+    ReplyPhase,
+    ReplyState,
+)
 from services.common.cache import TtlCache
 from services.common.errors import (
     DomainError,
@@ -46,18 +54,7 @@ from services.stream.ports import (
 )
 from services.stream.reply import MAX_REPLY_CHARS
 from services.stream.session import AbortFn, Session
-from services.stream.state import (
-    ROOM_STATUS_TTL_S,
-    STREAM_STATE_TTL_S,
-    Control,
-    CoreConfig,
-    cancel_key,
-    parse_stream_state,
-    pending_key,
-    room_status_key,
-    stream_key,
-    stream_state,
-)
+from services.stream.state import Control, CoreConfig
 
 log = logging.getLogger("arconv.stream.core")
 
@@ -348,10 +345,8 @@ class ConversationCore:
     async def _mark_pending(self, room_id: str, stream_id: str) -> None:
         """Records a reply that is accepted but not running yet, so an interrupt that comes
         before it starts (SendMessage, then Interrupt at once) still stops it."""
-        state = stream_state(room_id, "pending", self.replica)
         try:
-            await self._bus.set_state(stream_key(stream_id), state, ttl_s=STREAM_STATE_TTL_S)
-            await self._bus.set_state(pending_key(room_id), stream_id, ttl_s=STREAM_STATE_TTL_S)
+            await self._bus.mark_pending(room_id, stream_id, self.replica)
         except DomainError as exc:
             # The reply must still be answered; only an early interrupt could be missed.
             log.warning("reply %s not marked pending: %s", stream_id, exc.message)
@@ -416,14 +411,12 @@ class ConversationCore:
         reaches it over the control channel.
         """
         try:
-            await self._bus.delete_state(pending_key(room_id), expected=gen.stream_id)
-            early = await self._bus.get_state(cancel_key(gen.stream_id))
+            early = await self._bus.start_pending(room_id, gen.stream_id)
         except DomainError as exc:
             log.warning("reply %s: pending state unavailable: %s", gen.stream_id, exc.message)
             return
         if early is not None:
-            played = int(early) if early.isdigit() else 0
-            gen.interrupt(played_chars=played, reason="client")
+            gen.interrupt(played_chars=early, reason="client")
 
     async def _listen(self, ctl: ControlSubscription, gen: Generation) -> None:
         try:
@@ -548,10 +541,8 @@ class ConversationCore:
                 agent_message_id = stored.message_id
             except DomainError as exc:
                 log.warning("reply %s not stored: %s", stream_id, exc.message)
-        await self._bus.set_state(
-            stream_key(stream_id),
-            stream_state(room_id, "interrupted", running.replica),
-            ttl_s=STREAM_STATE_TTL_S,
+        await self._bus.set_reply_state(
+            stream_id, ReplyState(room_id, ReplyPhase.INTERRUPTED, running.replica)
         )
         ended_event = events.ended(
             stream_id, len(texts), pb.STREAM_END_REASON_INTERRUPTED, agent_message_id
@@ -601,11 +592,8 @@ class ConversationCore:
         if running and stream_id in ("", running):
             await self._send_interrupt(room_id, running, played_chars)
             stopped = True
-        waiting = await self._waiting(room_id, stream_id, running)
+        waiting = await self._bus.cancel_pending(room_id, stream_id, played_chars, running=running)
         if waiting:
-            await self._bus.set_state(
-                cancel_key(waiting), str(played_chars), ttl_s=STREAM_STATE_TTL_S
-            )
             await self._send_interrupt(room_id, waiting, played_chars)
             stopped = True
         return stopped
@@ -613,14 +601,6 @@ class ConversationCore:
     async def _send_interrupt(self, room_id: str, stream_id: str, played_chars: int) -> None:
         control = Control("interrupt", stream_id, played_chars, "client")
         await self._bus.send_control(room_id, control.encode())
-
-    async def _waiting(self, room_id: str, stream_id: str, running: str) -> str:
-        """`stream_id` (without one, the room's newest reply) if it is accepted, not running."""
-        candidate = stream_id or await self._bus.get_state(pending_key(room_id)) or ""
-        if not candidate or candidate == running:
-            return ""
-        room, state = parse_stream_state(await self._bus.get_state(stream_key(candidate)))
-        return candidate if room == room_id and state == "pending" else ""
 
     async def pause(self, user_id: str, room_id: str) -> RoomStatus:
         await self._room(user_id, room_id)
@@ -656,20 +636,16 @@ class ConversationCore:
 
     async def announce(self, room_id: str, status: RoomStatus) -> None:
         """Publishes a room_state event, once per change (the rooms service may repeat it)."""
-        old = await self._bus.set_state(
-            room_status_key(room_id), status.value, ttl_s=ROOM_STATUS_TTL_S
-        )
+        old = await self._bus.set_room_status(room_id, status.value)
         if old == status.value:
             return
         event = events.room_state(status)
         await self._bus.publish(room_id, events.STATE, event.SerializeToString())
         running = await self._bus.reply_lease(room_id)
         if running is not None and not running.lapsed and status is not RoomStatus.ENDED:
-            state = "paused" if status is RoomStatus.PAUSED else "active"
-            await self._bus.set_state(
-                stream_key(running.stream_id),
-                stream_state(room_id, state, running.replica),
-                ttl_s=STREAM_STATE_TTL_S,
+            phase = ReplyPhase.PAUSED if status is RoomStatus.PAUSED else ReplyPhase.ACTIVE
+            await self._bus.set_reply_state(
+                running.stream_id, ReplyState(room_id, phase, running.replica)
             )
 
     # -- shutdown ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Final
 from arconv.stream.v1 import stream_service_pb2 as pb
 from google.rpc import code_pb2
 
-from services.common.bus import Bus
+from services.common.bus import Bus, ReplyPhase, ReplyState
 from services.common.errors import DomainError, FailedPrecondition, Unavailable
 from services.llm import (
     ChatMessage,
@@ -41,12 +41,7 @@ from services.stream.ports import (
 from services.stream.prompt import build_messages
 from services.stream.reply import DeliveredReply, cap_delta, clean_delta
 from services.stream.sentences import Sentence, SentenceAccumulator
-from services.stream.state import (
-    STREAM_STATE_TTL_S,
-    CoreConfig,
-    stream_key,
-    stream_state,
-)
+from services.stream.state import CoreConfig
 
 log = logging.getLogger("arconv.stream.generation")
 
@@ -126,7 +121,7 @@ class Generation:
         try:
             # The state is written before the event that announces it, so a client that
             # saw the event finds the state (on any replica) already there.
-            await self._set_state("active")
+            await self._set_state(ReplyPhase.ACTIVE)
             await self._emit(
                 events.started(self.stream_id, self.message.message_id, self.room.agent_id)
             )
@@ -145,9 +140,9 @@ class Generation:
             agent_message_id = await self._store(reason)
             await self._set_state(
                 {
-                    pb.STREAM_END_REASON_COMPLETED: "completed",
-                    pb.STREAM_END_REASON_INTERRUPTED: "interrupted",
-                }.get(reason, "failed")
+                    pb.STREAM_END_REASON_COMPLETED: ReplyPhase.COMPLETED,
+                    pb.STREAM_END_REASON_INTERRUPTED: ReplyPhase.INTERRUPTED,
+                }.get(reason, ReplyPhase.FAILED)
             )
             await self._emit(
                 events.ended(self.stream_id, self.reply.chunks, reason, agent_message_id)
@@ -156,11 +151,9 @@ class Generation:
         finally:
             GENERATIONS.dec()
 
-    async def _set_state(self, state: str) -> None:
-        await self._bus.set_state(
-            stream_key(self.stream_id),
-            stream_state(self.room.room_id, state, self._replica),
-            ttl_s=STREAM_STATE_TTL_S,
+    async def _set_state(self, phase: ReplyPhase) -> None:
+        await self._bus.set_reply_state(
+            self.stream_id, ReplyState(self.room.room_id, phase, self._replica)
         )
 
     async def _generate(self) -> pb.StreamEndReason:

@@ -1,12 +1,9 @@
-"""Shared conversation state on the bus: key names, control messages, tuning knobs."""
+"""The conversation core's tuning knobs and the control messages its replicas exchange."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-
-STREAM_STATE_TTL_S = 3600.0
-ROOM_STATUS_TTL_S = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,43 +20,6 @@ class CoreConfig:
     # replica that dies lets the next message start within this long.
     reply_lease_s: float = 1.0
     shutdown_timeout_s: float = 5.0
-
-
-def stream_key(stream_id: str) -> str:
-    """JSON {"room_id", "state", "replica"}: pending (accepted, not running yet) / active /
-    paused / interrupted / completed / failed."""
-    return f"stream:{stream_id}"
-
-
-def pending_key(room_id: str) -> str:
-    """The newest reply accepted in the room that is not running yet (it may be waiting for
-    the running one to stop)."""
-    return f"pending:{room_id}"
-
-
-def cancel_key(stream_id: str) -> str:
-    """An interrupt that arrived before the reply started: the played_chars it carried."""
-    return f"cancel:{stream_id}"
-
-
-def parse_stream_state(raw: str | None) -> tuple[str, str]:
-    """(room_id, state) of a `stream_key` value; ("", "") if absent or unreadable."""
-    if raw is None:
-        return "", ""
-    try:
-        doc = json.loads(raw)
-        return str(doc["room_id"]), str(doc["state"])
-    except (ValueError, KeyError, TypeError):
-        return "", ""
-
-
-def room_status_key(room_id: str) -> str:
-    """The last room status announced to the room's streams (room_state events)."""
-    return f"room-status:{room_id}"
-
-
-def stream_state(room_id: str, state: str, replica: str) -> str:
-    return json.dumps({"room_id": room_id, "state": state, "replica": replica})
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,16 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 
-from services.common.bus import Bus, CursorExpired, InProcessBus, ReplyLease, first_id, open_bus
+from services.common.bus import (
+    Bus,
+    CursorExpired,
+    InProcessBus,
+    ReplyLease,
+    ReplyPhase,
+    ReplyState,
+    first_id,
+    open_bus,
+)
 from services.common.redis_bus import RedisBus
 
 MakeBus = Callable[..., Bus]
@@ -225,26 +234,78 @@ async def test_control_without_subscribers_is_dropped(make_bus: MakeBus) -> None
         assert await asyncio.wait_for(sub.get(), 5) == b"second"
 
 
-async def test_state_keys(make_bus: MakeBus) -> None:
+async def test_a_reply_state_is_shared_by_every_replica(make_bus: MakeBus) -> None:
     a, b = make_bus(), make_bus()
-    assert await a.get_state("active") is None
-    assert await a.set_state_if_absent("active", "s1", ttl_s=60)
-    assert not await b.set_state_if_absent("active", "s2", ttl_s=60)
-    assert await b.get_state("active") == "s1"
-    assert not await b.delete_state("active", expected="s2")
-    assert await b.delete_state("active", expected="s1")
-    assert await a.get_state("active") is None
-    assert await a.set_state("status", "ACTIVE", ttl_s=60) is None
-    assert await b.set_state("status", "PAUSED", ttl_s=60) == "ACTIVE"
-    assert await a.delete_state("status")
-    assert not await a.delete_state("status")
+    assert await a.reply_state("s1") is None
+    await a.set_reply_state("s1", ReplyState("r", ReplyPhase.ACTIVE, "A"))
+    assert await b.reply_state("s1") == ReplyState("r", ReplyPhase.ACTIVE, "A")
+    await b.set_reply_state("s1", ReplyState("r", ReplyPhase.COMPLETED, "A"))
+    assert await a.reply_state("s1") == ReplyState("r", ReplyPhase.COMPLETED, "A")
+    assert await a.reply_state("s2") is None
 
 
-async def test_state_expires(make_bus: MakeBus) -> None:
+async def test_an_interrupt_before_a_reply_starts_is_collected_when_it_starts(
+    make_bus: MakeBus,
+) -> None:
+    a, b = make_bus(), make_bus()
+    assert await a.start_pending("r", "s1") is None  # nothing pending, nothing interrupted
+    await a.mark_pending("r", "s1", "A")
+    assert await b.reply_state("s1") == ReplyState("r", ReplyPhase.PENDING, "A")
+    await a.mark_pending("r", "s2", "A")  # accepted after s1: the room's newest waiting reply
+    # Without a stream id, the newest waiting reply is interrupted.
+    assert await b.cancel_pending("r", "", 7) == "s2"
+    assert await a.start_pending("r", "s1") is None  # s2 stays the room's waiting reply
+    assert await b.cancel_pending("r", "", 9) == "s2"
+    assert await a.start_pending("r", "s2") == 9  # the latest interrupt's played_chars
+    assert await b.cancel_pending("r", "", 1) == ""  # s2 started: no reply waits any more
+    # By stream id, a reply accepted earlier can still be interrupted before it runs.
+    assert await b.cancel_pending("r", "s1", 0) == "s1"
+    assert await a.start_pending("r", "s1") == 0
+
+
+async def test_only_a_waiting_reply_of_the_room_is_interrupted_before_it_starts(
+    make_bus: MakeBus,
+) -> None:
+    a, b = make_bus(), make_bus()
+    await a.mark_pending("r", "s1", "A")
+    assert await b.cancel_pending("r", "s1", 3, running="s1") == ""  # the caller stops it
+    assert await b.cancel_pending("r", "", 3, running="s1") == ""
+    assert await b.cancel_pending("other", "s1", 3) == ""  # another room's reply
+    assert await b.cancel_pending("r", "unknown", 3) == ""
+    assert await b.cancel_pending("other", "", 3) == ""  # nothing waits there
+    await a.set_reply_state("s1", ReplyState("r", ReplyPhase.ACTIVE, "A"))
+    assert await b.cancel_pending("r", "s1", 3) == ""  # running already: not waiting
+    assert await a.start_pending("r", "s1") is None  # none of those reached it
+
+
+async def test_a_room_status_is_swapped(make_bus: MakeBus) -> None:
+    a, b = make_bus(), make_bus()
+    assert await a.set_room_status("r", "ACTIVE") is None
+    assert await b.set_room_status("r", "ACTIVE") == "ACTIVE"
+    assert await b.set_room_status("r", "PAUSED") == "ACTIVE"
+    assert await a.set_room_status("r", "ENDED") == "PAUSED"
+    assert await a.set_room_status("other", "ACTIVE") is None
+
+
+async def test_reply_states_and_room_statuses_expire(
+    make_bus: MakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.common import bus as bus_module
+    from services.common import redis_bus as redis_bus_module
+
+    for module in (bus_module, redis_bus_module):
+        monkeypatch.setattr(module, "REPLY_STATE_TTL_S", 0.05)
+        monkeypatch.setattr(module, "ROOM_STATUS_TTL_S", 0.05)
     bus = make_bus()
-    await bus.set_state("short", "v", ttl_s=0.01)
-    await asyncio.sleep(0.05)  # the TTL itself is what is tested
-    assert await bus.get_state("short") is None
+    await bus.mark_pending("r", "s1", "A")
+    await bus.mark_pending("r", "s2", "A")
+    assert await bus.cancel_pending("r", "s1", 4) == "s1"
+    await bus.set_room_status("r", "PAUSED")
+    await asyncio.sleep(0.2)  # the TTLs themselves are what is tested
+    assert await bus.reply_state("s1") is None
+    assert await bus.start_pending("r", "s1") is None
+    assert await bus.cancel_pending("r", "", 4) == ""  # s2 is no longer the room's pending
+    assert await bus.set_room_status("r", "ACTIVE") is None
 
 
 def test_open_bus_picks_the_back_end(redis_base_url: str) -> None:
