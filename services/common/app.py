@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
+from services.common import tracing
 from services.common.config import ConfigError, Settings, load_settings
 from services.common.logs import configure_logging
 from services.common.memory import freeze_startup_objects
@@ -32,7 +33,13 @@ def run_service(name: str, settings_cls: type[S], open_spec: SpecFactory[S]) -> 
     assert isinstance(settings, settings_cls)
     configure_logging(name, level=settings.log_level, fmt=settings.log_format)
     try:
-        asyncio.run(_serve(name, settings, open_spec))
+        # Off (no OTEL_ exporter configured): nothing of OpenTelemetry is even imported.
+        provider = tracing.setup(name)
+        try:
+            asyncio.run(_serve(name, settings, open_spec))
+        finally:
+            if provider is not None:
+                provider.shutdown()  # the spans still batched, exported before exit
     except ConfigError as exc:
         print(f"arconv {name}: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -3,7 +3,8 @@ and retries of idempotent calls declared in the channel's gRPC service config.
 
 Callers act for a user with `metadata=for_user(user_id)`; the channel adds the service's
 bearer token, the request id and W3C trace context of the RPC being handled (so the callee's
-logs carry the same ids), and, when the caller gives no timeout, the default deadline.
+logs carry the same ids), and, when the caller gives no timeout, the default deadline. With
+tracing on, each call is a client span whose id goes out as the callee's parent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from services.common import tracing
 from services.common.auth import ON_BEHALF_HEADER, ServiceTokenSource
 from services.common.config import Settings
 from services.common.context import current_call
@@ -115,7 +117,12 @@ class ServiceChannels:
                     # cluster's, or DNS of several replicas), rather than the first only.
                     ("grpc.lb_policy_name", "round_robin"),
                 ],
-                interceptors=[_UU(self._tokens, t), _US(self._tokens, t)],
+                # Client spans (when tracing is on) outside the token and the call context.
+                interceptors=[
+                    *tracing.client_interceptors(target),
+                    _UU(self._tokens, t),
+                    _US(self._tokens, t),
+                ],
             )
             self._channels[target] = ch
         return ch

@@ -55,7 +55,9 @@ class CallContext:
     """One RPC's identity for logs and downstream calls, and its outcome for the log line.
 
     `span_id` names this server's handling of the call: calls the handler makes carry it as
-    their parent. `error` is the message of the status the errors interceptor answered with.
+    their parent. `parent_id` is the caller's span (from its `traceparent`; empty when the
+    trace starts here). `error` is the message of the status the errors interceptor answered
+    with.
     """
 
     request_id: str
@@ -64,6 +66,7 @@ class CallContext:
     trace_flags: str = "00"
     tracestate: str = ""
     error: str = ""
+    parent_id: str = ""
 
     def traceparent(self) -> str:
         """The `traceparent` header of a call made while handling this one."""
@@ -116,4 +119,6 @@ def call_context_from(metadata: Iterable[Any] | None) -> CallContext:
     state = tracestate if isinstance(tracestate, str) else ""
     if len(state) > MAX_TRACESTATE_CHARS:
         state = ""
-    return CallContext(rid, parsed[0], new_span_id(), parsed[1], state)
+    # A valid traceparent has the caller's span id at a fixed place: vv-<32 hex>-<16 hex>-ff.
+    parent = str(traceparent)[36:52]
+    return CallContext(rid, parsed[0], new_span_id(), parsed[1], state, parent_id=parent)

@@ -3,6 +3,8 @@
 
 1. `RequestContextInterceptor` sets the call's context (request id, W3C trace context) from
    its headers, before any other layer runs, so every log line of the call carries it.
+   When tracing is on, the server span interceptor (services/common/spans.py) comes next:
+   the call's span, whose ids become the call context's.
 2. `LogsMetricsInterceptor` times the call and writes its log line and metrics: outermost
    of the wrappers, so the time and the status include every layer below.
 3. `ErrorsInterceptor` turns whatever the layers below raise into a status with google.rpc
@@ -62,11 +64,17 @@ def is_internal(method: str) -> bool:
 
 
 def mesh_interceptors(
-    *, service: str, authority: JwtAuthority, public: Collection[str] = ()
+    *,
+    service: str,
+    authority: JwtAuthority,
+    public: Collection[str] = (),
+    spans: grpc.aio.ServerInterceptor | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The chain every server runs, outermost first (see the module's docstring)."""
+    """The chain every server runs, outermost first (see the module's docstring); `spans`, the
+    server span interceptor when tracing is on."""
     return [
         RequestContextInterceptor(),
+        *(() if spans is None else (spans,)),
         LogsMetricsInterceptor(service),
         ErrorsInterceptor(),
         AuthInterceptor(authority, public),

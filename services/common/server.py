@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from services.common import tracing
 from services.common.auth import JwtAuthority
 from services.common.config import Settings
 from services.common.interceptor import mesh_interceptors
@@ -125,7 +126,10 @@ async def create_server(
     """Builds and starts the server on `port` (default settings.port; 0 picks a free port)."""
     _import_descriptors()
     chain = mesh_interceptors(
-        service=spec.name, authority=authority_from(settings), public=spec.public_methods
+        service=spec.name,
+        authority=authority_from(settings),
+        public=spec.public_methods,
+        spans=tracing.server_interceptor(),
     )
     server = grpc.aio.server(
         interceptors=[*chain, *spec.extra_interceptors],
