@@ -102,12 +102,21 @@ class KV(abc.ABC):
         """True if `member` is in the set."""
 
     @abc.abstractmethod
-    async def acquire_lease(self, key: str, holder: str, *, limit: int, ttl_s: float) -> bool:
+    async def acquire_lease(
+        self, key: str, holder: str, *, limit: int, ttl_s: float, replace: Sequence[str] = ()
+    ) -> bool:
         """Takes one of `limit` slots of `key` for `holder` until `ttl_s` from now.
 
         Expired leases free their slots by themselves, so a holder that dies without
         releasing costs a slot for at most `ttl_s`. Re-acquiring a held lease renews it.
+        With every slot taken, the first lease of `replace` still held is dropped for
+        `holder`'s, in the same atomic step: callers racing to replace the same lease never
+        take more than `limit` slots between them.
         """
+
+    @abc.abstractmethod
+    async def lease_holders(self, key: str) -> dict[str, float]:
+        """The unexpired leases of `key`: each holder and the seconds its lease has left."""
 
     @abc.abstractmethod
     async def renew_lease(self, key: str, holder: str, *, ttl_s: float) -> None:
@@ -299,15 +308,28 @@ class InProcessKV(KV):
             del holders[h]
         return holders
 
-    async def acquire_lease(self, key: str, holder: str, *, limit: int, ttl_s: float) -> bool:
+    async def acquire_lease(
+        self, key: str, holder: str, *, limit: int, ttl_s: float, replace: Sequence[str] = ()
+    ) -> bool:
         _check_ttl(ttl_s)
         with self._lock:
             now = self._clock()
             holders = self._holders(key, now)
             if holder not in holders and len(holders) >= limit:
-                return False
+                gone = next((h for h in replace if h in holders), None)
+                if gone is None or limit < 1:
+                    return False
+                del holders[gone]
             holders[holder] = now + ttl_s
             return True
+
+    async def lease_holders(self, key: str) -> dict[str, float]:
+        with self._lock:
+            now = self._clock()
+            holders = self._holders(key, now)
+            if not holders:
+                del self._leases[key]
+            return {h: until - now for h, until in holders.items()}
 
     async def renew_lease(self, key: str, holder: str, *, ttl_s: float) -> None:
         _check_ttl(ttl_s)
@@ -383,7 +405,8 @@ return n
 
 
 # Leases: a sorted set of holders scored by expiry (ms, Redis server time); the key itself
-# expires with its last lease. KEYS[1]; ARGV: holder, limit (0: no limit), ttl_ms.
+# expires with its last lease. KEYS[1]; ARGV: holder, limit (0: no limit), ttl_ms, then the
+# holders whose leases may be replaced when every slot is taken.
 _LEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -391,7 +414,14 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local limit = tonumber(ARGV[2])
 if limit > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[1])
     and redis.call('ZCARD', KEYS[1]) >= limit then
-  return 0
+  local replaced = false
+  for i = 4, #ARGV do
+    if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+      replaced = true
+      break
+    end
+  end
+  if not replaced then return 0 end
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 local last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
@@ -405,6 +435,18 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS[1]. The unexpired leases: {holder, ms left, holder, ms left, ...}.
+_LEASE_HOLDERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')) do
+  out[#out + 1] = h
+end
+for i = 2, #out, 2 do out[i] = tostring(tonumber(out[i]) - now) end
+return out
 """
 
 
@@ -502,6 +544,7 @@ class RedisKV(KV):
         self._sadd = self._client.register_script(_SADD)
         self._lease = self._client.register_script(_LEASE)
         self._lease_count = self._client.register_script(_LEASE_COUNT)
+        self._lease_holders = self._client.register_script(_LEASE_HOLDERS)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -572,13 +615,20 @@ class RedisKV(KV):
         with redis_errors():
             return bool(await once_more(lambda: self._client.sismember(self._k(key), member)))
 
-    async def acquire_lease(self, key: str, holder: str, *, limit: int, ttl_s: float) -> bool:
+    async def acquire_lease(
+        self, key: str, holder: str, *, limit: int, ttl_s: float, replace: Sequence[str] = ()
+    ) -> bool:
         _check_ttl(ttl_s)
         if limit < 1:
             return False
         with redis_errors():
-            got = await self._lease(keys=[self._k(key)], args=[holder, limit, _ms(ttl_s)])
+            got = await self._lease(keys=[self._k(key)], args=[holder, limit, _ms(ttl_s), *replace])
         return bool(int(got))
+
+    async def lease_holders(self, key: str) -> dict[str, float]:
+        with redis_errors():
+            out = await self._lease_holders(keys=[self._k(key)])
+        return {str(out[i]): float(out[i + 1]) / 1000 for i in range(0, len(out), 2)}
 
     async def renew_lease(self, key: str, holder: str, *, ttl_s: float) -> None:
         _check_ttl(ttl_s)

@@ -66,6 +66,11 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # its streams frees their slots within one lease (its user can open them again elsewhere).
 OPEN_STREAM_LEASE_S = 10.0
 OPEN_STREAM_RENEW_S = OPEN_STREAM_LEASE_S / 3
+# While a replica holds open-stream slots it renews a heartbeat of its own (one lease per
+# replica in this set, for CoreConfig.reply_lease_s, renewed REPLY_RENEWALS_PER_LEASE times a
+# lease: the judgement that ends a dead replica's reply). A resume at the limit may take the
+# slot of a replica whose heartbeat lapsed, at once instead of after OPEN_STREAM_LEASE_S.
+REPLICAS_KEY = "replicas"
 # A running reply renews its room's lease this many times per lease (CoreConfig.reply_lease_s).
 REPLY_RENEWALS_PER_LEASE = 4
 # Events read per call when a reply's delivered chunks are gathered from the log.
@@ -135,6 +140,8 @@ class ConversationCore:
         self._tasks: set[asyncio.Task[None]] = set()
         self._leases: dict[Session, str] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._heart: asyncio.Task[None] | None = None
+        self._joining = 0
         self._closing = False
         # After a wave of streams closes, their memory goes back to the OS.
         self._release = ReleaseAfterDrop()
@@ -177,35 +184,17 @@ class ConversationCore:
                 "the room has ended; create a new one", reason="ROOM_ENDED", subject=room_id
             )
         key = _open_streams_key(user_id)
-        limit = self._config.max_open_streams
-        lease = uuid.uuid4().hex
-        if not await self._kv.acquire_lease(key, lease, limit=limit, ttl_s=OPEN_STREAM_LEASE_S):
-            raise ResourceExhausted(
-                f"too many open streams: at most {limit} per user; close one first",
-                subject=f"user:{user_id}",
-                reason="TOO_MANY_STREAMS",
-            )
+        lease = f"{self.replica}/{uuid.uuid4().hex}"
+        self._joining += 1  # keeps the heartbeat beating until the slot is in self._leases
         try:
-            if after_id:
-                last = await self._bus.check_cursor(room_id, after_id)
-            else:
-                last = after_id = await self._bus.last_event_id(room_id)
-            running = await self._bus.reply_lease(room_id)
-        except BaseException:
-            await self._kv.release_lease(key, lease)
-            raise
-        session = Session(
-            bus=self._bus,
-            room_id=room_id,
-            user_id=user_id,
-            after_id=after_id,
-            held=room.status is RoomStatus.PAUSED,
-            config=self._config,
-            on_abort=on_abort,
-        )
-        self._sessions.add(session)
-        self._release.update(len(self._sessions))
-        self._leases[session] = lease
+            session, last, running = await self._open(
+                user_id, room, after_id, on_abort, key=key, lease=lease
+            )
+            self._sessions.add(session)
+            self._release.update(len(self._sessions))
+            self._leases[session] = lease
+        finally:
+            self._joining -= 1
         self._ensure_renewer()
         joined = pb.Joined(
             room_id=room_id,
@@ -216,6 +205,50 @@ class ConversationCore:
         if running is not None and running.lapsed:
             self._spawn(self._end_if_lapsed(user_id, room_id, running))
         return session, pb.ConverseResponse(joined=joined)
+
+    async def _open(
+        self,
+        user_id: str,
+        room: RoomInfo,
+        after_id: int,
+        on_abort: AbortFn,
+        *,
+        key: str,
+        lease: str,
+    ) -> tuple[Session, int, ReplyLease | None]:
+        """Takes an open-stream slot for `lease` and opens the session (not started)."""
+        limit = self._config.max_open_streams
+        await self._beat()  # before the slot: a slot whose replica has no heartbeat is free
+        taken = await self._kv.acquire_lease(key, lease, limit=limit, ttl_s=OPEN_STREAM_LEASE_S)
+        if not taken and after_id:
+            # A resume (its cursor checked first) may take the slot of a dead replica.
+            await self._bus.check_cursor(room.room_id, after_id)
+            taken = await self._take_dead_slot(key, lease)
+        if not taken:
+            raise ResourceExhausted(
+                f"too many open streams: at most {limit} per user; close one first",
+                subject=f"user:{user_id}",
+                reason="TOO_MANY_STREAMS",
+            )
+        try:
+            if after_id:
+                last = await self._bus.check_cursor(room.room_id, after_id)
+            else:
+                last = after_id = await self._bus.last_event_id(room.room_id)
+            running = await self._bus.reply_lease(room.room_id)
+        except BaseException:
+            await self._kv.release_lease(key, lease)
+            raise
+        session = Session(
+            bus=self._bus,
+            room_id=room.room_id,
+            user_id=user_id,
+            after_id=after_id,
+            held=room.status is RoomStatus.PAUSED,
+            config=self._config,
+            on_abort=on_abort,
+        )
+        return session, last, running
 
     async def leave(self, session: Session) -> None:
         await session.close()
@@ -230,6 +263,73 @@ class ConversationCore:
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._housekeeping())
+
+    # -- open-stream slots of dead replicas -------------------------------------------------
+
+    def _beat_every_s(self) -> float:
+        return self._config.reply_lease_s / REPLY_RENEWALS_PER_LEASE
+
+    async def _beat(self) -> None:
+        """Makes sure this replica's heartbeat is written and kept while it holds slots."""
+        if self._heart is not None and not self._heart.done():
+            return
+        await self._kv.renew_lease(REPLICAS_KEY, self.replica, ttl_s=self._config.reply_lease_s)
+        self._heart = asyncio.create_task(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self._beat_every_s())
+            if not self._leases and not self._joining:
+                # No slot left to vouch for. A join writes the heartbeat again before its
+                # slot; ending here (no await since the check) cannot race it.
+                self._heart = None
+                return
+            try:
+                await self._kv.renew_lease(
+                    REPLICAS_KEY, self.replica, ttl_s=self._config.reply_lease_s
+                )
+            except DomainError:
+                log.warning("could not renew this replica's heartbeat; retrying")
+
+    async def _take_dead_slot(self, key: str, lease: str) -> bool:
+        """Takes, for a resume at the limit, the open-stream slot of a replica that died.
+
+        A replica whose heartbeat lapsed is dead (its slots are replaced at once, atomically,
+        so racing resumes never pass the limit); one whose heartbeat is renewed while this
+        waits is alive and keeps its slots. The wait is at most one heartbeat lease, so a
+        resume that arrives the moment its replica was killed is still served.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.reply_lease_s + self._beat_every_s()
+        first: dict[str, float] = {}  # replica -> its heartbeat's expiry when first seen
+        while True:
+            slots, alive = await asyncio.gather(
+                self._kv.lease_holders(key), self._kv.lease_holders(REPLICAS_KEY)
+            )
+            now = loop.time()
+            replicas = {h: h.partition("/")[0] for h in slots if "/" in h}
+            dead = [h for h, r in replicas.items() if r not in alive]
+            if dead:
+                limit = self._config.max_open_streams
+                if await self._kv.acquire_lease(
+                    key, lease, limit=limit, ttl_s=OPEN_STREAM_LEASE_S, replace=dead
+                ):
+                    log.info(
+                        "a resume took the open-stream slot of a dead replica",
+                        extra={"fields": {"replaced": dead, "replicas": sorted(set(replicas))}},
+                    )
+                    return True
+                if now >= deadline:
+                    return False
+                continue  # another resume took it: look again
+            waiting = False
+            for r in {r for r in replicas.values() if r != self.replica}:
+                expiry = now + alive[r]
+                seen = first.setdefault(r, expiry)
+                waiting |= expiry <= seen + self._beat_every_s() / 2  # not renewed yet
+            if not waiting or now >= deadline:
+                return False
+            await asyncio.sleep(self._beat_every_s())
 
     async def _housekeeping(self) -> None:
         """While this replica has sessions: cuts off the clients that stopped reading, keeps
@@ -264,13 +364,23 @@ class ConversationCore:
                 await self._end_if_lapsed(user_id, room_id, running)
 
     async def _renew_open_streams(self) -> None:
+        """Renews the slots within the limit: a slot given to a resume elsewhere while this
+        replica looked dead is not taken back over the limit; its stream ends instead, and
+        its client resumes with its cursor."""
+        limit = self._config.max_open_streams
         for session, lease in list(self._leases.items()):
             try:
-                await self._kv.renew_lease(
-                    _open_streams_key(session.user_id), lease, ttl_s=OPEN_STREAM_LEASE_S
+                held = await self._kv.acquire_lease(
+                    _open_streams_key(session.user_id),
+                    lease,
+                    limit=limit,
+                    ttl_s=OPEN_STREAM_LEASE_S,
                 )
             except DomainError:
                 log.warning("could not renew an open-stream lease; retrying next round")
+                continue
+            if not held and self._leases.pop(session, None) is not None:
+                self._spawn(session.lose_slot())
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -668,10 +778,11 @@ class ConversationCore:
 
     async def aclose(self) -> None:
         self._release.close()
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        for task in (self._renewer, self._heart):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -280,14 +280,20 @@ class Session:
     async def cut_off(self) -> None:
         await self._cut_off()
 
-    async def _cut_off(self) -> None:
+    async def lose_slot(self) -> None:
+        """Ends the session with UNAVAILABLE and its resume cursor: its open-stream slot was
+        given to a resume elsewhere while this replica missed its heartbeats (it looked
+        dead), and the user may not hold more streams than the limit."""
+        await self._cut_off(slot_lost=True)
+
+    async def _cut_off(self, *, slot_lost: bool = False) -> None:
         if self._cut:
             return
         self._cut = self._ended = True
         DISCONNECTS.inc()
         cursor = self.resume_cursor()
         log.warning(
-            "cutting off a slow reader",
+            "ending a stream whose slot was taken" if slot_lost else "cutting off a slow reader",
             extra={
                 "fields": {
                     "room_id": self.room_id,
@@ -297,8 +303,15 @@ class Session:
                 }
             },
         )
-        await self._on_abort(
-            ResourceExhausted(
+        error: DomainError
+        if slot_lost:
+            error = Unavailable(
+                "this replica missed its heartbeats and the stream's slot went to a resume"
+                f" elsewhere; reconnect with after_event_id {cursor} (the last event received)",
+                reason="STREAM_SLOT_TAKEN",
+            )
+        else:
+            error = ResourceExhausted(
                 f"the client read nothing for {self._config.slow_reader_s:g} s while"
                 f" {self._queue.qsize()} events were waiting; reconnect with after_event_id"
                 f" {cursor} (the last event received)",
@@ -306,7 +319,7 @@ class Session:
                 reason="SLOW_READER",
                 metadata={"resume_after_event_id": str(cursor)},
             )
-        )
+        await self._on_abort(error)
 
     def _accept(self, e: BusEvent) -> bool:
         """Queues the log event right after the cursor and acts on it; False once the

@@ -251,6 +251,33 @@ async def test_concurrent_acquires_never_overshoot(kv: KV) -> None:
     assert await kv.lease_count("l") == 5
 
 
+async def test_a_full_lease_set_replaces_only_a_named_holder(kv: KV) -> None:
+    assert await kv.acquire_lease("l", "a", limit=2, ttl_s=60)
+    assert await kv.acquire_lease("l", "b", limit=2, ttl_s=60)
+    # Holders not in the set are skipped; the first one held is replaced.
+    assert await kv.acquire_lease("l", "c", limit=2, ttl_s=60, replace=["gone", "b", "a"])
+    assert set(await kv.lease_holders("l")) == {"a", "c"}
+    assert not await kv.acquire_lease("l", "d", limit=2, ttl_s=60, replace=["b", "x"])
+    # With a slot free nothing is replaced.
+    await kv.release_lease("l", "a")
+    assert await kv.acquire_lease("l", "d", limit=2, ttl_s=60, replace=["c"])
+    holders = await kv.lease_holders("l")
+    assert set(holders) == {"c", "d"}
+    assert all(50 < left <= 60 for left in holders.values())
+    assert await kv.lease_holders("nothing") == {}
+
+
+async def test_racing_replacements_of_one_holder_never_overshoot(kv: KV) -> None:
+    assert await kv.acquire_lease("l", "dead", limit=2, ttl_s=60)
+    assert await kv.acquire_lease("l", "live", limit=2, ttl_s=60)
+    got = await asyncio.gather(
+        *(kv.acquire_lease("l", f"h{i}", limit=2, ttl_s=60, replace=["dead"]) for i in range(20))
+    )
+    assert sum(got) == 1
+    assert await kv.lease_count("l") == 2
+    assert "live" in await kv.lease_holders("l")
+
+
 async def test_expired_leases_free_their_slots() -> None:
     clock = FakeClock()
     kv = InProcessKV(clock=clock)

@@ -1,8 +1,9 @@
 """kill -9 of a stream replica process in the middle of a reply, on a Redis the test owns.
 
 Measured and asserted: messages lost 0, events duplicated or missing 0, replies left running
-0; the time until the next message is answered, and until a user at the open-stream limit
-can join again, are printed (see README, Operations) with generous bounds as hang guards.
+0; the time until the next message is answered is printed (see README, Operations) with a
+generous bound as a hang guard. A user at the open-stream limit on the killed replica resumes
+through the other one at once (the time printed), and a live replica's slots still cap them.
 """
 
 from __future__ import annotations
@@ -115,28 +116,93 @@ async def test_a_reply_of_a_killed_replica_ends_without_a_new_message(
     sender.call.cancel()
 
 
-async def test_a_user_at_the_open_stream_limit_joins_again_soon_after_a_replica_kill(
+async def _resume(mesh: ProcessMesh, port: int, user: str, room: str, after: int) -> Conversation:
+    stub = pb_grpc.StreamServiceStub(mesh.ch(port))
+    conv = Conversation(stub.Converse(metadata=mesh.md(user)))
+    await conv.send(join(room, after))
+    assert (await conv.next()).HasField("joined")
+    return conv
+
+
+async def _one_reply(convs: list[Conversation], cid: str) -> pb.StreamEnded:
+    """Sends a message on the first conversation; every one of them sees its reply end."""
+    await convs[0].send(message("Hello, still there?", cid))
+    accepted = (await convs[0].until_kind("message_accepted", wait_s=30))[-1].message_accepted
+    started = await convs[0].until(
+        lambda e: e.stream_started.message_id == accepted.message_id, wait_s=30
+    )
+    stream_id = started[-1].stream_started.stream_id
+    ends = [
+        (await conv.until(lambda e: e.stream_ended.stream_id == stream_id, wait_s=30))[-1]
+        for conv in convs
+    ]
+    return ends[0].stream_ended
+
+
+async def _hold_the_limit(
+    mesh: ProcessMesh, port: int, user: str
+) -> tuple[str, list[Conversation], int]:
+    """The user's LIMIT streams on one replica, on one room, with a reply seen to its end:
+    the room, the conversations and their cursor."""
+    room = await mesh.clients.room(user)
+    held = [await _converse(mesh, port, user, room) for _ in range(LIMIT)]
+    await _one_reply(held, "h1")
+    cursors = {max(e.event_id for e in conv.seen) for conv in held}
+    assert len(cursors) == 1
+    return room, held, cursors.pop()
+
+
+LIMIT = 2
+
+
+async def test_a_user_at_the_open_stream_limit_resumes_at_once_after_a_replica_kill(
     process_mesh: ProcessMesh,
 ) -> None:
     mesh = process_mesh
-    limit = {"ARCONV_STREAM_MAX_OPEN_STREAMS": "1"}
+    limit = {"ARCONV_STREAM_MAX_OPEN_STREAMS": str(LIMIT)}
     a, b = await asyncio.gather(*(mesh.start_replica(**limit) for _ in "ab"))
-    room = await mesh.clients.room("cy")
-    held = await _converse(mesh, a.port, "cy", room)
+    room, held, cursor = await _hold_the_limit(mesh, a.port, "cy")
     a.kill()
     killed = time.monotonic()
     await a.proc.wait()
-    while True:
-        stub = pb_grpc.StreamServiceStub(mesh.ch(b.port))
-        conv = Conversation(stub.Converse(metadata=mesh.md("cy")))
-        await conv.send(join(room))
-        try:
-            assert (await conv.next()).HasField("joined")
-            break
-        except grpc.aio.AioRpcError as exc:
-            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
-            assert time.monotonic() - killed < 30, "hang guard: the slot was never freed"
-            await asyncio.sleep(0.25)
-    print(f"\nslot of the killed replica freed {time.monotonic() - killed:.2f} s after kill -9")
-    conv.call.cancel()
-    held.call.cancel()
+
+    # Both resumes, at once and together: each replaces a slot of the dead replica (its
+    # open-stream leases would hold them for 10 s more). A RESOURCE_EXHAUSTED fails here.
+    resumed = await asyncio.gather(
+        *(_resume(mesh, b.port, "cy", room, cursor) for _ in range(LIMIT))
+    )
+    joined_s = time.monotonic() - killed
+    print(f"\nresumes at the open-stream limit joined {joined_s:.2f} s after kill -9")
+    # Nothing missing or repeated after the cursor: the next reply follows it directly.
+    ended = await _one_reply(resumed, "r1")
+    assert ended.reason == pb.STREAM_END_REASON_COMPLETED
+    for conv in resumed:
+        ids = [e.event_id for e in conv.seen if e.event_id]
+        assert ids == list(range(cursor + 1, cursor + 1 + len(ids)))
+    # The resumed streams are live slots: the limit holds for a third one, resume or not.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _resume(mesh, b.port, "cy", room, cursor)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    for conv in (*held, *resumed):
+        conv.call.cancel()
+
+
+async def test_a_live_replica_s_open_streams_still_cap_the_user(process_mesh: ProcessMesh) -> None:
+    mesh = process_mesh
+    limit = {"ARCONV_STREAM_MAX_OPEN_STREAMS": str(LIMIT)}
+    a, b = await asyncio.gather(*(mesh.start_replica(**limit) for _ in "ab"))
+    room, held, cursor = await _hold_the_limit(mesh, a.port, "dee")
+    # Resumes with valid cursors through the other replica, together: replica A is alive
+    # (its heartbeat renewed), so none of its slots is taken.
+    tries = await asyncio.gather(
+        *(_resume(mesh, b.port, "dee", room, cursor) for _ in range(LIMIT)),
+        return_exceptions=True,
+    )
+    for got in tries:
+        assert isinstance(got, grpc.aio.AioRpcError), "a live replica's slot was taken"
+        assert got.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # A's streams were not touched: they get the next reply.
+    ended = await _one_reply(held, "s1")
+    assert ended.reason == pb.STREAM_END_REASON_COMPLETED
+    for conv in held:
+        conv.call.cancel()

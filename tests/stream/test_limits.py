@@ -100,6 +100,65 @@ async def test_open_stream_slots_are_leased_renewed_and_expire(
         await kv.close()
 
 
+async def test_a_resume_at_the_limit_replaces_only_a_dead_replica_s_slot(
+    make_mesh, redis_base_url, redis_prefix, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.common.kv import RedisKV
+    from services.stream import core
+
+    monkeypatch.setattr(core, "OPEN_STREAM_RENEW_S", 0.1)
+    bus = {"redis_url": redis_base_url, "redis_prefix": redis_prefix}
+    mesh = await make_mesh(bus=bus, stream_max_open_streams=2)
+    room = await mesh.room("alice")
+    kv = RedisKV(redis_base_url, prefix=f"{redis_prefix}stream:")
+    slots = "open-streams:alice"
+    try:
+        first = await converse(mesh, "alice", room)
+        await first.send(message("hi", "m1"))
+        cursor = (await first.until_kind("stream_ended"))[-1].event_id
+        await first.call.done_writing()
+        assert await first.call.code() == grpc.StatusCode.OK
+        assert await kv.lease_count(slots) == 0  # freed before the status was sent
+        # Two slots of other replicas: one beats (alive), one has no heartbeat (dead).
+        assert await kv.acquire_lease(slots, "ghost/s1", limit=2, ttl_s=60)
+        assert await kv.acquire_lease(slots, "alive/s1", limit=2, ttl_s=60)
+
+        async def beat() -> None:
+            while True:
+                await kv.renew_lease("replicas", "alive", ttl_s=1.0)
+                await asyncio.sleep(0.2)
+
+        beating = asyncio.create_task(beat())
+        try:
+            # A new stream is refused at the limit; a resume takes the dead replica's slot.
+            with pytest.raises(grpc.aio.AioRpcError) as fresh:
+                await converse(mesh, "alice", room)
+            assert fresh.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            resumed = await converse(mesh, "alice", room, after=cursor)
+            holders = set(await kv.lease_holders(slots))
+            assert "ghost/s1" not in holders and "alive/s1" in holders and len(holders) == 2
+            # The live replica's slot stays: another resume is refused.
+            with pytest.raises(grpc.aio.AioRpcError) as again:
+                await converse(mesh, "alice", room, after=cursor)
+            assert again.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        finally:
+            beating.cancel()
+        # While this replica looked dead a resume elsewhere took its slot: its stream ends
+        # UNAVAILABLE at the next renewal instead of taking the slot back over the limit.
+        ours = next(h for h in holders if h != "alive/s1")
+        assert await kv.acquire_lease(slots, "other/s2", limit=2, ttl_s=60, replace=[ours])
+        with pytest.raises(grpc.aio.AioRpcError) as lost:
+            await resumed.until_kind("stream_ended")
+        assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
+        info = next(
+            d for d in status_details(lost.value) if isinstance(d, error_details_pb2.ErrorInfo)
+        )
+        assert info.reason == "STREAM_SLOT_TAKEN"
+        assert set(await kv.lease_holders(slots)) == {"alive/s1", "other/s2"}
+    finally:
+        await kv.close()
+
+
 async def test_a_stalled_reader_is_cut_off_without_delaying_others(
     make_mesh, openai_server: OpenAICompatServer, bus_backend
 ) -> None:
