@@ -16,14 +16,12 @@ import pytest
 from arconv.rooms.v1 import rooms_service_pb2 as pb
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp_pb
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from services.common import tracing
 from services.common.config import ConfigError
 from tests.common.log_capture import LogCapture
+from tests.common.span_capture import Spans, find, ids, parent_id, traced
 from tests.rooms.conftest import StartRooms
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -32,38 +30,11 @@ ROOMS = "arconv.rooms.v1.RoomService"
 AVATAR = "arconv.avatar.v1.AvatarService"
 
 
-class Spans(InMemorySpanExporter):
-    """The finished spans, and a way to await one: a refused call's status reaches the client
-    when the handler aborts, before the server's outer layers (its span among them) finish."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._exported = asyncio.Event()
-
-    def export(self, spans: Any) -> Any:
-        result = super().export(spans)
-        self._exported.set()
-        return result
-
-    async def one(self, kind: SpanKind, service: str, method: str) -> ReadableSpan:
-        async with asyncio.timeout(10):
-            while not (found := _find(self.get_finished_spans(), kind, service, method)):
-                self._exported.clear()
-                await self._exported.wait()
-        (span,) = found
-        return span
-
-
 @pytest.fixture
 def spans() -> Iterator[Spans]:
     """Servers and channels built after this fixture trace into memory."""
-    exporter = Spans()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    yield exporter
-    tracing.install(None)
-    provider.shutdown()
+    with traced() as exporter:
+        yield exporter
 
 
 @pytest.fixture
@@ -84,27 +55,6 @@ def rpc_log() -> Iterator[LogCapture]:
     logger.setLevel(level)
 
 
-def _find(finished: Any, kind: SpanKind, service: str, method: str) -> list[ReadableSpan]:
-    return [
-        s
-        for s in finished
-        if s.kind == kind
-        and s.attributes is not None
-        and s.attributes.get("rpc.service") == service
-        and s.attributes.get("rpc.method") == method
-    ]
-
-
-def _hex(span: ReadableSpan) -> tuple[str, str]:
-    assert span.context is not None
-    return f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
-
-
-def _parent(span: ReadableSpan) -> str:
-    assert span.parent is not None
-    return f"{span.parent.span_id:016x}"
-
-
 async def test_one_trace_from_the_client_through_rooms_to_avatar(
     spans: Spans, traced_avatar: int, start_rooms: StartRooms, user_md: Any
 ) -> None:
@@ -118,9 +68,9 @@ async def test_one_trace_from_the_client_through_rooms_to_avatar(
     created = await spans.one(SpanKind.SERVER, ROOMS, "CreateRoom")
     finished = spans.get_finished_spans()
     assert created.name == f"{ROOMS}/CreateRoom"
-    assert _hex(created)[0] == TRACE_ID
+    assert ids(created)[0] == TRACE_ID
     assert created.parent is not None and created.parent.is_remote
-    assert _parent(created) == CLIENT_SPAN
+    assert parent_id(created) == CLIENT_SPAN
     assert created.attributes is not None
     assert created.attributes["rpc.system"] == "grpc"
     assert created.attributes["rpc.grpc.status_code"] == grpc.StatusCode.OK.value[0]
@@ -129,20 +79,20 @@ async def test_one_trace_from_the_client_through_rooms_to_avatar(
 
     # Every call rooms made to avatar while handling it: a client span under the server span,
     # and avatar's server span under that client span, all in the client's trace.
-    outgoing = _find(finished, SpanKind.CLIENT, AVATAR, "GetAgent")
+    outgoing = find(finished, SpanKind.CLIENT, AVATAR, "GetAgent")
     assert outgoing
     for client in outgoing:
-        assert _hex(client)[0] == TRACE_ID and _parent(client) == _hex(created)[1]
+        assert ids(client)[0] == TRACE_ID and parent_id(client) == ids(created)[1]
         assert client.attributes is not None
         assert client.attributes["arconv.request_id"] == "req-traced"
         assert client.attributes["rpc.grpc.status_code"] == 0
         assert client.attributes["server.port"] == traced_avatar
         (served,) = [
             s
-            for s in _find(finished, SpanKind.SERVER, AVATAR, "GetAgent")
-            if s.parent is not None and _parent(s) == _hex(client)[1]
+            for s in find(finished, SpanKind.SERVER, AVATAR, "GetAgent")
+            if s.parent is not None and parent_id(s) == ids(client)[1]
         ]
-        assert _hex(served)[0] == TRACE_ID and served.parent is not None
+        assert ids(served)[0] == TRACE_ID and served.parent is not None
         assert served.parent.is_remote
         assert served.attributes is not None
         assert served.attributes["arconv.request_id"] == "req-traced"
@@ -161,13 +111,13 @@ async def test_a_trace_started_by_rooms_is_the_one_its_logs_and_avatar_see(
     created = await spans.one(SpanKind.SERVER, ROOMS, "CreateRoom")
     finished = spans.get_finished_spans()
     assert created.parent is None
-    trace_id, _ = _hex(created)
+    trace_id, _ = ids(created)
     (line,) = [x for x in rpc_log.lines if str(x.get("method", "")).endswith("/CreateRoom")]
     assert line["trace_id"] == trace_id
     assert created.attributes is not None
     assert created.attributes["arconv.request_id"] == line["request_id"]
-    served = _find(finished, SpanKind.SERVER, AVATAR, "GetAgent")
-    assert served and all(_hex(s)[0] == trace_id for s in served)
+    served = find(finished, SpanKind.SERVER, AVATAR, "GetAgent")
+    assert served and all(ids(s)[0] == trace_id for s in served)
 
 
 async def test_status_codes_of_a_refused_call(
@@ -207,7 +157,7 @@ async def test_status_codes_when_the_callee_is_down(
 
     created = await spans.one(SpanKind.SERVER, ROOMS, "CreateRoom")
     client = await spans.one(SpanKind.CLIENT, AVATAR, "GetAgent")
-    assert _parent(client) == _hex(created)[1]
+    assert parent_id(client) == ids(created)[1]
     for span in (created, client):
         assert span.attributes is not None
         assert span.attributes["rpc.grpc.status_code"] == unavailable
