@@ -102,7 +102,9 @@ def parse_traceparent(value: str) -> tuple[str, str] | None:
 
 def call_context_from(metadata: Iterable[Any] | None) -> CallContext:
     """The context of a call with this invocation metadata: its ids, or fresh ones."""
-    rid = traceparent = tracestate = None
+    rid: Any = None
+    traceparent: Any = None
+    tracestate: Any = None
     for key, value in metadata or ():
         if key == REQUEST_ID_HEADER:
             rid = value
@@ -120,5 +122,4 @@ def call_context_from(metadata: Iterable[Any] | None) -> CallContext:
     if len(state) > MAX_TRACESTATE_CHARS:
         state = ""
     # A valid traceparent has the caller's span id at a fixed place: vv-<32 hex>-<16 hex>-ff.
-    parent = str(traceparent)[36:52]
-    return CallContext(rid, parsed[0], new_span_id(), parsed[1], state, parent_id=parent)
+    return CallContext(rid, parsed[0], new_span_id(), parsed[1], state, "", traceparent[36:52])
