@@ -248,6 +248,12 @@ class ConversationCore:
             config=self._config,
             on_abort=on_abort,
         )
+        if running is not None and not running.lapsed:
+            # The reply running now, whose stream_started may lie before the cursor (a client
+            # resuming mid-reply): this session watches it too, so that the housekeeping ends
+            # it here if its replica dies, as for a client that saw it start.
+            session.running = running.stream_id
+            session.last_ns = time.time_ns()
         return session, last, running
 
     async def leave(self, session: Session) -> None:

@@ -206,3 +206,28 @@ async def test_a_live_replica_s_open_streams_still_cap_the_user(process_mesh: Pr
     assert ended.reason == pb.STREAM_END_REASON_COMPLETED
     for conv in held:
         conv.call.cancel()
+
+
+async def test_a_client_that_joined_mid_reply_sees_the_reply_of_a_killed_replica_end(
+    process_mesh: ProcessMesh,
+) -> None:
+    mesh = process_mesh
+    a, b = await asyncio.gather(*(mesh.start_replica(**SLOW_REPLIES) for _ in "ab"))
+    room = await mesh.clients.room("eve")
+    sender = await _converse(mesh, a.port, "eve", room)
+    await sender.send(message("Tell me a long story", "c1"))
+    started = (await sender.until_kind("stream_started"))[-1].stream_started
+    cursor = (await sender.until_kind("stream_chunk"))[-1].event_id
+    # A second device joins on the other replica with a cursor past the reply's
+    # stream_started (as a client resuming mid-reply does): it never sees the reply start.
+    resumed = await _resume(mesh, b.port, "eve", room, cursor)
+    assert resumed.seen[0].joined.active_stream_id == started.stream_id
+    a.kill()
+    seen = await resumed.until_kind("stream_ended", wait_s=30)
+    ended = seen[-1].stream_ended
+    assert ended.stream_id == started.stream_id
+    assert ended.reason == pb.STREAM_END_REASON_INTERRUPTED
+    ids = [e.event_id for e in seen]
+    assert ids == list(range(cursor + 1, cursor + 1 + len(ids))), "events missing or repeated"
+    resumed.call.cancel()
+    sender.call.cancel()
