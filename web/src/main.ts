@@ -354,6 +354,8 @@ async function follow(room: string, signal: AbortSignal): Promise<void> {
         updateControls();
         return;
       }
+      // Anything else resumes after the last event: UNAVAILABLE, and the Internal or Unknown
+      // of a stream the edge cut off because its replica died mid-reply.
       first = false;
       reconnects++;
       setConnection("reconnecting", `(retry in ${(delay / 1000).toFixed(1)} s)`);
