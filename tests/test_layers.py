@@ -2,8 +2,10 @@
 
 - A service package (rooms, stream, avatar, token, voice: one that runs) imports no
   other service's package; shared libraries (common, speech, llm, markers) import none at all.
-- Domain modules (every `domain.py`, and services/speech, services/markers, services/llm)
-  reach neither grpc nor sqlalchemy, directly or through the modules of services/ they import.
+- Domain modules (every `domain.py`, the domain errors of services/common/errors.py, and
+  services/speech, services/markers, services/llm) reach neither grpc (nor grpc_status, nor
+  the google.rpc messages of a status) nor sqlalchemy, directly or through the modules of
+  services/ they import. services/common/status.py alone maps domain errors to statuses.
 - The modules of services/common import each other without a cycle.
 """
 
@@ -17,17 +19,13 @@ from pathlib import Path
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 LIBRARIES = {"common", "speech", "llm", "markers"}
 DOMAIN_LIBRARIES = {"speech", "markers", "llm"}
+DOMAIN_ERRORS = "services.common.errors"
 FORBIDDEN_IN_DOMAIN = ("grpc", "sqlalchemy")
+FORBIDDEN_PREFIXES_IN_DOMAIN = ("grpc_", "google.rpc")
 
 # Domain modules that still reach grpc, and why. Each entry names the module and the first
 # module of services/ on its way to the forbidden import.
-DOMAIN_ALLOWED = {
-    # Domain errors are services.common.errors' DomainError subclasses, which carry a
-    # grpc.StatusCode and build google.rpc statuses; they go once domain errors carry domain
-    # reasons and the mapping to gRPC lives at the servicer boundary alone.
-    ("services.rooms.domain", "services.common.errors"),
-    ("services.token.domain", "services.common.errors"),
-}
+DOMAIN_ALLOWED: set[tuple[str, str]] = set()
 # Import edges among services/common modules that close a cycle, and why.
 COMMON_CYCLE_ALLOWED = {
     # open_bus() picks the back end at run time and imports the Redis bus only when
@@ -132,23 +130,26 @@ def _domain_modules() -> list[str]:
     return sorted(
         m
         for m, path in MODULES.items()
-        if path.name == "domain.py" or _owner(m) in DOMAIN_LIBRARIES
+        if path.name == "domain.py" or _owner(m) in DOMAIN_LIBRARIES or m == DOMAIN_ERRORS
+    )
+
+
+def _forbidden_in_domain(imported: str) -> bool:
+    return (
+        imported.split(".")[0] in FORBIDDEN_IN_DOMAIN
+        or imported.startswith(FORBIDDEN_PREFIXES_IN_DOMAIN)
+        or imported.endswith("_pb2_grpc")
     )
 
 
 def _forbidden_path(module: str) -> list[str] | None:
-    """The chain of imports from `module` to grpc or sqlalchemy, or None."""
+    """The chain of imports from `module` to grpc, google.rpc or sqlalchemy, or None."""
     seen = {module}
     stack: list[list[str]] = [[module]]
     while stack:
         chain = stack.pop()
         for imported in imports_of(chain[-1]):
-            top = imported.split(".")[0]
-            if (
-                top in FORBIDDEN_IN_DOMAIN
-                or top.startswith("grpc_")
-                or imported.endswith("_pb2_grpc")
-            ):
+            if _forbidden_in_domain(imported):
                 return [*chain, imported]
             for local in _local(imported):
                 if local not in seen:
@@ -159,7 +160,7 @@ def _forbidden_path(module: str) -> list[str] | None:
 
 def test_domain_modules_reach_neither_grpc_nor_sqlalchemy() -> None:
     modules = _domain_modules()
-    assert "services.rooms.domain" in modules and "services.markers.parser" in modules
+    assert {"services.rooms.domain", "services.markers.parser", DOMAIN_ERRORS} <= set(modules)
     bad, allowed = [], set()
     for module in modules:
         chain = _forbidden_path(module)
@@ -208,6 +209,14 @@ def test_no_import_cycles_among_common_modules() -> None:
 def test_the_rules_see_a_violation() -> None:
     """The walk resolves relative and `from pkg import module` imports to modules."""
     assert "services.common.errors" in imports_of("services.rooms.domain")
-    assert _forbidden_path("services.rooms.domain") is not None
+    assert _forbidden_path("services.rooms.domain") is None
     assert _forbidden_path("services.markers.parser") is None
+    assert _forbidden_path("services.common.status") == ["services.common.status", "grpc"]
+    # Through the modules of services/ a module imports: the stream's events (not a domain
+    # module) carry a status code, so they reach grpc through services.common.status.
+    chain = _forbidden_path("services.stream.events")
+    assert chain is not None and len(chain) > 2, chain
+    for name in ("grpc", "grpc_status.rpc_status", "google.rpc.error_details_pb2", "sqlalchemy"):
+        assert _forbidden_in_domain(name), name
+    assert not _forbidden_in_domain("google.protobuf.duration_pb2")
     assert "services.markers.parser" in set(_local("services.markers.parser"))

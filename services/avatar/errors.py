@@ -1,11 +1,9 @@
-"""The avatar service's domain errors (see services.common.errors for the mapping)."""
+"""The avatar service's domain errors (services.common.status maps them to gRPC)."""
 
 from __future__ import annotations
 
-import grpc
-
 from services.common.errors import (
-    DomainError,
+    DataLoss,
     FailedPrecondition,
     NotFound,
     ResourceExhausted,
@@ -55,8 +53,7 @@ class GenerationLimitReached(ResourceExhausted):
         )
 
 
-class ModelCorrupt(DomainError):
+class ModelCorrupt(DataLoss):
     """A stored model file is missing or does not match its sha256."""
 
-    code = grpc.StatusCode.DATA_LOSS
     reason = "MODEL_CORRUPT"

@@ -42,10 +42,10 @@ from services.common.errors import (
     Unauthenticated,
     Unimplemented,
     clip,
-    to_status,
-    unavailable_from,
 )
 from services.common.metrics import RPC_LATENCY, RPC_TOTAL
+from services.common.outage import unavailable_from
+from services.common.status import abort
 
 log = logging.getLogger("arconv.rpc")
 
@@ -285,8 +285,7 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception)
     call = current_call.get()
     if call is not None:
         call.error = clip(err.message, MAX_MESSAGE_CHARS)
-    status = to_status(err)
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    await abort(context, err)
 
 
 class AuthInterceptor(_PerMethod):

@@ -22,8 +22,8 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     Unavailable,
-    status_details,
 )
+from services.common.status import status_details
 from services.stream.ports import (
     Agents,
     MessageStatus,

@@ -13,7 +13,8 @@ from arconv.stream.v1 import stream_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
 from services.common.bus import BusEvent
-from services.common.errors import MAX_MESSAGE_CHARS, clip
+from services.common.errors import MAX_MESSAGE_CHARS, DomainError, clip
+from services.common.status import code_value
 from services.markers import Marker, MarkerType
 from services.speech import Cue
 from services.speech.pb import cue_to_pb
@@ -138,18 +139,18 @@ def ended(
 
 
 def error(
-    code: int,
-    message: str,
+    err: DomainError,
     *,
     stream_id: str = "",
     retryable: bool = False,
     client_message_id: str = "",
 ) -> pb.ConverseResponse:
+    """An in-band error: the status code the error would end a call with, and its message."""
     return pb.ConverseResponse(
         stream_error=pb.StreamError(
             stream_id=stream_id,
-            code=code,
-            message=clip(message, MAX_MESSAGE_CHARS),
+            code=code_value(err),
+            message=clip(err.message, MAX_MESSAGE_CHARS),
             retryable=retryable,
             client_message_id=client_message_id,
         )

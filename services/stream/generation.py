@@ -14,10 +14,15 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from arconv.stream.v1 import stream_service_pb2 as pb
-from google.rpc import code_pb2
 
 from services.common.bus import Bus, ReplyPhase, ReplyState
-from services.common.errors import DomainError, FailedPrecondition, Unavailable
+from services.common.errors import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    Internal,
+    Unavailable,
+)
 from services.llm import (
     ChatMessage,
     LLMProvider,
@@ -182,20 +187,21 @@ class Generation:
             return pb.STREAM_END_REASON_COMPLETED
         except ProviderError as exc:
             log.warning("reply %s failed: %s", self.stream_id, exc)
-            code = code_pb2.UNAVAILABLE if exc.retryable else code_pb2.INTERNAL
+            message = f"the language model failed: {exc.message}"
+            failure: DomainError = Unavailable(message) if exc.retryable else Internal(message)
             if isinstance(exc, ProviderTimeout):
-                code = code_pb2.DEADLINE_EXCEEDED
-            await self._fail(code, f"the language model failed: {exc.message}", exc.retryable)
+                failure = DeadlineExceeded(message)
+            await self._fail(failure, exc.retryable)
         except DomainError as exc:
             log.warning("reply %s failed: %s", self.stream_id, exc.message)
             retryable = isinstance(exc, Unavailable)
-            await self._fail(exc.code.value[0], exc.message, retryable)
+            await self._fail(exc, retryable)
         except Exception:
             # A bug or an unexpected provider answer: the reply still ends, and what was
             # delivered is still stored, so no client waits for a stream_ended forever.
             log.exception("reply %s failed unexpectedly", self.stream_id)
             await self._fail(
-                code_pb2.INTERNAL, "the reply failed unexpectedly; send the message again", True
+                Internal("the reply failed unexpectedly; send the message again"), True
             )
         return pb.STREAM_END_REASON_FAILED
 
@@ -203,10 +209,10 @@ class Generation:
         INTERRUPTIONS.labels(self.stop_reason or "client").inc()
         return pb.STREAM_END_REASON_INTERRUPTED
 
-    async def _fail(self, code: int, message: str, retryable: bool) -> None:
+    async def _fail(self, err: DomainError, retryable: bool) -> None:
         COMPLETIONS.labels("failed").inc()
         await self._flush(self._sentences.finish())
-        await self._emit(events.error(code, message, stream_id=self.stream_id, retryable=retryable))
+        await self._emit(events.error(err, stream_id=self.stream_id, retryable=retryable))
 
     async def _produce(self, messages: list[ChatMessage], persona: Persona) -> bool:
         """Streams the reply; True if it was interrupted."""

@@ -17,8 +17,8 @@ from services.common.errors import (
     InvalidArgument,
     ResourceExhausted,
     Unavailable,
-    to_status,
 )
+from services.common.status import abort as abort_with
 from services.stream import events
 from services.stream.core import ConversationCore
 from services.stream.session import AbortFn, Session
@@ -33,10 +33,7 @@ def _aborter(context: grpc.aio.ServicerContext) -> AbortFn:
     handler = asyncio.current_task()
 
     async def abort(err: DomainError) -> None:
-        status = to_status(err)
-        sending = asyncio.ensure_future(
-            context.abort(status.code, status.details, status.trailing_metadata)
-        )
+        sending = asyncio.ensure_future(abort_with(context, err))
         sending.add_done_callback(_retrieve)
         await asyncio.sleep(0)  # the status batch is submitted before the cancel
         if handler is not None and handler is not asyncio.current_task():
@@ -143,8 +140,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         except DomainError as exc:
             await session.push(
                 events.error(
-                    exc.code.value[0],
-                    exc.message,
+                    exc,
                     retryable=isinstance(exc, Unavailable | ResourceExhausted),
                     client_message_id=client_message_id,
                 )

@@ -16,10 +16,9 @@ import json
 import logging
 from typing import Any
 
-import grpc
 import h11
 
-from services.common.errors import DomainError, Internal, InvalidArgument
+from services.common.errors import DomainError, ErrorKind, Internal, InvalidArgument
 from services.voice.domain import Chunk, Header
 from services.voice.service import SynthesisRequest, VoiceService
 
@@ -28,19 +27,19 @@ log = logging.getLogger("arconv.voice.http")
 PATH = "/v1/audio/speech"
 MAX_BODY = 256 * 1024
 _HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
-    grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
-    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error"),
-    grpc.StatusCode.NOT_FOUND: (404, "not_found_error"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
-    grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable"),
+    ErrorKind.INVALID_ARGUMENT: (400, "invalid_request_error"),
+    ErrorKind.UNAUTHENTICATED: (401, "authentication_error"),
+    ErrorKind.PERMISSION_DENIED: (403, "permission_error"),
+    ErrorKind.NOT_FOUND: (404, "not_found_error"),
+    ErrorKind.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
+    ErrorKind.UNAVAILABLE: (503, "service_unavailable"),
 }
 _CONTENT_TYPES = {"wav": b"audio/wav", "pcm": b"audio/pcm"}
 
 
 def error_body(err: DomainError) -> tuple[int, bytes]:
     """OpenAI's error shape for a domain error: (HTTP status, JSON body)."""
-    status, kind = _HTTP_STATUS.get(err.code, (500, "api_error"))
+    status, kind = _HTTP_STATUS.get(err.kind, (500, "api_error"))
     param = None
     violations = getattr(err, "violations", None)
     if violations:

@@ -8,7 +8,7 @@ from arconv.avatar.v1 import avatar_service_pb2 as pb
 from google.rpc import error_details_pb2
 
 from services.avatar.demo import DEMO_AGENTS
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.avatar.conftest import AvatarClient, make_agent, upsert
 
 

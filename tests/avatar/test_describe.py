@@ -11,7 +11,7 @@ import pytest
 from arconv.avatar.v1 import avatar_service_pb2 as pb
 
 from services.avatar.description import FIELDS, extract_json_object
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.avatar.conftest import (
     AvatarClient,
     avatar_settings,

@@ -23,6 +23,7 @@ from services.avatar.s3store import S3ModelStore, S3StoreError
 from services.avatar.storage import FileModelStore, ModelStore
 from services.common.config import ConfigError
 from services.common.errors import Unavailable
+from services.common.status import grpc_code
 from tests.avatar.conftest import (
     avatar_settings,
     download,
@@ -96,7 +97,7 @@ async def test_missing_or_altered_models_are_data_loss_and_a_put_repairs_them(
     backend.damage(sha, GLB[:-1] + b"X")
     with pytest.raises(ModelCorrupt, match="corrupt") as err:
         await store.read(sha)
-    assert err.value.code == grpc.StatusCode.DATA_LOSS
+    assert grpc_code(err.value) == grpc.StatusCode.DATA_LOSS
     await store.put(GLB)
     assert await store.read(sha) == GLB
     backend.damage(sha, None)

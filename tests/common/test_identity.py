@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from google.rpc import error_details_pb2
 
 from services.common.auth import SERVICE_KID, JwtAuthority
-from services.common.errors import Unauthenticated, Unavailable, status_details
+from services.common.errors import Unauthenticated, Unavailable
 from services.common.jwks import JwksKeys
 from services.common.server import authority_from
+from services.common.status import status_details
 from tests.common.kit_servicer import kit_spec
 from tests.conftest import StartServer, bearer, channel, make_settings
 

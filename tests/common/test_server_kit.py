@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
 from services.common.config import Settings
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.common.kit_servicer import kit_spec
 from tests.conftest import StartServer, bearer, channel
 
@@ -284,7 +284,8 @@ def test_lost_database_connections_are_unavailable_and_bugs_are_not() -> None:
 
     from sqlalchemy import exc as sa_exc
 
-    from services.common.errors import Unavailable, unavailable_from
+    from services.common.errors import Unavailable
+    from services.common.outage import unavailable_from
 
     locked = sa_exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
     assert isinstance(unavailable_from(locked), Unavailable)
@@ -304,7 +305,8 @@ def test_lost_database_connections_are_unavailable_and_bugs_are_not() -> None:
 def test_error_details_stay_small_whatever_the_input() -> None:
     from google.rpc import error_details_pb2, status_pb2
 
-    from services.common.errors import MAX_VIOLATIONS, InvalidArgument, NotFound, to_status
+    from services.common.errors import MAX_VIOLATIONS, InvalidArgument, NotFound
+    from services.common.status import to_status
 
     many = InvalidArgument(
         "x" * 100_000, violations=[(f"f[{i}]", "y" * 10_000) for i in range(100_000)]

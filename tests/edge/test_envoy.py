@@ -15,7 +15,7 @@ from arconv.rooms.v1 import rooms_service_pb2 as pb
 from arconv.rooms.v1 import rooms_service_pb2_grpc as pb_grpc
 
 from services.common.config import Settings
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.common.kit_servicer import kit_spec
 from tests.conftest import StartServer
 from tests.edge.conftest import running_envoy

@@ -12,7 +12,7 @@ from arconv.stream.v1 import stream_service_pb2
 from arconv.token.v1 import token_service_pb2
 from arconv.voice.v1 import voice_service_pb2
 
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.edge.mesh_fixtures import EdgeMesh, edge_mesh, json_documents, trailer_status
 
 __all__ = ["edge_mesh"]

@@ -18,7 +18,7 @@ from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 from google.rpc import code_pb2, error_details_pb2
 
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.stream import conftest as stream_fixtures
 from tests.stream.conftest import Mesh, MeshFactory, converse, message
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from arconv.stream.v1 import stream_service_pb2 as pb
 
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.stream import conftest as stream_fixtures
 from tests.stream.conftest import Mesh, MeshFactory, join
 

@@ -7,7 +7,7 @@ import grpc
 import pytest
 from arconv.token.v1 import token_service_pb2 as pb
 
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.token import conftest as token_fixtures
 from tests.token.conftest import Mesh
 

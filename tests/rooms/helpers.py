@@ -9,7 +9,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from services.common.errors import status_details
+from services.common.status import status_details
 
 
 async def expect_error(code: grpc.StatusCode, call: Awaitable[Any]) -> grpc.aio.AioRpcError:

@@ -13,7 +13,7 @@ from arconv.stream.v1 import stream_service_pb2 as pb
 from arconv.stream.v1 import stream_service_pb2_grpc as pb_grpc
 from google.rpc import code_pb2
 
-from services.common.errors import status_details
+from services.common.status import status_details
 from services.common.vocabulary import EMOTIONS, GESTURES, POSES, TONES
 from services.markers import parse_markers
 from services.stream.prompt import MARKER_INSTRUCTIONS

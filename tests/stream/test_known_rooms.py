@@ -11,7 +11,7 @@ from arconv.stream.v1 import stream_service_pb2 as pb
 from google.rpc import error_details_pb2
 from prometheus_client import REGISTRY
 
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.stream.conftest import Mesh, MeshFactory
 
 

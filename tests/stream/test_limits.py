@@ -11,7 +11,7 @@ from arconv.stream.v1 import stream_service_pb2_grpc as pb_grpc
 from google.rpc import code_pb2, error_details_pb2
 from prometheus_client import REGISTRY
 
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.llm.openai_server import OpenAICompatServer, Script
 from tests.stream.conftest import converse, message
 from tests.stream.test_interrupts import openai_llm

@@ -11,7 +11,7 @@ from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 from google.rpc import code_pb2
 
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.llm.openai_server import OpenAICompatServer, Script
 from tests.stream.conftest import converse, join, kinds, message
 from tests.stream.test_interrupts import SLOW, openai_llm

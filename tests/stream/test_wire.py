@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.bus import BusEvent
+from services.common.errors import Unavailable
 from services.markers import Marker, MarkerType
 from services.speech import compute_cue
 from services.stream import events
@@ -23,7 +24,7 @@ _PAYLOADS = [
     events.started("s1", "m1", "nova"),
     events.ended("s1", 12, pb.STREAM_END_REASON_COMPLETED, "m2"),
     events.cue("s1", compute_cue("Hello there."), "Hello there.", 0),
-    events.error(14, "unavailable", stream_id="s1", retryable=True),
+    events.error(Unavailable("unavailable"), stream_id="s1", retryable=True),
 ]
 
 

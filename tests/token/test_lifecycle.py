@@ -14,8 +14,8 @@ from arconv.token.v1 import token_service_pb2 as pb
 from arconv.token.v1 import token_service_pb2_grpc as pb_grpc
 from google.rpc import error_details_pb2
 
-from services.common.errors import status_details
 from services.common.kv import InProcessKV, RedisKV
+from services.common.status import status_details
 from tests.token.conftest import Mesh, minute_aligned_clock
 from tests.token.keyutil import claims, sign
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from arconv.token.v1 import token_service_pb2 as pb
 
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.token.conftest import Mesh
 from tests.token.keyutil import claims, sign, tamper
 

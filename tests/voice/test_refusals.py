@@ -12,7 +12,7 @@ from arconv.token.v1 import token_service_pb2 as token_pb
 from arconv.voice.v1 import voice_service_pb2 as pb
 from google.rpc import error_details_pb2
 
-from services.common.errors import status_details
+from services.common.status import status_details
 from tests.conftest import bearer
 from tests.token.keyutil import claims, sign, tamper
 from tests.voice.conftest import Voice
