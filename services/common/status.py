@@ -48,6 +48,18 @@ _CODES: dict[ErrorKind, grpc.StatusCode] = {
 }
 
 
+# What a call to another service may end with that means "not now" rather than "no": an
+# adapter reports its dependency unavailable (retryable) for these.
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
 def grpc_code(err: DomainError) -> grpc.StatusCode:
     """The gRPC status code of a domain error."""
     return _CODES[err.kind]

@@ -23,7 +23,7 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
-from services.common.status import status_details
+from services.common.status import TRANSIENT_CODES, status_details
 from services.stream.ports import (
     Agents,
     MessageStatus,
@@ -69,12 +69,7 @@ def _translate(service: str, resource: str, name: str) -> Iterator[None]:
             ) from exc
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             raise InvalidArgument(details) from exc
-        if code in (
-            grpc.StatusCode.UNAVAILABLE,
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            grpc.StatusCode.CANCELLED,
-        ):
+        if code in TRANSIENT_CODES:
             raise Unavailable(f"the {service} service is unavailable: {details}") from exc
         raise Internal(f"the {service} service failed: {code.name}: {details}") from exc
 

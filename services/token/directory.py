@@ -24,6 +24,7 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
+from services.common.status import TRANSIENT_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +47,6 @@ class Directory(Protocol):
     async def voice(self, *, user_id: str, agent_id: str) -> VoiceInfo: ...
 
 
-_RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.CANCELLED,
-}
-
-
 @contextlib.contextmanager
 def _rpc_errors(service: str, not_found: Callable[[], DomainError]) -> Iterator[None]:
     try:
@@ -66,7 +59,7 @@ def _rpc_errors(service: str, not_found: Callable[[], DomainError]) -> Iterator[
             raise InvalidArgument(
                 f"the {service} service refused the request: {exc.details()}"
             ) from exc
-        if code in _RETRYABLE:
+        if code in TRANSIENT_CODES:
             raise Unavailable(f"the {service} service is unavailable; retry") from exc
         raise Unavailable(
             f"the {service} service failed ({code.name}); retry later", reason="DEPENDENCY_FAILED"
