@@ -13,7 +13,7 @@ XDIST := -n $(PYTEST_WORKERS) --dist loadfile
 # make test-fast: unit and contract tests, without a real Envoy, a browser or a slow test.
 FAST := not envoy and not browser and not slow
 
-.PHONY: setup run test test-fast lint protos bench clean lock node breaking api-baseline web \
+.PHONY: setup run test test-fast lint protos bench soak clean lock node breaking api-baseline web \
 	browser-setup image image-smoke manifests cluster screenshot
 
 setup: $(VENV)/.installed gen/.stamp node
@@ -128,6 +128,11 @@ image-smoke: setup
 
 bench: setup
 	$(PY) -m bench
+
+# N conversations for M minutes through the edge on Redis, a replica killed and Redis restarted
+# on the way (SOAK_CONVERSATIONS, SOAK_MINUTES); report in bench/soak.md. Not part of make test.
+soak: setup
+	$(PY) -m bench.soak
 
 # The locks, from pyproject.toml: requirements.txt pins the runtime dependencies with every
 # extra (all the image installs), requirements-dev.txt the dev group on top of them (make setup
