@@ -1,13 +1,15 @@
 """`make cluster` through its edge: two replicas of every service on the real PostgreSQL and
 Redis, a real Envoy listing both. Streams spread over both stream replicas; a rooms replica
 killed under unary load is invisible to callers (the edge retries idempotent calls); a stream
-replica killed mid-reply loses nothing once its gRPC and gRPC-web clients resume with their
-cursors."""
+replica killed or frozen mid-reply loses nothing once its gRPC and gRPC-web clients resume
+with their cursors."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import urllib.request
 import uuid
@@ -104,6 +106,20 @@ def _active(cluster: Cluster, upstream: str) -> dict[int, int]:
         stats = {s["name"]: int(s.get("value", 0)) for s in host["stats"]}
         out[port] = stats.get("rq_active", 0)
     return out
+
+
+def _all_healthy(cluster: Cluster, upstream: str) -> bool:
+    """Whether the edge sees every replica of `upstream` healthy (its active health check
+    passed, not ejected as an outlier), from Envoy's admin /clusters."""
+    url = f"http://127.0.0.1:{cluster.edge.admin_port}/clusters"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        lines = resp.read().decode().splitlines()
+    flags = [
+        ln.rsplit("::", 1)[1]
+        for ln in lines
+        if ln.startswith(f"{upstream}::") and "::health_flags::" in ln
+    ]
+    return bool(flags) and all(flag == "healthy" for flag in flags)
 
 
 async def _room(ch: grpc.aio.Channel, user: str) -> str:
@@ -291,12 +307,16 @@ class WebClient:
             await self.sub.close()
 
 
-async def test_killing_a_stream_replica_mid_reply_loses_nothing_once_clients_resume(
-    cluster: Cluster, edge: grpc.aio.Channel
+# SIGKILL: the replica's connections close at once. SIGSTOP: it freezes with its connections
+# open (as when its node is lost): the edge's HTTP/2 pings to it go unanswered and it closes
+# them (envoy/envoy.yaml, 15 s at most).
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
+async def test_a_stream_replica_lost_mid_reply_loses_nothing_once_clients_resume(
+    cluster: Cluster, edge: grpc.aio.Channel, sig: signal.Signals
 ) -> None:
     killed_port = cluster.replicas[("stream", 0)].port
     url = f"http://127.0.0.1:{cluster.edge.listen_port}"
-    users = [f"crash-{i}" for i in range(6)]
+    users = [f"{sig.name.lower()}-{i}" for i in range(6)]  # rooms of their own
     clients = {u: Client(edge, u, await _room(edge, u)) for u in users}
     webs: list[tuple[str, WebClient]] = []  # gRPC-web watchers of the same rooms
     on_killed: set[object] = set()
@@ -315,10 +335,12 @@ async def test_killing_a_stream_replica_mid_reply_loses_nothing_once_clients_res
 
     try:
         async with asyncio.timeout(150):  # a hang guard, not a measurement
-            while True:  # until the streams of the tests before are gone
-                if not sum((await asyncio.to_thread(_active, cluster, "stream")).values()):
+            while True:  # until a replica restarted before is back and its streams are gone
+                if await asyncio.to_thread(_all_healthy, cluster, "stream") and not sum(
+                    (await asyncio.to_thread(_active, cluster, "stream")).values()
+                ):
                     break
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.2)
             for client in clients.values():
                 await open_counted(client)
             assert spread(list(clients.values())), "streams not spread over both replicas"
@@ -336,7 +358,9 @@ async def test_killing_a_stream_replica_mid_reply_loses_nothing_once_clients_res
             for _, web in webs:
                 while "streamChunk" not in await web.next():
                     pass
-            cluster.kill("stream", 0)  # kill -9 in the middle of the replies it runs
+            lost = cluster.replicas[("stream", 0)].proc
+            assert lost is not None
+            os.kill(lost.pid, sig)  # in the middle of the replies it runs
 
             async def converse(u: str) -> tuple[spb.StreamEnded, spb.StreamEnded]:
                 """The reply running at the kill ends; the next message is answered."""
@@ -360,6 +384,9 @@ async def test_killing_a_stream_replica_mid_reply_loses_nothing_once_clients_res
             await web.close()
         for conv in late:
             conv.call.cancel()
+        if (lost := cluster.replicas[("stream", 0)].proc) and lost.returncode is None:
+            lost.kill()
+            await lost.wait()
         await cluster.start("stream", 0)
 
     interrupted = 0

@@ -1,10 +1,10 @@
 """Long conversation streams through Envoy: nothing cuts an idle Subscribe.
 
 The edge disables stream and route idle timeouts and pings both sides with HTTP/2 keepalive
-(every 30 s, 10 s to answer); the services' servers accept pings down to one per 5 s without
-data, so Envoy's pings never earn a GOAWAY too_many_pings. The slow test holds a native gRPC
-Subscribe (HTTP/2) and a gRPC-web one (buf curl, HTTP/1.1) idle for five real minutes, then
-checks a message sent with SendMessage still arrives on both.
+(clients every 30 s, services every 10 s); the services' servers accept pings down to one per
+5 s without data, so Envoy's pings never earn a GOAWAY too_many_pings. The slow test holds a
+native gRPC Subscribe (HTTP/2) and a gRPC-web one (buf curl, HTTP/1.1) idle for five real
+minutes, then checks a message sent with SendMessage still arrives on both.
 """
 
 from __future__ import annotations
