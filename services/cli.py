@@ -19,9 +19,13 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.common.config import ConfigError, Settings
 from services.common.server import authority_from
+
+if TYPE_CHECKING:
+    import grpc
 
 SERVICES_WITH_SQL = ("avatar", "rooms", "token")
 # A development token lives at most 30 days: longer-lived bearer tokens are a liability even in
@@ -242,49 +246,61 @@ async def _speak(edge: str, user_token: str, agent_id: str, text: str) -> bytes:
     return audio
 
 
+# Times a download cut off under way (its replica died, the edge lost it) is started again.
+DOWNLOAD_ATTEMPTS = 3
+
+
 async def download_model(addr: str, token: str, agent_id: str, lod: int, output: Path) -> int:
     """Streams DownloadModel into `output`, checking size and SHA-256 against the LOD's metadata.
 
-    The file appears only when complete and verified (written beside it, then renamed).
+    The file appears only when complete and verified (written beside it, then renamed). A
+    download cut off with a status a client resumes on (services.common.resumable) starts
+    again from the beginning, at most DOWNLOAD_ATTEMPTS times in all.
     """
     import grpc
     from arconv.avatar.v1 import avatar_service_pb2, avatar_service_pb2_grpc
 
-    digest = hashlib.sha256()
+    from services.common.resumable import resumable
+
     partial = output.with_name(output.name + ".part")
-    expected_sha, expected_size, size = "", -1, 0
-    try:
-        async with grpc.aio.insecure_channel(addr) as channel:
-            stub = avatar_service_pb2_grpc.AvatarServiceStub(channel)
-            call = stub.DownloadModel(
-                avatar_service_pb2.DownloadModelRequest(agent_id=agent_id, lod=lod),
-                metadata=(("authorization", f"Bearer {token}"),),
-                timeout=120,
-            )
-            with partial.open("wb") as out:
-                async for chunk in call:
-                    if chunk.HasField("lod"):
-                        expected_sha, expected_size = chunk.lod.sha256, chunk.lod.size_bytes
-                    if chunk.offset != size:
-                        print(
-                            f"error: chunk at offset {chunk.offset}, expected {size}",
-                            file=sys.stderr,
-                        )
-                        return 1
-                    out.write(chunk.data)
-                    digest.update(chunk.data)
-                    size += len(chunk.data)
-    except grpc.aio.AioRpcError as exc:
-        partial.unlink(missing_ok=True)
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        if exc.code() == grpc.StatusCode.UNAVAILABLE:
-            print(f"is the mesh running (make run) and the edge at {addr}?", file=sys.stderr)
-        elif exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-            print(
-                "the avatar is not READY yet: watch it with AvatarService/WatchAvatar",
-                file=sys.stderr,
-            )
-        return 1
+    attempt = 0
+    while True:
+        attempt += 1
+        digest = hashlib.sha256()
+        expected_sha, expected_size, size = "", -1, 0
+        try:
+            async with grpc.aio.insecure_channel(addr) as channel:
+                stub = avatar_service_pb2_grpc.AvatarServiceStub(channel)
+                call = stub.DownloadModel(
+                    avatar_service_pb2.DownloadModelRequest(agent_id=agent_id, lod=lod),
+                    metadata=(("authorization", f"Bearer {token}"),),
+                    timeout=120,
+                )
+                with partial.open("wb") as out:
+                    async for chunk in call:
+                        if chunk.HasField("lod"):
+                            expected_sha, expected_size = chunk.lod.sha256, chunk.lod.size_bytes
+                        if chunk.offset != size:
+                            print(
+                                f"error: chunk at offset {chunk.offset}, expected {size}",
+                                file=sys.stderr,
+                            )
+                            return 1
+                        out.write(chunk.data)
+                        digest.update(chunk.data)
+                        size += len(chunk.data)
+            break
+        except grpc.aio.AioRpcError as exc:
+            partial.unlink(missing_ok=True)
+            if size and attempt < DOWNLOAD_ATTEMPTS and resumable(exc.code(), exc.details()):
+                print(
+                    f"download cut off after {size} bytes ({exc.code().name}: {exc.details()});"
+                    " starting again",
+                    file=sys.stderr,
+                )
+                await asyncio.sleep(0.5 * attempt)
+                continue
+            return _download_failed(exc, addr)
     if digest.hexdigest() != expected_sha or size != expected_size:
         partial.unlink(missing_ok=True)
         print(
@@ -296,6 +312,21 @@ async def download_model(addr: str, token: str, agent_id: str, lod: int, output:
     partial.replace(output)
     print(f"{output}: {size} bytes, sha256 {expected_sha} (verified)")
     return 0
+
+
+def _download_failed(exc: grpc.aio.AioRpcError, addr: str) -> int:
+    """Says why a download failed, with a hint for the usual causes; the exit status."""
+    import grpc
+
+    print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        print(f"is the mesh running (make run) and the edge at {addr}?", file=sys.stderr)
+    elif exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+        print(
+            "the avatar is not READY yet: watch it with AvatarService/WatchAvatar",
+            file=sys.stderr,
+        )
+    return 1
 
 
 def decode_details(text: str) -> int:
