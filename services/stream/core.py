@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Literal
 
 from arconv.stream.v1 import stream_service_pb2 as pb
 
@@ -574,6 +575,11 @@ class ConversationCore:
                 log.warning("reply %s: lease not renewed: %s", gen.stream_id, exc.message)
                 continue
             if not held:
+                lost = await self._lease_lost_with_the_bus(room_id, gen)
+                if lost == "goes_on":
+                    continue
+                if lost == "interrupted":
+                    return
                 log.warning(
                     "reply %s in room %s lost its lease; it was ended elsewhere",
                     gen.stream_id,
@@ -581,6 +587,40 @@ class ConversationCore:
                 )
                 gen.abandon()
                 return
+
+    async def _lease_lost_with_the_bus(
+        self, room_id: str, gen: Generation
+    ) -> Literal["goes_on", "interrupted", "ended_elsewhere"]:
+        """Whether the reply's lease went with the bus's data (Redis restarted without
+        persistence: neither the lease nor the reply's state is there, where a replica that
+        ended the reply leaves its INTERRUPTED state). If so the reply takes the lease again
+        and goes on, or, with another reply holding the room by then, is interrupted: it is
+        stored and its stream_ended published either way, instead of vanishing."""
+        try:
+            if await self._bus.reply_lease(room_id) is not None:
+                return "ended_elsewhere"
+            if await self._bus.reply_state(gen.stream_id) is not None:
+                return "ended_elsewhere"
+            taken, _ = await self._bus.claim_reply(
+                room_id, gen.stream_id, self.replica, ttl_s=self._config.reply_lease_s
+            )
+            if taken:
+                await self._bus.set_reply_state(
+                    gen.stream_id, ReplyState(room_id, ReplyPhase.ACTIVE, self.replica)
+                )
+        except DomainError as exc:
+            log.warning("reply %s: lease not taken again: %s", gen.stream_id, exc.message)
+            return "goes_on"  # not yet: the bus is down again, the next round looks again
+        log.warning(
+            "reply %s in room %s: its lease was lost with the bus's data; %s",
+            gen.stream_id,
+            room_id,
+            "taken again" if taken else "another reply holds the room, interrupting",
+        )
+        if not taken:
+            gen.interrupt(reason="takeover")
+            return "interrupted"
+        return "goes_on"
 
     async def _stop_running(
         self, user_id: str, room_id: str, running: ReplyLease, *, reason: str

@@ -153,3 +153,36 @@ async def test_a_reply_cut_by_a_redis_outage_is_stored_with_what_it_delivered(
     assert reply.status == rooms_pb.MESSAGE_STATUS_INTERRUPTED
     assert reply.text.startswith(seen) and seen
     await own_redis.start()
+
+
+async def test_a_reply_whose_lease_is_lost_with_redis_s_data_goes_on_and_is_stored(
+    make_mesh: MeshFactory, own_redis: OwnRedis
+) -> None:
+    import redis.asyncio as aioredis
+
+    mesh = await make_mesh(
+        PersonaProvider(pacing_s=0.08), bus={"redis_url": own_redis.url, "redis_prefix": "t:"}
+    )
+    room = await mesh.room("dot")
+    conv = await converse(mesh, "dot", room)
+    await conv.send(message("Tell me a long story", "c1"))
+    started = (await conv.until_kind("stream_started"))[-1].stream_started
+    await conv.until_kind("stream_chunk")
+    # Every key goes, as in a restart without persistence, but no connection drops: the
+    # reply's next lease renewal finds no lease, and no one else ended the reply.
+    client = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+    # The reply is not dropped: it takes its lease again, goes on and is stored.
+    for _ in range(300):
+        stored = {m.stream_id: m for m in await mesh.messages("dot", room) if m.stream_id}
+        if started.stream_id in stored:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the reply was never stored")
+    reply = stored[started.stream_id]
+    assert reply.status == rooms_pb.MESSAGE_STATUS_COMPLETE and reply.text
+    conv.call.cancel()
