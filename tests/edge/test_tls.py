@@ -100,6 +100,7 @@ def test_the_kubernetes_edge_reads_its_certificate_from_the_mounted_secret(
     assert "--tls goes with --kubernetes" in capsys.readouterr().err
 
 
+@pytest.mark.envoy
 async def test_grpcurl_reaches_a_service_through_the_tls_edge(
     tmp_path: Path, start_server: StartServer
 ) -> None:
