@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -165,3 +166,40 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+# (spec, lod) -> the GLB and the progress the generator reported while making it.
+_PROCEDURAL_MODELS: dict[tuple[object, int], tuple[bytes, list[tuple[str, float]]]] = {}
+
+
+@pytest.fixture
+def procedural_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The avatar service's procedural provider makes each (spec, LOD) once per test process
+    and gives the same bytes and progress reports again after that.
+
+    The generator is deterministic (tests/avatar/test_procedural.py checks that one spec
+    gives one file), so a test about jobs, failover, storage or the breaker gets the very
+    bytes it would have generated, without a second of CPU per avatar. Not for a test that
+    needs a generation to take time (to watch it run, or to act while it runs).
+    """
+    from services.avatar.providers import procedural
+
+    real = procedural.generate_glb
+
+    def generate(spec: Any, lod: int = 0, progress: Any = None) -> bytes:
+        made = _PROCEDURAL_MODELS.get((spec, lod))
+        if made is None:
+            reports: list[tuple[str, float]] = []
+
+            def record(stage: str, fraction: float) -> None:
+                reports.append((stage, fraction))
+                if progress is not None:
+                    progress(stage, fraction)
+
+            made = _PROCEDURAL_MODELS[(spec, lod)] = (real(spec, lod, record), reports)
+        elif progress is not None:
+            for stage, fraction in made[1]:
+                progress(stage, fraction)
+        return made[0]
+
+    monkeypatch.setattr(procedural, "generate_glb", generate)

@@ -24,6 +24,7 @@ async def _ready(avatar: AvatarClient) -> None:
     assert (await watch_to_end(avatar, "nova"))[-1].status == pb.AVATAR_STATUS_READY
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_model_downloads_to_a_file_with_the_reported_sha256(
     avatar: AvatarClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -72,6 +73,7 @@ class _CutOnce(pb_grpc.AvatarServiceServicer):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the replica went away")
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_model_download_cut_off_under_way_starts_again(
     avatar: AvatarClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

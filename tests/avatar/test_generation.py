@@ -66,6 +66,7 @@ async def test_generation_reaches_ready_with_progress(avatar: AvatarClient) -> N
         )
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_download_reassembles_a_loadable_glb(avatar: AvatarClient) -> None:
     await upsert(avatar, make_agent())
     await generate(avatar)
@@ -87,6 +88,7 @@ async def test_download_reassembles_a_loadable_glb(avatar: AvatarClient) -> None
     assert not [p for p in stored.parent.iterdir() if p.name.startswith(".tmp")]
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_capabilities_describe_the_stored_model(avatar: AvatarClient) -> None:
     """GetAvatar and WatchAvatar say what the stored LOD 0 file holds, read back here."""
     await upsert(avatar, make_agent())
@@ -115,6 +117,7 @@ async def test_capabilities_describe_the_stored_model(avatar: AvatarClient) -> N
     assert {"aa", "happy", "blink", "blinkLeft", "blinkRight"} <= set(caps.expressions)
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_ready_avatar_is_reused_unless_forced(avatar: AvatarClient) -> None:
     await upsert(avatar, make_agent())
     await generate(avatar)
@@ -140,6 +143,7 @@ async def test_a_running_job_is_returned_as_is(avatar: AvatarClient) -> None:
     await watch_to_end(avatar, "nova")
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_regeneration_limit(
     make_avatar_settings: Callable[..., AvatarSettings],
 ) -> None:
@@ -159,6 +163,7 @@ async def test_regeneration_limit(
         assert not (await generate(client)).started
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_watch_on_a_final_avatar_ends_at_once(avatar: AvatarClient) -> None:
     await upsert(avatar, make_agent())
     await generate(avatar)
@@ -195,6 +200,7 @@ async def test_not_found_and_precondition_errors(avatar: AvatarClient) -> None:
     await watch_to_end(avatar, "nova")
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_corrupt_or_missing_model_file_is_data_loss(avatar: AvatarClient) -> None:
     await upsert(avatar, make_agent())
     await generate(avatar)
@@ -223,6 +229,7 @@ async def test_corrupt_or_missing_model_file_is_data_loss(avatar: AvatarClient) 
         assert hashlib.sha256(data).hexdigest() == meta.sha256
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_model_base_url_is_used_for_lod_urls(
     make_avatar_settings: Callable[..., AvatarSettings],
 ) -> None:
@@ -236,6 +243,7 @@ async def test_model_base_url_is_used_for_lod_urls(
         ]
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_concurrent_requests_converge_on_one_job(avatar: AvatarClient) -> None:
     await upsert(avatar, make_agent())
     results = await asyncio.gather(*(generate(avatar) for _ in range(8)))

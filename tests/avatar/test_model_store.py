@@ -175,6 +175,7 @@ def test_s3_settings_are_checked() -> None:
         AvatarSettings(model_store="s3", s3_bucket="b", model_url_ttl_s=8 * 86400)
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_an_avatar_generated_onto_s3_is_fetched_by_its_url(
     s3_endpoint: str, s3_bucket: str, tmp_path: Path
 ) -> None:

@@ -27,6 +27,8 @@ from tests.avatar.conftest import (
 from tests.avatar.meshy_server import MeshyServer
 
 API_KEY = "msy-test-key"
+# The procedural provider is the fallback here, never the subject.
+pytestmark = pytest.mark.usefixtures("procedural_once")
 
 
 @pytest.fixture

@@ -362,6 +362,7 @@ async def test_every_rpc_needs_a_valid_token(rooms: Rooms, authority) -> None:
     assert await rooms.count("SELECT COUNT(*) FROM rooms") == 0
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_get_room_shows_a_ready_avatar(rooms: Rooms, avatar_port: int, user_md) -> None:
     md = user_md("alice")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{avatar_port}") as ch:
