@@ -7,29 +7,23 @@ with their cursors."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
-import urllib.request
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from arconv.rooms.v1 import rooms_service_pb2 as rpb
 from arconv.rooms.v1 import rooms_service_pb2_grpc as rpb_grpc
 from arconv.stream.v1 import stream_service_pb2 as spb
 from arconv.stream.v1 import stream_service_pb2_grpc as spb_grpc
 
-from services.cluster import Cluster, start_cluster
+from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.resumable import resumable
 from services.common.server import authority_from
-from tests.edge.conftest import free_port
+from tests.cluster.conftest import all_healthy, in_flight, messages, new_room, user_md
 from tests.edge.mesh_fixtures import BufResult, BufStream
 from tests.stream.conftest import Conversation, join, message
 
@@ -43,98 +37,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cluster_db(pg_admin_url: str) -> Any:
-    import psycopg
-
-    name = f"arconv_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = pg_admin_url.rpartition("/")
-    yield f"{base}/{name}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cluster(
-    cluster_db: str, redis_base_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Cluster]:
-    import redis
-
-    prefix = f"arconv-test:{uuid.uuid4().hex[:12]}:"
-    var: Path = tmp_path_factory.mktemp("cluster")
-    names = ("rooms", "stream", "avatar", "token", "voice", "voice_http")
-    ports = {name: [free_port(), free_port()] for name in names}
-    env = {
-        "ARCONV_DATABASE_URL": cluster_db,
-        "ARCONV_REDIS_URL": redis_base_url,
-        "ARCONV_REDIS_PREFIX": prefix,
-        "ARCONV_TOKEN_KV_PREFIX": f"{prefix}token:",
-        "ARCONV_VAR_DIR": str(var),
-        "ARCONV_LOG_LEVEL": "WARNING",
-        # Replies long enough to be cut in the middle; a silent replica's reply taken over fast.
-        "ARCONV_LLM_PACING_MS": "100",
-        "ARCONV_STREAM_TAKEOVER_TIMEOUT_S": "1",
-        "ARCONV_STREAM_MESSAGES_PER_MINUTE": "1000",
-    }
-    async with start_cluster(
-        env, ports=ports, edge_port=free_port(), admin_port=free_port(), quiet_edge=True
-    ) as c:
-        yield c
-    client = redis.Redis.from_url(redis_base_url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-def _md(user: str) -> tuple[tuple[str, str], ...]:
-    token = authority_from(Settings()).mint(user, ttl_s=600)
-    return (("authorization", f"Bearer {token}"),)
-
-
-def _active(cluster: Cluster, upstream: str) -> dict[int, int]:
-    """Requests in flight per replica port of `upstream`, from Envoy's admin /clusters."""
-    url = f"http://127.0.0.1:{cluster.edge.admin_port}/clusters?format=json"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        doc = json.load(resp)
-    (status,) = (c for c in doc["cluster_statuses"] if c["name"] == upstream)
-    out = {}
-    for host in status["host_statuses"]:
-        port = host["address"]["socket_address"]["port_value"]
-        stats = {s["name"]: int(s.get("value", 0)) for s in host["stats"]}
-        out[port] = stats.get("rq_active", 0)
-    return out
-
-
-def _all_healthy(cluster: Cluster, upstream: str) -> bool:
-    """Whether the edge sees every replica of `upstream` healthy (its active health check
-    passed, not ejected as an outlier), from Envoy's admin /clusters."""
-    url = f"http://127.0.0.1:{cluster.edge.admin_port}/clusters"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        lines = resp.read().decode().splitlines()
-    flags = [
-        ln.rsplit("::", 1)[1]
-        for ln in lines
-        if ln.startswith(f"{upstream}::") and "::health_flags::" in ln
-    ]
-    return bool(flags) and all(flag == "healthy" for flag in flags)
-
-
-async def _room(ch: grpc.aio.Channel, user: str) -> str:
-    reply = await rpb_grpc.RoomServiceStub(ch).CreateRoom(
-        rpb.CreateRoomRequest(agent_id="nova"), metadata=_md(user), timeout=10
-    )
-    return str(reply.room.room_id)
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def edge(cluster: Cluster) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{cluster.edge.listen_port}") as ch:
-        yield ch
-
-
 async def test_streams_spread_over_both_stream_replicas(
     cluster: Cluster, edge: grpc.aio.Channel
 ) -> None:
@@ -144,13 +46,13 @@ async def test_streams_spread_over_both_stream_replicas(
         async with asyncio.timeout(60):
             for i in range(6):
                 user = f"spread-{i}"
-                room = await _room(edge, user)
-                call = stub.Converse(metadata=_md(user))
+                room = await new_room(edge, user)
+                call = stub.Converse(metadata=user_md(user))
                 await call.write(spb.ConverseRequest(join=spb.Join(room_id=room)))
                 first = await call.read()
                 assert first.WhichOneof("kind") == "joined"
                 calls.append(call)
-            active = await asyncio.to_thread(_active, cluster, "stream")
+            active = await asyncio.to_thread(in_flight, cluster, "stream")
         ports = [r.port for (s, _), r in cluster.replicas.items() if s == "stream"]
         assert sorted(active) == sorted(ports)
         assert all(active[p] >= 1 for p in ports), active
@@ -163,9 +65,9 @@ async def test_streams_spread_over_both_stream_replicas(
 async def test_killing_a_rooms_replica_is_invisible_to_idempotent_callers(
     cluster: Cluster, edge: grpc.aio.Channel
 ) -> None:
-    room = await _room(edge, "reader")
+    room = await new_room(edge, "reader")
     stub = rpb_grpc.RoomServiceStub(edge)
-    md = _md("reader")
+    md = user_md("reader")
     calls = {"ok": 0}
     failures: list[str] = []
 
@@ -195,7 +97,7 @@ async def test_killing_a_rooms_replica_is_invisible_to_idempotent_callers(
 
 
 async def _converse(edge: grpc.aio.Channel, user: str, room: str, after: int = 0) -> Conversation:
-    conv = Conversation(spb_grpc.StreamServiceStub(edge).Converse(metadata=_md(user)))
+    conv = Conversation(spb_grpc.StreamServiceStub(edge).Converse(metadata=user_md(user)))
     await conv.send(join(room, after))
     assert (await conv.next(wait_s=30)).HasField("joined")
     return conv
@@ -210,13 +112,6 @@ async def _resume(edge: grpc.aio.Channel, user: str, room: str, cursor: int) -> 
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
             await asyncio.sleep(0.2)
-
-
-async def _messages(edge: grpc.aio.Channel, user: str, room: str) -> list[rpb.Message]:
-    reply = await rpb_grpc.RoomServiceStub(edge).ListMessages(
-        rpb.ListMessagesRequest(room_id=room, page_size=200), metadata=_md(user), timeout=10
-    )
-    return list(reply.messages)
 
 
 class Client:
@@ -317,16 +212,16 @@ async def test_a_stream_replica_lost_mid_reply_loses_nothing_once_clients_resume
     killed_port = cluster.replicas[("stream", 0)].port
     url = f"http://127.0.0.1:{cluster.edge.listen_port}"
     users = [f"{sig.name.lower()}-{i}" for i in range(6)]  # rooms of their own
-    clients = {u: Client(edge, u, await _room(edge, u)) for u in users}
+    clients = {u: Client(edge, u, await new_room(edge, u)) for u in users}
     webs: list[tuple[str, WebClient]] = []  # gRPC-web watchers of the same rooms
     on_killed: set[object] = set()
     late: list[Conversation] = []
 
     async def open_counted(client: Client | WebClient) -> None:
         """Opens a stream; the edge's count of open streams per replica says where it went."""
-        before = await asyncio.to_thread(_active, cluster, "stream")
+        before = await asyncio.to_thread(in_flight, cluster, "stream")
         await client.open()
-        after = await asyncio.to_thread(_active, cluster, "stream")
+        after = await asyncio.to_thread(in_flight, cluster, "stream")
         if after[killed_port] > before[killed_port]:
             on_killed.add(client)
 
@@ -336,8 +231,8 @@ async def test_a_stream_replica_lost_mid_reply_loses_nothing_once_clients_resume
     try:
         async with asyncio.timeout(150):  # a hang guard, not a measurement
             while True:  # until a replica restarted before is back and its streams are gone
-                if await asyncio.to_thread(_all_healthy, cluster, "stream") and not sum(
-                    (await asyncio.to_thread(_active, cluster, "stream")).values()
+                if await asyncio.to_thread(all_healthy, cluster, "stream") and not sum(
+                    (await asyncio.to_thread(in_flight, cluster, "stream")).values()
                 ):
                     break
                 await asyncio.sleep(0.2)
@@ -376,7 +271,7 @@ async def test_a_stream_replica_lost_mid_reply_loses_nothing_once_clients_resume
             watched = await asyncio.gather(*(watch(w) for _, w in webs))
             for u, client in clients.items():
                 late.append(await _converse(edge, u, client.room))
-            stored = {u: await _messages(edge, u, c.room) for u, c in clients.items()}
+            stored = {u: await messages(edge, u, c.room) for u, c in clients.items()}
     finally:
         for client in clients.values():
             client.close()
