@@ -28,7 +28,7 @@ from services.avatar.errors import (
     GenerationLimitReached,
     LodNotFound,
 )
-from services.avatar.jobs import FAILED, GENERATING, READY, AvatarRecord, LodInfo, needs_new_job
+from services.avatar.jobs import AvatarRecord, AvatarStatus, LodInfo, needs_new_job
 from services.avatar.progress import ProgressBroadcaster
 from services.avatar.providers.chain import ChainExhausted, ProviderChain
 from services.avatar.repository import AgentRepository, AvatarRepository, utcnow
@@ -228,7 +228,7 @@ class AvatarManager:
     async def open_model(self, agent_id: str, level: int) -> tuple[LodInfo, list[bytes]]:
         """The LOD's metadata and its verified bytes in chunks under 1 MiB."""
         rec = await self.get(agent_id)
-        if rec.status != READY:
+        if rec.status is not AvatarStatus.READY:
             raise AvatarNotReady(agent_id, rec.status)
         lod = next((x for x in rec.lods if x.level == level), None)
         if lod is None:
@@ -253,7 +253,12 @@ class AvatarManager:
 
     async def _stage(self, agent_id: str, job_id: str, stage: str, **values: object) -> None:
         await self._set(
-            agent_id, job_id, status=GENERATING, stage=stage, percent=STAGE_PERCENT[stage], **values
+            agent_id,
+            job_id,
+            status=AvatarStatus.GENERATING,
+            stage=stage,
+            percent=STAGE_PERCENT[stage],
+            **values,
         )
 
     async def _run(self, agent_id: str, job_id: str, *, resume: bool) -> None:
@@ -281,7 +286,11 @@ class AvatarManager:
             )
             with contextlib.suppress(_JobLost):
                 await self._set(
-                    agent_id, job_id, status=FAILED, stage="failed", error=message[:2000]
+                    agent_id,
+                    job_id,
+                    status=AvatarStatus.FAILED,
+                    stage="failed",
+                    error=message[:2000],
                 )
         self._running.pop(job_id, None)
 
@@ -321,7 +330,7 @@ class AvatarManager:
         await self._set(
             agent_id,
             job_id,
-            status=READY,
+            status=AvatarStatus.READY,
             stage="done",
             percent=100,
             provider=result.provider,

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from services.avatar.capabilities import Capabilities
 
-PENDING = "PENDING"
-GENERATING = "GENERATING"
-READY = "READY"
-FAILED = "FAILED"
-FINAL = frozenset({READY, FAILED})
-UNFINISHED = frozenset({PENDING, GENERATING})
+
+class AvatarStatus(enum.StrEnum):
+    """Where an avatar's generation job is: waiting, running, or done either way."""
+
+    PENDING = "PENDING"
+    GENERATING = "GENERATING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+
+FINAL = frozenset({AvatarStatus.READY, AvatarStatus.FAILED})
+UNFINISHED = frozenset({AvatarStatus.PENDING, AvatarStatus.GENERATING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +54,7 @@ class LodInfo:
 class AvatarRecord:
     agent_id: str
     job_id: str
-    status: str
+    status: AvatarStatus
     style: str
     provider: str
     lods: tuple[LodInfo, ...]
@@ -80,4 +87,4 @@ def needs_new_job(current: AvatarRecord | None, *, force: bool) -> bool:
         return True
     if current.status in UNFINISHED:
         return False
-    return current.status == FAILED or force
+    return current.status == AvatarStatus.FAILED or force

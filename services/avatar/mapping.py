@@ -9,7 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from services.avatar.agents import Agent, AgentInput, Appearance
 from services.avatar.description import CharacterDescription
-from services.avatar.jobs import READY, AvatarRecord
+from services.avatar.jobs import AvatarRecord, AvatarStatus
 from services.avatar.storage import ModelStore
 from services.speech import AZURE_TO_OCULUS, OCULUS_TO_ARKIT, POLLY_TO_OCULUS, VISEMES
 from services.speech.pb import viseme_enum
@@ -24,10 +24,10 @@ _STYLE_TO_PB = {
 }
 _PB_TO_STYLE = {v: k for k, v in _STYLE_TO_PB.items()}
 _STATUS_TO_PB = {
-    "PENDING": pb.AVATAR_STATUS_PENDING,
-    "GENERATING": pb.AVATAR_STATUS_GENERATING,
-    "READY": pb.AVATAR_STATUS_READY,
-    "FAILED": pb.AVATAR_STATUS_FAILED,
+    AvatarStatus.PENDING: pb.AVATAR_STATUS_PENDING,
+    AvatarStatus.GENERATING: pb.AVATAR_STATUS_GENERATING,
+    AvatarStatus.READY: pb.AVATAR_STATUS_READY,
+    AvatarStatus.FAILED: pb.AVATAR_STATUS_FAILED,
 }
 
 
@@ -168,7 +168,7 @@ def avatar_to_pb(rec: AvatarRecord, links: ModelLinks) -> pb.Avatar:
         create_time=ts(rec.create_time),
         update_time=ts(rec.update_time),
     )
-    if rec.status == READY:
+    if rec.status == AvatarStatus.READY:
         caps = rec.capabilities
         out.capabilities.CopyFrom(
             pb.AvatarCapabilities(

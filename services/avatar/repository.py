@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.avatar.agents import Agent, Appearance
 from services.avatar.capabilities import Capabilities
-from services.avatar.jobs import AvatarRecord, LodInfo
+from services.avatar.jobs import FINAL, UNFINISHED, AvatarRecord, AvatarStatus, LodInfo
 from services.avatar.models import AgentRow, AvatarRow
+
+_UNFINISHED = sorted(s.value for s in UNFINISHED)
 
 
 def utcnow() -> datetime:
@@ -48,7 +50,7 @@ def _avatar(row: AvatarRow) -> AvatarRecord:
     return AvatarRecord(
         agent_id=row.agent_id,
         job_id=row.job_id,
-        status=row.status,
+        status=AvatarStatus(row.status),
         style=row.style,
         provider=row.provider,
         lods=tuple(LodInfo.from_json(x) for x in row.lods),
@@ -142,7 +144,7 @@ class AvatarRepository:
                 row = AvatarRow(
                     agent_id=agent_id,
                     job_id=job_id,
-                    status="PENDING",
+                    status=AvatarStatus.PENDING.value,
                     style=style,
                     provider="",
                     lods=[],
@@ -171,7 +173,7 @@ class AvatarRepository:
         now = utcnow()
         values: dict[str, Any] = {
             "job_id": job_id,
-            "status": "PENDING",
+            "status": AvatarStatus.PENDING.value,
             "style": style,
             "provider": "",
             "lods": [],
@@ -215,7 +217,7 @@ class AvatarRepository:
                 .where(
                     AvatarRow.agent_id == agent_id,
                     AvatarRow.job_id == job_id,
-                    AvatarRow.status.in_(("PENDING", "GENERATING")),
+                    AvatarRow.status.in_(_UNFINISHED),
                     sa.or_(
                         AvatarRow.lease_owner.is_(None),
                         AvatarRow.lease_owner == owner,
@@ -234,7 +236,9 @@ class AvatarRepository:
         """Updates the job held by `owner` (and renews the lease); False if it was lost."""
         now = utcnow()
         values["update_time"] = now
-        if values.get("status") in ("READY", "FAILED"):
+        if "status" in values:
+            values["status"] = AvatarStatus(values["status"]).value
+        if values.get("status") in FINAL:
             values["lease_owner"] = None
             values["lease_expires"] = None
         else:
@@ -266,10 +270,10 @@ class AvatarRepository:
                     AvatarRow.agent_id == agent_id,
                     AvatarRow.job_id == job_id,
                     AvatarRow.lease_owner == owner,
-                    AvatarRow.status.in_(("PENDING", "GENERATING")),
+                    AvatarRow.status.in_(_UNFINISHED),
                 )
                 .values(
-                    status="PENDING",
+                    status=AvatarStatus.PENDING.value,
                     stage="queued",
                     percent=0,
                     lease_owner=None,
@@ -288,11 +292,11 @@ class AvatarRepository:
                 .where(
                     AvatarRow.agent_id == agent_id,
                     AvatarRow.job_id == job_id,
-                    AvatarRow.status.in_(("PENDING", "GENERATING")),
+                    AvatarRow.status.in_(_UNFINISHED),
                     sa.or_(AvatarRow.lease_owner.is_(None), AvatarRow.lease_expires < now),
                 )
                 .values(
-                    status="FAILED",
+                    status=AvatarStatus.FAILED.value,
                     stage="failed",
                     error=error,
                     lease_owner=None,
@@ -308,7 +312,7 @@ class AvatarRepository:
         q = (
             sa.select(AvatarRow)
             .where(
-                AvatarRow.status.in_(("PENDING", "GENERATING")),
+                AvatarRow.status.in_(_UNFINISHED),
                 sa.or_(
                     sa.and_(AvatarRow.lease_owner.is_(None), AvatarRow.update_time <= older_than),
                     AvatarRow.lease_expires < now,

@@ -12,18 +12,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class RoomStatus(enum.Enum):
+class RoomStatus(enum.StrEnum):
     ACTIVE = "ACTIVE"
     PAUSED = "PAUSED"
     ENDED = "ENDED"
 
 
-class Sender(enum.Enum):
+class Sender(enum.StrEnum):
     HUMAN = "HUMAN"
     AGENT = "AGENT"
 
 
-class MessageStatus(enum.Enum):
+class MessageStatus(enum.StrEnum):
     COMPLETE = "COMPLETE"
     INTERRUPTED = "INTERRUPTED"
     FAILED = "FAILED"
