@@ -23,6 +23,8 @@ MAX_TEXT = 200
 MAX_ACCESSORIES = 10
 MAX_PALETTE = 8
 MAX_VOICE_ID = 128
+# ListAgents: 0 means the default; larger values than the maximum mean the maximum.
+AGENTS_PAGE_DEFAULT, AGENTS_PAGE_MAX = 20, 100
 
 
 @dataclass(frozen=True, slots=True)

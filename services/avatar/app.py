@@ -12,6 +12,7 @@ import grpc
 from arconv.avatar.v1 import avatar_service_pb2_grpc
 from pydantic import Field, field_validator, model_validator
 
+from services.avatar.agents import AGENTS_PAGE_DEFAULT, AGENTS_PAGE_MAX
 from services.avatar.description import Describer
 from services.avatar.generation import AvatarManager, WorkerConfig
 from services.avatar.mapping import ModelLinks
@@ -25,7 +26,7 @@ from services.avatar.storage import FileModelStore, ModelStore
 from services.common.app import run_service
 from services.common.config import ConfigError, Settings
 from services.common.db import create_engine, migrate_async, sessionmaker
-from services.common.pagetoken import PageTokens
+from services.common.paging import Pages
 from services.common.server import ServiceSpec
 from services.llm import LLMProvider, build_provider
 
@@ -189,7 +190,13 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
     )
     servicer = AvatarServicer(
         agents=agents,
-        page_tokens=PageTokens(settings.page_secret(), "agents"),
+        pages=Pages(
+            settings.page_secret(),
+            "agents",
+            default=AGENTS_PAGE_DEFAULT,
+            maximum=AGENTS_PAGE_MAX,
+            clamp=True,
+        ),
         describer=describer,
         avatars=manager,
         links=ModelLinks(settings.model_base_url, store),

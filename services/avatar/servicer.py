@@ -13,11 +13,10 @@ from services.avatar.agents import Agent, validate_agent, validate_agent_id
 from services.avatar.description import Describer
 from services.avatar.errors import AgentNotFound
 from services.avatar.generation import AvatarManager
-from services.avatar.paging import page_size
 from services.avatar.repository import AgentRepository
 from services.avatar.visemes import compute_visemes
 from services.common.errors import InvalidArgument
-from services.common.pagetoken import PageTokens, invalid_token
+from services.common.paging import Pages
 from services.speech.pb import cue_to_pb
 
 
@@ -26,13 +25,13 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
         self,
         *,
         agents: AgentRepository,
-        page_tokens: PageTokens,
+        pages: Pages,
         describer: Describer,
         avatars: AvatarManager,
         links: mapping.ModelLinks,
     ) -> None:
         self._agents = agents
-        self._tokens = page_tokens
+        self._pages = pages
         self._describer = describer
         self._avatars = avatars
         self._links = links
@@ -53,19 +52,12 @@ class AvatarServicer(pb_grpc.AvatarServiceServicer):
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAgentsResponse:
-        size = page_size(request.page_size)
-        after: tuple[str, str] | None = None
-        if request.page_token:
-            position = self._tokens.decode(request.page_token, user_id="", query={})
-            if len(position) != 2 or not all(isinstance(p, str) for p in position):
-                raise invalid_token("malformed")
-            after = (position[0], position[1])
+        size = self._pages.size(request.page_size)
+        cursor = self._pages.cursor(request.page_token, user_id="", query={}, types=(str, str))
+        after = None if cursor is None else (cursor[0], cursor[1])
         rows = await self._agents.list_page(limit=size + 1, after=after)
-        page, more = rows[:size], len(rows) > size
-        token = (
-            self._tokens.encode(user_id="", query={}, cursor=[page[-1].name, page[-1].agent_id])
-            if more
-            else ""
+        page, token = self._pages.page(
+            rows, size=size, user_id="", query={}, cursor_of=lambda a: [a.name, a.agent_id]
         )
         return pb.ListAgentsResponse(
             agents=[mapping.agent_to_pb(a) for a in page], next_page_token=token

@@ -184,17 +184,6 @@ validate_agent_id = ids.agent_id
 validate_room_id = ids.room_id
 
 
-def page_size(value: int, *, default: int, maximum: int) -> int:
-    if value == 0:
-        return default
-    if value < 0 or value > maximum:
-        raise InvalidArgument(
-            f"page_size must be 0 to {maximum}",
-            violations=[("page_size", f"0 to {maximum}; 0 means {default}")],
-        )
-    return value
-
-
 _NO_CONTROL = "no control characters other than tab, line feed and carriage return"
 
 

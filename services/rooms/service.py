@@ -9,9 +9,20 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from services.common.pagetoken import PageTokens, invalid_token
+from services.common.errors import InvalidArgument
+from services.common.paging import Pages
 from services.rooms.agents import AgentDirectory
-from services.rooms.domain import Action, AgentSummary, Message, NewMessage, Room
+from services.rooms.domain import (
+    MESSAGES_PAGE_DEFAULT,
+    MESSAGES_PAGE_MAX,
+    ROOMS_PAGE_DEFAULT,
+    ROOMS_PAGE_MAX,
+    Action,
+    AgentSummary,
+    Message,
+    NewMessage,
+    Room,
+)
 from services.rooms.notifier import RoomNotifier
 from services.rooms.repository import RoomRepository
 
@@ -27,9 +38,7 @@ def _to_us(t: datetime) -> int:
     return (t - _EPOCH) // timedelta(microseconds=1)
 
 
-def _from_us(us: object) -> datetime:
-    if not isinstance(us, int) or isinstance(us, bool):
-        raise invalid_token("malformed")
+def _from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
@@ -48,8 +57,12 @@ class Rooms:
         self._repo = repo
         self._agents = agents
         self._notifier = notifier
-        self._room_pages = PageTokens(page_secret, "rooms")
-        self._message_pages = PageTokens(page_secret, "messages")
+        self._room_pages = Pages(
+            page_secret, "rooms", default=ROOMS_PAGE_DEFAULT, maximum=ROOMS_PAGE_MAX
+        )
+        self._message_pages = Pages(
+            page_secret, "messages", default=MESSAGES_PAGE_DEFAULT, maximum=MESSAGES_PAGE_MAX
+        )
         self._clock = clock
 
     async def create(self, *, user_id: str, agent_id: str) -> tuple[Room, bool]:
@@ -74,27 +87,21 @@ class Rooms:
     async def list_rooms(
         self, *, user_id: str, page_size: int, page_token: str, include_ended: bool
     ) -> tuple[list[Room], str]:
+        size = self._room_pages.size(page_size)
         query = {"include_ended": include_ended}
-        after: tuple[datetime, str] | None = None
-        if page_token:
-            cursor = self._room_pages.decode(page_token, user_id=user_id, query=query)
-            if len(cursor) != 2 or not isinstance(cursor[1], str):
-                raise invalid_token("malformed")
-            after = (_from_us(cursor[0]), cursor[1])
+        cursor = self._room_pages.cursor(page_token, user_id=user_id, query=query, types=(int, str))
+        after = None if cursor is None else (_from_us(cursor[0]), cursor[1])
         async with self._repo.reading() as s:
             found = await self._repo.list_rooms(
-                s, user_id=user_id, include_ended=include_ended, limit=page_size + 1, after=after
+                s, user_id=user_id, include_ended=include_ended, limit=size + 1, after=after
             )
-        page, more = found[:page_size], len(found) > page_size
-        token = ""
-        if more:
-            last = page[-1]
-            token = self._room_pages.encode(
-                user_id=user_id,
-                query=query,
-                cursor=[_to_us(last.last_activity_time), last.room_id],
-            )
-        return page, token
+        return self._room_pages.page(
+            found,
+            size=size,
+            user_id=user_id,
+            query=query,
+            cursor_of=lambda r: [_to_us(r.last_activity_time), r.room_id],
+        )
 
     async def change(self, *, user_id: str, room_id: str, action: Action) -> Room:
         """Pause, resume or end; the mesh hears of it once the change is committed."""
@@ -112,30 +119,35 @@ class Rooms:
     async def messages(
         self, *, user_id: str, room_id: str, page_size: int, page_token: str, latest: bool
     ) -> tuple[list[Message], str]:
+        size = self._message_pages.size(page_size)
+        if latest and page_token:
+            raise InvalidArgument(
+                "page_token cannot be combined with latest",
+                violations=[("page_token", "must be empty when latest is true")],
+            )
         query = {"room_id": room_id}
-        after: tuple[datetime, int] | None = None
-        if page_token:
-            cursor = self._message_pages.decode(page_token, user_id=user_id, query=query)
-            if len(cursor) != 2 or not isinstance(cursor[1], int):
-                raise invalid_token("malformed")
-            after = (_from_us(cursor[0]), cursor[1])
+        cursor = self._message_pages.cursor(
+            page_token, user_id=user_id, query=query, types=(int, int)
+        )
+        after = None if cursor is None else (_from_us(cursor[0]), cursor[1])
         async with self._repo.reading() as s:
             found = await self._repo.list_messages(
                 s,
                 user_id=user_id,
                 room_id=room_id,
-                limit=page_size if latest else page_size + 1,
+                limit=size if latest else size + 1,
                 after=after,
                 latest=latest,
             )
-        if latest or len(found) <= page_size:
+        if latest:
             return found, ""
-        page = found[:page_size]
-        last = page[-1]
-        token = self._message_pages.encode(
-            user_id=user_id, query=query, cursor=[_to_us(last.create_time), last.seq]
+        return self._message_pages.page(
+            found,
+            size=size,
+            user_id=user_id,
+            query=query,
+            cursor_of=lambda m: [_to_us(m.create_time), m.seq],
         )
-        return page, token
 
     async def append(
         self, *, user_id: str, room_id: str, message: NewMessage

@@ -11,7 +11,6 @@ from arconv.rooms.v1 import rooms_service_pb2_grpc as pb_grpc
 from google.protobuf import timestamp_pb2
 
 from services.common.auth import principal
-from services.common.errors import InvalidArgument
 from services.markers import strip_markers
 from services.rooms import domain
 from services.rooms.domain import Action, AgentSummary, Message, MessageStatus, Room, SenderType
@@ -103,12 +102,9 @@ class RoomServicer(pb_grpc.RoomServiceServicer):
 
     async def ListRooms(self, request: pb.ListRoomsRequest, context: Ctx) -> pb.ListRoomsResponse:
         user = principal().require_user()
-        size = domain.page_size(
-            request.page_size, default=domain.ROOMS_PAGE_DEFAULT, maximum=domain.ROOMS_PAGE_MAX
-        )
         rooms, token = await self._rooms.list_rooms(
             user_id=user,
-            page_size=size,
+            page_size=request.page_size,
             page_token=request.page_token,
             include_ended=request.include_ended,
         )
@@ -135,20 +131,10 @@ class RoomServicer(pb_grpc.RoomServiceServicer):
     ) -> pb.ListMessagesResponse:
         user = principal().require_user()
         room_id = domain.validate_room_id(request.room_id)
-        size = domain.page_size(
-            request.page_size,
-            default=domain.MESSAGES_PAGE_DEFAULT,
-            maximum=domain.MESSAGES_PAGE_MAX,
-        )
-        if request.latest and request.page_token:
-            raise InvalidArgument(
-                "page_token cannot be combined with latest",
-                violations=[("page_token", "must be empty when latest is true")],
-            )
         messages, token = await self._rooms.messages(
             user_id=user,
             room_id=room_id,
-            page_size=size,
+            page_size=request.page_size,
             page_token=request.page_token,
             latest=request.latest,
         )
