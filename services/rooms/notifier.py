@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
-from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as stream_pb
 from arconv.stream.v1 import stream_service_pb2_grpc as stream_grpc
 from arconv.token.v1 import token_service_pb2 as token_pb
@@ -23,14 +22,9 @@ from arconv.token.v1 import token_service_pb2_grpc as token_grpc
 
 from services.common.clients import for_user
 from services.rooms.domain import Room, RoomStatus
+from services.rooms.mapping import ROOM_STATUS_TO_PB
 
 log = logging.getLogger("arconv.rooms.notifier")
-
-_PROTO_STATUS = {
-    RoomStatus.ACTIVE: rooms_pb.ROOM_STATUS_ACTIVE,
-    RoomStatus.PAUSED: rooms_pb.ROOM_STATUS_PAUSED,
-    RoomStatus.ENDED: rooms_pb.ROOM_STATUS_ENDED,
-}
 
 
 class RoomNotifier(Protocol):
@@ -65,7 +59,7 @@ class GrpcRoomNotifier:
                 room,
                 lambda: self._stream.NotifyRoomState(
                     stream_pb.NotifyRoomStateRequest(
-                        room_id=room.room_id, status=_PROTO_STATUS[room.status]
+                        room_id=room.room_id, status=ROOM_STATUS_TO_PB[room.status]
                     ),
                     timeout=self._timeout,
                     metadata=md,

@@ -24,6 +24,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.status import TRANSIENT_CODES, status_details
+from services.stream import mapping
 from services.stream.ports import (
     Agents,
     MessageStatus,
@@ -33,21 +34,6 @@ from services.stream.ports import (
     Sender,
     StoredMessage,
 )
-
-ROOM_STATUS_FROM_PB = {
-    rooms_pb.ROOM_STATUS_ACTIVE: RoomStatus.ACTIVE,
-    rooms_pb.ROOM_STATUS_PAUSED: RoomStatus.PAUSED,
-    rooms_pb.ROOM_STATUS_ENDED: RoomStatus.ENDED,
-}
-ROOM_STATUS_TO_PB = {v: k for k, v in ROOM_STATUS_FROM_PB.items()}
-_SENDER_TO_PB = {Sender.HUMAN: rooms_pb.SENDER_TYPE_HUMAN, Sender.AGENT: rooms_pb.SENDER_TYPE_AGENT}
-_SENDER_FROM_PB = {v: k for k, v in _SENDER_TO_PB.items()}
-_STATUS_TO_PB = {
-    MessageStatus.COMPLETE: rooms_pb.MESSAGE_STATUS_COMPLETE,
-    MessageStatus.INTERRUPTED: rooms_pb.MESSAGE_STATUS_INTERRUPTED,
-    MessageStatus.FAILED: rooms_pb.MESSAGE_STATUS_FAILED,
-}
-_STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 
 
 @contextlib.contextmanager
@@ -84,7 +70,7 @@ def _error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None
 
 
 def _room(room: rooms_pb.Room) -> RoomInfo:
-    status = ROOM_STATUS_FROM_PB.get(room.status)
+    status = mapping.ROOM_STATUS_FROM_PB.get(room.status)
     if status is None:
         raise Internal(f"the rooms service returned room status {room.status}")
     return RoomInfo(room.room_id, room.user_id, room.agent_id, status)
@@ -93,11 +79,11 @@ def _room(room: rooms_pb.Room) -> RoomInfo:
 def _message(m: rooms_pb.Message) -> StoredMessage:
     return StoredMessage(
         message_id=m.message_id,
-        sender=_SENDER_FROM_PB.get(m.sender_type, Sender.HUMAN),
+        sender=mapping.SENDER_FROM_PB.get(m.sender_type, Sender.HUMAN),
         content=m.content,
         text=m.text,
         stream_id=m.stream_id,
-        status=_STATUS_FROM_PB.get(m.status, MessageStatus.COMPLETE),
+        status=mapping.MESSAGE_STATUS_FROM_PB.get(m.status, MessageStatus.COMPLETE),
     )
 
 
@@ -129,11 +115,11 @@ class GrpcRooms:
     ) -> tuple[StoredMessage, bool]:
         request = rooms_pb.AppendMessageRequest(
             room_id=room_id,
-            sender_type=_SENDER_TO_PB[sender],
+            sender_type=mapping.SENDER_TO_PB[sender],
             content=content,
             text=text,
             stream_id=stream_id,
-            status=_STATUS_TO_PB[status],
+            status=mapping.MESSAGE_STATUS_TO_PB[status],
             idempotency_key=idempotency_key,
         )
         with _translate("rooms", "room", room_id):

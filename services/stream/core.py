@@ -41,7 +41,7 @@ from services.common.errors import (
 from services.common.kv import KV, Bound
 from services.common.memory import ReleaseAfterDrop
 from services.llm import LLMProvider
-from services.stream import events
+from services.stream import events, mapping
 from services.stream.generation import Generation
 from services.stream.metrics import INTERRUPTIONS
 from services.stream.ports import (
@@ -199,7 +199,7 @@ class ConversationCore:
         self._ensure_renewer()
         joined = pb.Joined(
             room_id=room_id,
-            status=events.ROOM_STATUS_PB[room.status],
+            status=mapping.ROOM_STATUS_TO_PB[room.status],
             last_event_id=last,
             active_stream_id=running.stream_id if running and not running.lapsed else "",
         )

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import time
 
-from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
 from services.common.bus import BusEvent
 from services.common.errors import MAX_MESSAGE_CHARS, DomainError, clip
 from services.common.status import code_value
-from services.markers import Marker, MarkerType
+from services.markers import Marker
 from services.speech import Cue
 from services.speech.pb import cue_to_pb
+from services.stream.mapping import MARKER_TYPE_TO_PB, ROOM_STATUS_TO_PB
 from services.stream.ports import RoomStatus
 
 STARTED, CHUNK, CUE, ENDED, ERROR, STATE = "started", "chunk", "cue", "ended", "error", "state"
@@ -30,18 +30,6 @@ _KIND_OF_FIELD = {
     "stream_error": ERROR,
     "room_state": STATE,
 }
-_MARKER_TYPES = {
-    MarkerType.EMOTION: pb.MARKER_TYPE_EMOTION,
-    MarkerType.GESTURE: pb.MARKER_TYPE_GESTURE,
-    MarkerType.TONE: pb.MARKER_TYPE_TONE,
-    MarkerType.POSE: pb.MARKER_TYPE_POSE,
-}
-ROOM_STATUS_PB = {
-    RoomStatus.ACTIVE: rooms_pb.ROOM_STATUS_ACTIVE,
-    RoomStatus.PAUSED: rooms_pb.ROOM_STATUS_PAUSED,
-    RoomStatus.ENDED: rooms_pb.ROOM_STATUS_ENDED,
-}
-ROOM_STATUS_FROM_PB = {v: k for k, v in ROOM_STATUS_PB.items()}
 
 
 def now_ts() -> timestamp_pb2.Timestamp:
@@ -111,7 +99,10 @@ def chunk(
     c.raw = raw
     for m in markers:
         c.markers.add(
-            type=_MARKER_TYPES[m.type], value=m.value, intensity=m.intensity or 0.0, offset=m.offset
+            type=MARKER_TYPE_TO_PB[m.type],
+            value=m.value,
+            intensity=m.intensity or 0.0,
+            offset=m.offset,
         )
     set_now(c.time)
     return event
@@ -158,4 +149,4 @@ def error(
 
 
 def room_state(status: RoomStatus) -> pb.ConverseResponse:
-    return pb.ConverseResponse(room_state=pb.RoomState(status=ROOM_STATUS_PB[status]))
+    return pb.ConverseResponse(room_state=pb.RoomState(status=ROOM_STATUS_TO_PB[status]))

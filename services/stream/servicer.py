@@ -19,7 +19,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.status import abort as abort_with
-from services.stream import events
+from services.stream import events, mapping
 from services.stream.core import ConversationCore
 from services.stream.session import AbortFn, Session
 
@@ -193,14 +193,14 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
     ) -> pb.PauseStreamResponse:
         user = principal().require_user()
         status = await self._core.pause(user, ids.room_id(request.room_id))
-        return pb.PauseStreamResponse(status=events.ROOM_STATUS_PB[status])
+        return pb.PauseStreamResponse(status=mapping.ROOM_STATUS_TO_PB[status])
 
     async def ResumeStream(
         self, request: pb.ResumeStreamRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeStreamResponse:
         user = principal().require_user()
         status = await self._core.resume(user, ids.room_id(request.room_id))
-        return pb.ResumeStreamResponse(status=events.ROOM_STATUS_PB[status])
+        return pb.ResumeStreamResponse(status=mapping.ROOM_STATUS_TO_PB[status])
 
 
 class StreamInternalServicer(pb_grpc.StreamInternalServiceServicer):
@@ -213,7 +213,7 @@ class StreamInternalServicer(pb_grpc.StreamInternalServiceServicer):
         self, request: pb.NotifyRoomStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.NotifyRoomStateResponse:
         room_id = ids.room_id(request.room_id)
-        status = events.ROOM_STATUS_FROM_PB.get(request.status)
+        status = mapping.ROOM_STATUS_FROM_PB.get(request.status)
         if status is None:
             raise InvalidArgument(
                 "status must be ROOM_STATUS_ACTIVE, ROOM_STATUS_PAUSED or ROOM_STATUS_ENDED",

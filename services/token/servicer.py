@@ -7,43 +7,11 @@ import json
 import grpc
 from arconv.token.v1 import token_service_pb2 as pb
 from arconv.token.v1 import token_service_pb2_grpc as pb_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.auth import principal
-from services.token.domain import Claims, Reason, refresh_after
+from services.token import mapping
+from services.token.domain import Reason
 from services.token.service import TokenService
-
-_REASONS = {
-    Reason.INVALID: pb.DENY_REASON_INVALID,
-    Reason.EXPIRED: pb.DENY_REASON_EXPIRED,
-    Reason.REVOKED: pb.DENY_REASON_REVOKED,
-    Reason.SCOPE: pb.DENY_REASON_SCOPE,
-    Reason.VOICE: pb.DENY_REASON_VOICE,
-    Reason.INPUT_TOO_LONG: pb.DENY_REASON_INPUT_TOO_LONG,
-    Reason.RATE_LIMITED: pb.DENY_REASON_RATE_LIMITED,
-    Reason.QUOTA_EXCEEDED: pb.DENY_REASON_QUOTA_EXCEEDED,
-}
-
-
-def _ts(epoch_s: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromSeconds(int(epoch_s))
-    return ts
-
-
-def _issued(token: str, c: Claims) -> pb.IssueProviderTokenResponse:
-    return pb.IssueProviderTokenResponse(
-        token=token,
-        token_id=c.token_id,
-        provider=c.provider,
-        voice_id=c.voice_id,
-        operations=list(c.operations),
-        max_input_length=c.max_input_length,
-        expire_time=_ts(c.expires_at),
-        refresh_after=_ts(refresh_after(c.issued_at, c.expires_at)),
-        agent_id=c.agent_id,
-        room_id=c.room_id,
-    )
 
 
 class TokenServicer(pb_grpc.TokenServiceServicer):
@@ -57,14 +25,14 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
         token, claims = await self._service.issue(
             user_id=user, room_id=request.room_id, operations=list(request.operations)
         )
-        return _issued(token, claims)
+        return mapping.issued_to_pb(token, claims)
 
     async def RefreshProviderToken(
         self, request: pb.RefreshProviderTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.RefreshProviderTokenResponse:
         user = principal().require_user()
         token, claims = await self._service.refresh(user_id=user, token=request.token)
-        return pb.RefreshProviderTokenResponse(token=_issued(token, claims))
+        return pb.RefreshProviderTokenResponse(token=mapping.issued_to_pb(token, claims))
 
     async def RevokeProviderToken(
         self, request: pb.RevokeProviderTokenRequest, context: grpc.aio.ServicerContext
@@ -85,7 +53,7 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
             requests_per_token_per_hour=u.plan.requests_per_token_per_hour,
             active_tokens=u.active_tokens,
             warning=u.warning,
-            reset_time=_ts(u.reset_time.timestamp()),
+            reset_time=mapping.ts(u.reset_time.timestamp()),
         )
 
     async def GetJwks(
@@ -116,7 +84,7 @@ class TokenInternalServicer(pb_grpc.TokenInternalServiceServicer):
         )
         resp = pb.VerifyProviderTokenResponse(
             allowed=d.allowed,
-            reason=_REASONS[d.reason] if d.reason else pb.DENY_REASON_UNSPECIFIED,
+            reason=mapping.REASON_TO_PB[d.reason] if d.reason else pb.DENY_REASON_UNSPECIFIED,
             quota_remaining=d.quota_remaining,
             message=d.message,
         )
@@ -127,7 +95,7 @@ class TokenInternalServicer(pb_grpc.TokenInternalServiceServicer):
             resp.agent_id = c.agent_id
             resp.token_id = c.token_id
             resp.operations.extend(c.operations)
-            resp.expire_time.CopyFrom(_ts(c.expires_at))
+            resp.expire_time.CopyFrom(mapping.ts(c.expires_at))
         return resp
 
     async def RevokeRoomTokens(
