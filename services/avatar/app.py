@@ -12,8 +12,8 @@ import grpc
 from arconv.avatar.v1 import avatar_service_pb2_grpc
 from pydantic import Field, field_validator, model_validator
 
-from services.avatar.agents import AGENTS_PAGE_DEFAULT, AGENTS_PAGE_MAX
 from services.avatar.description import Describer
+from services.avatar.domain import AGENTS_PAGE_DEFAULT, AGENTS_PAGE_MAX
 from services.avatar.generation import AvatarManager, WorkerConfig
 from services.avatar.mapping import ModelLinks
 from services.avatar.providers.base import ModelProvider

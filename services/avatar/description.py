@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from services.avatar.agents import Agent
 from services.avatar.colors import SKIN_TONES, find_color_word, normalize_name, to_hex
+from services.avatar.domain import Agent
 from services.avatar.procedural.spec import ACCESSORIES, BODY_TYPES, HAIR_STYLES
 from services.common.errors import Unavailable
 from services.common.vocabulary import EMOTIONS

@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-from services.avatar.agents import Agent
 from services.avatar.description import CharacterDescription, Describer, derive
+from services.avatar.domain import Agent
 from services.avatar.errors import (
     AvatarNotFound,
     AvatarNotReady,

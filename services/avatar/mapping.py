@@ -7,8 +7,8 @@ from datetime import datetime
 from arconv.avatar.v1 import avatar_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
-from services.avatar.agents import Agent, AgentInput, Appearance
 from services.avatar.description import CharacterDescription
+from services.avatar.domain import Agent, AgentInput, Appearance
 from services.avatar.jobs import AvatarRecord, AvatarStatus
 from services.avatar.storage import ModelStore
 from services.speech import AZURE_TO_OCULUS, OCULUS_TO_ARKIT, POLLY_TO_OCULUS, VISEMES

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.avatar.agents import Agent, Appearance
 from services.avatar.capabilities import Capabilities
+from services.avatar.domain import Agent, Appearance
 from services.avatar.jobs import FINAL, UNFINISHED, AvatarRecord, AvatarStatus, LodInfo
 from services.avatar.models import AgentRow, AvatarRow
 

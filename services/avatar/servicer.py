@@ -9,8 +9,8 @@ from arconv.avatar.v1 import avatar_service_pb2 as pb
 from arconv.avatar.v1 import avatar_service_pb2_grpc as pb_grpc
 
 from services.avatar import mapping
-from services.avatar.agents import Agent, validate_agent, validate_agent_id
 from services.avatar.description import Describer
+from services.avatar.domain import Agent, validate_agent, validate_agent_id
 from services.avatar.errors import AgentNotFound
 from services.avatar.generation import AvatarManager
 from services.avatar.repository import AgentRepository

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from arconv.avatar.v1 import avatar_service_pb2 as pb
 
-from services.avatar.agents import Agent, Appearance
 from services.avatar.description import derive
+from services.avatar.domain import Agent, Appearance
 from services.avatar.providers.base import ProviderFailure
 from services.avatar.providers.chain import ProviderChain, parse_routes
 from services.avatar.providers.meshy import MeshyProvider

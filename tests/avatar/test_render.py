@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from services.avatar.agents import Agent, Appearance
 from services.avatar.capabilities import read_capabilities
 from services.avatar.description import derive
+from services.avatar.domain import Agent, Appearance
 from services.avatar.providers.glb import inspect_glb
 from services.avatar.providers.procedural import ProceduralProvider
 from services.common.vocabulary import GESTURES, POSES
