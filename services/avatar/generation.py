@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from services.avatar.description import CharacterDescription, Describer, derive
-from services.avatar.domain import Agent
+from services.avatar.domain import Agent, AvatarRecord, AvatarStatus, LodInfo, needs_new_job
 from services.avatar.errors import (
     AvatarNotFound,
     AvatarNotReady,
     GenerationLimitReached,
     LodNotFound,
 )
-from services.avatar.jobs import AvatarRecord, AvatarStatus, LodInfo, needs_new_job
 from services.avatar.progress import ProgressBroadcaster
 from services.avatar.providers.chain import ChainExhausted, ProviderChain
 from services.avatar.repository import AgentRepository, AvatarRepository, utcnow

@@ -8,8 +8,14 @@ from arconv.avatar.v1 import avatar_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
 from services.avatar.description import CharacterDescription
-from services.avatar.domain import Agent, AgentInput, Appearance
-from services.avatar.jobs import AvatarRecord, AvatarStatus
+from services.avatar.domain import (
+    Agent,
+    AgentInput,
+    Appearance,
+    AvatarRecord,
+    AvatarStatus,
+    LodInfo,
+)
 from services.avatar.storage import ModelStore
 from services.speech import AZURE_TO_OCULUS, OCULUS_TO_ARKIT, POLLY_TO_OCULUS, VISEMES
 from services.speech.pb import viseme_enum
@@ -141,10 +147,7 @@ class ModelLinks:
         )
 
 
-def lod_to_pb(links: ModelLinks, agent_id: str, lod: object) -> pb.AvatarLod:
-    from services.avatar.jobs import LodInfo
-
-    assert isinstance(lod, LodInfo)
+def lod_to_pb(links: ModelLinks, agent_id: str, lod: LodInfo) -> pb.AvatarLod:
     return pb.AvatarLod(
         level=lod.level,
         triangle_count=lod.triangle_count,

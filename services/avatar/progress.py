@@ -7,7 +7,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
 
-from services.avatar.jobs import AvatarRecord
+from services.avatar.domain import AvatarRecord
 
 QUEUE_SIZE = 8
 

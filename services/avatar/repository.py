@@ -15,8 +15,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.avatar.capabilities import Capabilities
-from services.avatar.domain import Agent, Appearance
-from services.avatar.jobs import FINAL, UNFINISHED, AvatarRecord, AvatarStatus, LodInfo
+from services.avatar.domain import (
+    FINAL,
+    UNFINISHED,
+    Agent,
+    Appearance,
+    AvatarRecord,
+    AvatarStatus,
+    LodInfo,
+)
 from services.avatar.models import AgentRow, AvatarRow
 
 _UNFINISHED = sorted(s.value for s in UNFINISHED)

@@ -270,7 +270,7 @@ async def test_a_watcher_on_another_replica_follows_sql(
 async def test_a_slow_watcher_gets_the_latest_state_without_blocking() -> None:
     from datetime import UTC, datetime
 
-    from services.avatar.jobs import AvatarRecord
+    from services.avatar.domain import AvatarRecord
     from services.avatar.progress import QUEUE_SIZE, ProgressBroadcaster
 
     now = datetime.now(UTC)
