@@ -10,13 +10,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from services.common.config import normalize_database_url
 
@@ -105,6 +110,32 @@ def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class Repository:
+    """The base of every SQL repository (rooms, token, avatar), and who owns a transaction.
+
+    A repository is built on an `async_sessionmaker` and never begins or commits by itself:
+    the caller, a service's use-case layer (`service.py`, or the avatar job worker), owns the
+    transaction. It opens one with `async with repo.transaction() as s:` and passes the
+    session as the first argument of each repository call; the rest are keyword-only. The
+    block commits when it ends and rolls back on an error, so the calls inside it are one unit;
+    what must happen only once they are committed (a notification, a broadcast) comes after
+    the block. A race the database settles (a unique key) is settled inside the statement
+    (ON CONFLICT, a compare-and-set UPDATE), never by an error that spoils the transaction.
+
+    The rooms repository adds `reading()` and `autocommit()` beside `transaction()`, cheaper
+    ways to hold a session that each of its methods says when it may use.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction: committed at the end of the block, rolled back on error."""
+        async with self._sessions.begin() as session:
+            yield session
 
 
 def _alembic_config(service: str, url: str) -> Any:

@@ -1,4 +1,5 @@
-"""Rooms and messages in SQL (SQLAlchemy 2 async). The caller owns the transaction.
+"""Rooms and messages in SQL (SQLAlchemy 2 async). The caller owns the transaction
+(services.common.db.Repository):
 
     async with repo.transaction() as session:
         room = await repo.transition(session, user_id=..., room_id=..., action=..., now=...)
@@ -47,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
-from services.common.db import sessionmaker
+from services.common.db import Repository, sessionmaker
 from services.common.errors import Unavailable
 from services.rooms.domain import (
     OPEN_STATUSES,
@@ -257,9 +258,11 @@ def _insert_unless_open(dialect: str) -> ReturningInsert[Any]:
 SQLITE_READ = "arconv_sqlite_read"
 
 
-class RoomRepository:
+class RoomRepository(Repository):
+    """Built from the engine itself, which its autocommit and SQLite read variants need."""
+
     def __init__(self, engine: AsyncEngine) -> None:
-        self._sessions = sessionmaker(engine)
+        super().__init__(sessionmaker(engine))
         dialect = engine.dialect.name
         self._autocommit_engine = (
             engine.execution_options(isolation_level="AUTOCOMMIT")

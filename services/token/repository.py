@@ -1,19 +1,20 @@
 """SQL storage of issued tokens and the audit trail (SQLAlchemy 2, async).
 
-The caller owns the transaction: `async with repo.begin() as s:` then pass `s` to each call.
+The caller owns the transaction (services.common.db.Repository): `async with
+repo.transaction() as s:`, then `s` is passed to each call. A lost database becomes
+UNAVAILABLE in the errors interceptor.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.db import Repository
 from services.token.domain import Action, Claims
 from services.token.models import AuditEntry, IssuedToken
 
@@ -58,16 +59,7 @@ def _record(row: IssuedToken) -> TokenRecord:
     )
 
 
-class TokenRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-
-    @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction (a lost database becomes UNAVAILABLE in the interceptor)."""
-        async with self._sessions.begin() as s:
-            yield s
-
+class TokenRepository(Repository):
     async def add(
         self, s: AsyncSession, *, claims: Claims, kid: str, parent_token_id: str | None = None
     ) -> None:

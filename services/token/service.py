@@ -140,7 +140,7 @@ class TokenService:
         self, grant: Grant, *, now: float, action: Action, parent: str | None = None
     ) -> tuple[str, Claims]:
         token, claims = self._codec.mint(grant, now=int(now))
-        async with self._repo.begin() as s:
+        async with self._repo.transaction() as s:
             await self._repo.add(
                 s, claims=claims, kid=self._keys.signer.kid, parent_token_id=parent
             )
@@ -164,7 +164,7 @@ class TokenService:
         await self._limits.revoke(
             claims.token_id, expires_at=claims.expires_at, now=now, leeway_s=self._codec.leeway_s
         )
-        async with self._repo.begin() as s:
+        async with self._repo.transaction() as s:
             if await self._repo.mark_revoked(s, token_id=claims.token_id, now=at(now)):
                 await self._repo.audit(
                     s,
@@ -185,7 +185,7 @@ class TokenService:
         decision = await self._decide(token, operation, voice_id, input_length, consume, now)
         if not decision.allowed:
             assert decision.reason is not None
-            async with self._repo.begin() as s:
+            async with self._repo.transaction() as s:
                 await self._repo.audit(
                     s,
                     action=Action.VERIFY_DENIED,
@@ -256,7 +256,7 @@ class TokenService:
         """Revokes one of the user's tokens; False if it was already revoked or expired."""
         validate_token_id(token_id)
         now = self._clock()
-        async with self._repo.begin() as s:
+        async with self._repo.transaction() as s:
             rec = await self._repo.get_for_user(s, token_id=token_id, user_id=user_id)
         if rec is None:
             raise NotFound("token", token_id)
@@ -268,7 +268,7 @@ class TokenService:
         await self._limits.revoke(
             token_id, expires_at=expires_at, now=now, leeway_s=self._codec.leeway_s
         )
-        async with self._repo.begin() as s:
+        async with self._repo.transaction() as s:
             changed = await self._repo.mark_revoked(s, token_id=token_id, now=at(now))
             if changed:
                 await self._repo.audit(
@@ -288,7 +288,7 @@ class TokenService:
         now = self._clock()
         leeway = self._codec.leeway_s
         await self._limits.mark_room_ended(room_id, ttl_s=self._codec.ttl_s + leeway)
-        async with self._repo.begin() as s:
+        async with self._repo.transaction() as s:
             recs = await self._repo.live_for_room(s, room_id=room_id, now=at(now - leeway))
             for rec in recs:
                 await self._limits.revoke(
@@ -310,7 +310,7 @@ class TokenService:
         now = self._clock()
         plan = self._plans.plan_for(user_id)
         used = await self._limits.quota_used(user_id, now=now)
-        async with self._repo.begin() as s:
+        async with self._repo.transaction() as s:
             active = await self._repo.count_active(s, user_id=user_id, now=at(now))
         _, reset = day_window(now)
         return Usage(
@@ -325,7 +325,7 @@ class TokenService:
         """Marks every revoked, unexpired token of the database in the store, then records
         that the store holds them all; the ids marked."""
         now = self._clock()
-        async with self._repo.begin() as s:
+        async with self._repo.transaction() as s:
             recs = await self._repo.revoked_unexpired(s, now=at(now - self._codec.leeway_s))
         for rec in recs:
             await self._limits.revoke(
