@@ -7,6 +7,8 @@
   the google.rpc messages of a status) nor sqlalchemy, directly or through the modules of
   services/ they import. services/common/status.py alone maps domain errors to statuses.
 - The modules of services/common import each other without a cycle.
+- A service's use cases (`service.py`) import neither grpc nor generated protobuf code, and a
+  servicer reaches SQL only through them: it imports no repository and no sqlalchemy.
 """
 
 from __future__ import annotations
@@ -206,6 +208,26 @@ def test_no_import_cycles_among_common_modules() -> None:
         assert any(dst in _local(i) for i in imports_of(src)), (src, dst)
 
 
+def _is_grpc(imported: str) -> bool:
+    top = imported.split(".")[0]
+    return top in ("grpc", "arconv") or top.startswith("grpc_") or imported.endswith("_pb2")
+
+
+def test_use_cases_know_no_grpc_and_servicers_no_sql() -> None:
+    uses = sorted(m for m, path in MODULES.items() if path.name == "service.py")
+    servicers = sorted(m for m, path in MODULES.items() if path.name == "servicer.py")
+    assert {f"services.{s}.service" for s in ("rooms", "token", "avatar")} <= set(uses)
+    assert {f"services.{s}.servicer" for s in ("rooms", "token", "avatar")} <= set(servicers)
+    bad = [f"{m} imports {i}" for m in uses for i in imports_of(m) if _is_grpc(i)]
+    bad += [
+        f"{m} imports {i}"
+        for m in servicers
+        for i in imports_of(m)
+        if i.split(".")[0] == "sqlalchemy" or i.rpartition(".")[2] == "repository"
+    ]
+    assert bad == []
+
+
 def test_the_rules_see_a_violation() -> None:
     """The walk resolves relative and `from pkg import module` imports to modules."""
     assert "services.common.errors" in imports_of("services.rooms.domain")
@@ -220,3 +242,4 @@ def test_the_rules_see_a_violation() -> None:
         assert _forbidden_in_domain(name), name
     assert not _forbidden_in_domain("google.protobuf.duration_pb2")
     assert "services.markers.parser" in set(_local("services.markers.parser"))
+    assert any(_is_grpc(i) for i in imports_of("services.avatar.servicer"))

@@ -21,6 +21,7 @@ from services.avatar.providers.chain import ProviderChain, parse_routes
 from services.avatar.providers.meshy import MeshyProvider
 from services.avatar.providers.procedural import ProceduralProvider
 from services.avatar.repository import AgentRepository, AvatarRepository
+from services.avatar.service import AvatarService
 from services.avatar.servicer import AvatarInternalServicer, AvatarServicer
 from services.avatar.storage import FileModelStore, ModelStore
 from services.common.app import run_service
@@ -188,8 +189,10 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
             watch_poll_s=settings.avatar_watch_poll_s,
         ),
     )
-    servicer = AvatarServicer(
+    service = AvatarService(
         agents=agents,
+        avatars=manager,
+        describer=describer,
         pages=Pages(
             settings.page_secret(),
             "agents",
@@ -197,15 +200,13 @@ async def open_spec(settings: AvatarSettings) -> AsyncIterator[ServiceSpec]:
             maximum=AGENTS_PAGE_MAX,
             clamp=True,
         ),
-        describer=describer,
-        avatars=manager,
-        links=ModelLinks(settings.model_base_url, store),
     )
+    servicer = AvatarServicer(service=service, links=ModelLinks(settings.model_base_url, store))
 
     def register(server: grpc.aio.Server) -> None:
         avatar_service_pb2_grpc.add_AvatarServiceServicer_to_server(servicer, server)
         avatar_service_pb2_grpc.add_AvatarInternalServiceServicer_to_server(
-            AvatarInternalServicer(agents=agents), server
+            AvatarInternalServicer(service=service), server
         )
 
     try:

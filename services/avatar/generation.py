@@ -118,7 +118,11 @@ class AvatarManager:
         self._tasks.clear()
         for job_id, agent_id in list(self._running.items()):
             with contextlib.suppress(Exception):
-                if await self._avatars.release(agent_id=agent_id, job_id=job_id, owner=self.owner):
+                async with self._avatars.transaction() as s:
+                    released = await self._avatars.release(
+                        s, agent_id=agent_id, job_id=job_id, owner=self.owner
+                    )
+                if released:
                     log.info(
                         "released unfinished avatar job", extra={"fields": {"agent_id": agent_id}}
                     )
@@ -128,7 +132,11 @@ class AvatarManager:
     async def resume_orphans(self, *, grace_s: float) -> int:
         """Queues (or fails) unfinished jobs nobody holds; returns how many were queued."""
         queued = 0
-        for rec in await self._avatars.orphaned(older_than=utcnow() - timedelta(seconds=grace_s)):
+        async with self._avatars.transaction() as s:
+            orphans = await self._avatars.orphaned(
+                s, older_than=utcnow() - timedelta(seconds=grace_s)
+            )
+        for rec in orphans:
             if rec.job_id in self._known:
                 continue
             if rec.resume_count >= self._cfg.max_resumes:
@@ -136,9 +144,11 @@ class AvatarManager:
                     f"generation was interrupted {rec.resume_count + 1} times by service restarts;"
                     " call GenerateAvatar again"
                 )
-                if await self._avatars.fail_unclaimed(
-                    agent_id=rec.agent_id, job_id=rec.job_id, error=msg
-                ):
+                async with self._avatars.transaction() as s:
+                    failed = await self._avatars.fail_unclaimed(
+                        s, agent_id=rec.agent_id, job_id=rec.job_id, error=msg
+                    )
+                if failed:
                     await self._publish(rec.agent_id)
                 continue
             self._enqueue(rec.agent_id, rec.job_id, resume=True)
@@ -177,7 +187,8 @@ class AvatarManager:
 
     async def generate(self, agent: Agent, *, style: str, force: bool) -> tuple[AvatarRecord, bool]:
         """The avatar to return and whether a new job was started (see needs_new_job)."""
-        current = await self._avatars.get(agent_id=agent.agent_id)
+        async with self._avatars.transaction() as s:
+            current = await self._avatars.get(s, agent_id=agent.agent_id)
         if not needs_new_job(current, force=force):
             assert current is not None
             return current, False
@@ -185,12 +196,19 @@ class AvatarManager:
             raise GenerationLimitReached(agent.agent_id, self._cfg.max_generations)
         job_id = uuid.uuid4().hex
         style = style or "realistic"
-        if current is None:
-            rec = await self._avatars.create(agent_id=agent.agent_id, job_id=job_id, style=style)
-        else:
-            rec = await self._avatars.restart(
-                agent_id=agent.agent_id, old_job_id=current.job_id, job_id=job_id, style=style
-            )
+        async with self._avatars.transaction() as s:
+            if current is None:
+                rec = await self._avatars.create(
+                    s, agent_id=agent.agent_id, job_id=job_id, style=style
+                )
+            else:
+                rec = await self._avatars.restart(
+                    s,
+                    agent_id=agent.agent_id,
+                    old_job_id=current.job_id,
+                    job_id=job_id,
+                    style=style,
+                )
         if rec is None:  # a concurrent request started a job first: that one is the answer
             return await self.get(agent.agent_id), False
         self._enqueue(agent.agent_id, job_id, resume=False)
@@ -198,7 +216,7 @@ class AvatarManager:
         return rec, True
 
     async def get(self, agent_id: str) -> AvatarRecord:
-        rec = await self._avatars.get(agent_id=agent_id)
+        rec = await self._read(agent_id)
         if rec is None:
             raise AvatarNotFound(agent_id)
         return rec
@@ -214,7 +232,7 @@ class AvatarManager:
                     async with asyncio.timeout(self._cfg.watch_poll_s):
                         nxt: AvatarRecord | None = await sub.queue.get()
                 except TimeoutError:
-                    nxt = await self._avatars.get(agent_id=agent_id)
+                    nxt = await self._read(agent_id)
                 if nxt is None:
                     return
                 if nxt.job_id == last.job_id and (
@@ -237,15 +255,25 @@ class AvatarManager:
 
     # --- the job ----------------------------------------------------------------------------
 
+    async def _read(self, agent_id: str) -> AvatarRecord | None:
+        async with self._avatars.transaction() as s:
+            return await self._avatars.get(s, agent_id=agent_id)
+
     async def _publish(self, agent_id: str) -> None:
-        rec = await self._avatars.get(agent_id=agent_id)
+        rec = await self._read(agent_id)
         if rec is not None:
             self._bus.publish(rec)
 
     async def _set(self, agent_id: str, job_id: str, **values: object) -> None:
-        ok = await self._avatars.update_job(
-            agent_id=agent_id, job_id=job_id, owner=self.owner, lease_s=self._cfg.lease_s, **values
-        )
+        async with self._avatars.transaction() as s:
+            ok = await self._avatars.update_job(
+                s,
+                agent_id=agent_id,
+                job_id=job_id,
+                owner=self.owner,
+                lease_s=self._cfg.lease_s,
+                **values,
+            )
         if not ok:
             raise _JobLost(job_id)
         await self._publish(agent_id)
@@ -261,13 +289,15 @@ class AvatarManager:
         )
 
     async def _run(self, agent_id: str, job_id: str, *, resume: bool) -> None:
-        rec = await self._avatars.claim(
-            agent_id=agent_id,
-            job_id=job_id,
-            owner=self.owner,
-            lease_s=self._cfg.lease_s,
-            resume=resume,
-        )
+        async with self._avatars.transaction() as s:
+            rec = await self._avatars.claim(
+                s,
+                agent_id=agent_id,
+                job_id=job_id,
+                owner=self.owner,
+                lease_s=self._cfg.lease_s,
+                resume=resume,
+            )
         if rec is None:
             return  # finished, replaced, or held by a live worker elsewhere
         self._running[job_id] = agent_id
@@ -294,7 +324,8 @@ class AvatarManager:
         self._running.pop(job_id, None)
 
     async def _describe(self, rec: AvatarRecord) -> CharacterDescription:
-        agent = await self._agents.get(agent_id=rec.agent_id)
+        async with self._agents.transaction() as s:
+            agent = await self._agents.get(s, agent_id=rec.agent_id)
         if agent is None:
             raise AvatarNotFound(rec.agent_id)
         try:

@@ -1,18 +1,19 @@
 """SQL storage of agents and avatars (SQLAlchemy 2, async; SQLite and PostgreSQL).
 
-Each method is one transaction. Avatar job updates are compare-and-set on `job_id` (and the
-worker's lease), so concurrent requests and replicas converge and stale workers lose.
+The caller owns the transaction (services.common.db.Repository). Avatar job updates are
+compare-and-set on `job_id` (and the worker's lease), so concurrent requests and replicas
+converge and stale workers lose.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.avatar.capabilities import Capabilities
 from services.avatar.domain import (
@@ -25,6 +26,7 @@ from services.avatar.domain import (
     LodInfo,
 )
 from services.avatar.models import AgentRow, AvatarRow
+from services.common.db import Repository
 
 _UNFINISHED = sorted(s.value for s in UNFINISHED)
 
@@ -82,28 +84,42 @@ def _capabilities(row: AvatarRow) -> Capabilities:
     return Capabilities(morph_targets=tuple(row.morph_targets))
 
 
-class AgentRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+class AgentRepository(Repository):
+    """Agent profiles. The caller owns the transaction (services.common.db.Repository)."""
 
-    async def upsert(self, *, agent: Agent) -> tuple[Agent, bool]:
-        """Stores `agent`; returns it as stored and whether it was created."""
-        for attempt in range(2):
-            try:
-                async with self._sessions.begin() as s:
-                    return await self._upsert(s, agent)
-            except IntegrityError:
-                if attempt:  # a concurrent insert won twice in a row: give up loudly
-                    raise
-        raise AssertionError("unreachable")
+    async def upsert(self, s: AsyncSession, *, agent: Agent) -> tuple[Agent, bool]:
+        """Stores `agent`; returns it as stored and whether it was created.
 
-    async def _upsert(self, s: AsyncSession, agent: Agent) -> tuple[Agent, bool]:
+        A concurrent first upsert of the same agent is settled by the primary key: the insert
+        does nothing and the row it lost to is locked and updated instead.
+        """
         now = utcnow()
         row = await s.get(AgentRow, agent.agent_id, with_for_update=True)
-        created = row is None
+        created = False
         if row is None:
-            row = AgentRow(agent_id=agent.agent_id, create_time=now)
-            s.add(row)
+            res = await s.execute(
+                _insert(s, AgentRow)
+                .values(
+                    agent_id=agent.agent_id,
+                    name=agent.name,
+                    system_prompt=agent.system_prompt,
+                    model=agent.model,
+                    appearance=agent.appearance.to_json(),
+                    voice_provider=agent.voice_provider,
+                    voice_id=agent.voice_id,
+                    create_time=now,
+                    update_time=now,
+                )
+                .on_conflict_do_nothing(index_elements=["agent_id"])
+                .returning(sa.literal(True))
+            )
+            created = res.first() is not None
+            row = await s.get(
+                AgentRow, agent.agent_id, with_for_update=True, populate_existing=True
+            )
+            assert row is not None
+            if created:
+                return _agent(row), True
         row.name = agent.name
         row.system_prompt = agent.system_prompt
         row.model = agent.model
@@ -114,12 +130,13 @@ class AgentRepository:
         await s.flush()
         return _agent(row), created
 
-    async def get(self, *, agent_id: str) -> Agent | None:
-        async with self._sessions() as s:
-            row = await s.get(AgentRow, agent_id)
-            return _agent(row) if row else None
+    async def get(self, s: AsyncSession, *, agent_id: str) -> Agent | None:
+        row = await s.get(AgentRow, agent_id)
+        return _agent(row) if row else None
 
-    async def list_page(self, *, limit: int, after: tuple[str, str] | None) -> list[Agent]:
+    async def list_page(
+        self, s: AsyncSession, *, limit: int, after: tuple[str, str] | None
+    ) -> list[Agent]:
         """Agents ordered by (name, agent_id), strictly after `after`, at most `limit`."""
         q = sa.select(AgentRow).order_by(AgentRow.name, AgentRow.agent_id).limit(limit)
         if after is not None:
@@ -130,51 +147,52 @@ class AgentRepository:
                     sa.and_(AgentRow.name == name, AgentRow.agent_id > agent_id),
                 )
             )
-        async with self._sessions() as s:
-            return [_agent(r) for r in (await s.scalars(q)).all()]
+        return [_agent(r) for r in (await s.scalars(q)).all()]
 
 
-class AvatarRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+class AvatarRepository(Repository):
+    """Avatars and their generation jobs. The caller owns the transaction
+    (services.common.db.Repository)."""
 
-    async def get(self, *, agent_id: str) -> AvatarRecord | None:
-        async with self._sessions() as s:
-            row = await s.get(AvatarRow, agent_id, populate_existing=True)
-            return _avatar(row) if row else None
+    async def get(self, s: AsyncSession, *, agent_id: str) -> AvatarRecord | None:
+        row = await s.get(AvatarRow, agent_id, populate_existing=True)
+        return _avatar(row) if row else None
 
-    async def create(self, *, agent_id: str, job_id: str, style: str) -> AvatarRecord | None:
+    async def create(
+        self, s: AsyncSession, *, agent_id: str, job_id: str, style: str
+    ) -> AvatarRecord | None:
         """Inserts the agent's first job; None if another request inserted one first."""
         now = utcnow()
-        try:
-            async with self._sessions.begin() as s:
-                row = AvatarRow(
-                    agent_id=agent_id,
-                    job_id=job_id,
-                    status=AvatarStatus.PENDING.value,
-                    style=style,
-                    provider="",
-                    lods=[],
-                    morph_targets=[],
-                    capabilities=None,
-                    error="",
-                    stage="queued",
-                    percent=0,
-                    generation_count=1,
-                    resume_count=0,
-                    lease_owner=None,
-                    lease_expires=None,
-                    create_time=now,
-                    update_time=now,
-                )
-                s.add(row)
-                await s.flush()
-                return _avatar(row)
-        except IntegrityError:
+        res = await s.execute(
+            _insert(s, AvatarRow)
+            .values(
+                agent_id=agent_id,
+                job_id=job_id,
+                status=AvatarStatus.PENDING.value,
+                style=style,
+                provider="",
+                lods=[],
+                morph_targets=[],
+                capabilities=None,
+                error="",
+                stage="queued",
+                percent=0,
+                generation_count=1,
+                resume_count=0,
+                lease_owner=None,
+                lease_expires=None,
+                create_time=now,
+                update_time=now,
+            )
+            .on_conflict_do_nothing(index_elements=["agent_id"])
+            .returning(sa.literal(True))
+        )
+        if res.first() is None:
             return None
+        return await self.get(s, agent_id=agent_id)
 
     async def restart(
-        self, *, agent_id: str, old_job_id: str, job_id: str, style: str
+        self, s: AsyncSession, *, agent_id: str, old_job_id: str, job_id: str, style: str
     ) -> AvatarRecord | None:
         """Replaces a final job with a new PENDING one; None if the job changed meanwhile."""
         now = utcnow()
@@ -196,18 +214,24 @@ class AvatarRepository:
             "create_time": now,
             "update_time": now,
         }
-        async with self._sessions.begin() as s:
-            res = await s.execute(
-                sa.update(AvatarRow)
-                .where(AvatarRow.agent_id == agent_id, AvatarRow.job_id == old_job_id)
-                .values(**values)
-            )
-            if _rowcount(res) != 1:
-                return None
-        return await self.get(agent_id=agent_id)
+        res = await s.execute(
+            sa.update(AvatarRow)
+            .where(AvatarRow.agent_id == agent_id, AvatarRow.job_id == old_job_id)
+            .values(**values)
+        )
+        if _rowcount(res) != 1:
+            return None
+        return await self.get(s, agent_id=agent_id)
 
     async def claim(
-        self, *, agent_id: str, job_id: str, owner: str, lease_s: float, resume: bool
+        self,
+        s: AsyncSession,
+        *,
+        agent_id: str,
+        job_id: str,
+        owner: str,
+        lease_s: float,
+        resume: bool,
     ) -> AvatarRecord | None:
         """Takes the job if it is unfinished and nobody holds a live lease on it."""
         now = utcnow()
@@ -218,27 +242,33 @@ class AvatarRepository:
         }
         if resume:
             values["resume_count"] = AvatarRow.resume_count + 1
-        async with self._sessions.begin() as s:
-            res = await s.execute(
-                sa.update(AvatarRow)
-                .where(
-                    AvatarRow.agent_id == agent_id,
-                    AvatarRow.job_id == job_id,
-                    AvatarRow.status.in_(_UNFINISHED),
-                    sa.or_(
-                        AvatarRow.lease_owner.is_(None),
-                        AvatarRow.lease_owner == owner,
-                        AvatarRow.lease_expires < now,
-                    ),
-                )
-                .values(**values)
+        res = await s.execute(
+            sa.update(AvatarRow)
+            .where(
+                AvatarRow.agent_id == agent_id,
+                AvatarRow.job_id == job_id,
+                AvatarRow.status.in_(_UNFINISHED),
+                sa.or_(
+                    AvatarRow.lease_owner.is_(None),
+                    AvatarRow.lease_owner == owner,
+                    AvatarRow.lease_expires < now,
+                ),
             )
-            if _rowcount(res) != 1:
-                return None
-        return await self.get(agent_id=agent_id)
+            .values(**values)
+        )
+        if _rowcount(res) != 1:
+            return None
+        return await self.get(s, agent_id=agent_id)
 
     async def update_job(
-        self, *, agent_id: str, job_id: str, owner: str, lease_s: float, **values: Any
+        self,
+        s: AsyncSession,
+        *,
+        agent_id: str,
+        job_id: str,
+        owner: str,
+        lease_s: float,
+        **values: Any,
     ) -> bool:
         """Updates the job held by `owner` (and renews the lease); False if it was lost."""
         now = utcnow()
@@ -256,64 +286,65 @@ class AvatarRepository:
             values["morph_targets"] = list(values["morph_targets"])
         if isinstance(values.get("capabilities"), Capabilities):
             values["capabilities"] = values["capabilities"].to_json()
-        async with self._sessions.begin() as s:
-            res = await s.execute(
-                sa.update(AvatarRow)
-                .where(
-                    AvatarRow.agent_id == agent_id,
-                    AvatarRow.job_id == job_id,
-                    AvatarRow.lease_owner == owner,
-                )
-                .values(**values)
+        res = await s.execute(
+            sa.update(AvatarRow)
+            .where(
+                AvatarRow.agent_id == agent_id,
+                AvatarRow.job_id == job_id,
+                AvatarRow.lease_owner == owner,
             )
-            return _rowcount(res) == 1
+            .values(**values)
+        )
+        return _rowcount(res) == 1
 
-    async def release(self, *, agent_id: str, job_id: str, owner: str) -> bool:
+    async def release(self, s: AsyncSession, *, agent_id: str, job_id: str, owner: str) -> bool:
         """Gives an unfinished job back (shutdown): PENDING and unleased, to be resumed."""
-        async with self._sessions.begin() as s:
-            res = await s.execute(
-                sa.update(AvatarRow)
-                .where(
-                    AvatarRow.agent_id == agent_id,
-                    AvatarRow.job_id == job_id,
-                    AvatarRow.lease_owner == owner,
-                    AvatarRow.status.in_(_UNFINISHED),
-                )
-                .values(
-                    status=AvatarStatus.PENDING.value,
-                    stage="queued",
-                    percent=0,
-                    lease_owner=None,
-                    lease_expires=None,
-                    update_time=utcnow(),
-                )
+        res = await s.execute(
+            sa.update(AvatarRow)
+            .where(
+                AvatarRow.agent_id == agent_id,
+                AvatarRow.job_id == job_id,
+                AvatarRow.lease_owner == owner,
+                AvatarRow.status.in_(_UNFINISHED),
             )
-            return _rowcount(res) == 1
+            .values(
+                status=AvatarStatus.PENDING.value,
+                stage="queued",
+                percent=0,
+                lease_owner=None,
+                lease_expires=None,
+                update_time=utcnow(),
+            )
+        )
+        return _rowcount(res) == 1
 
-    async def fail_unclaimed(self, *, agent_id: str, job_id: str, error: str) -> bool:
+    async def fail_unclaimed(
+        self, s: AsyncSession, *, agent_id: str, job_id: str, error: str
+    ) -> bool:
         """Fails an unfinished job nobody holds (too many restarts)."""
         now = utcnow()
-        async with self._sessions.begin() as s:
-            res = await s.execute(
-                sa.update(AvatarRow)
-                .where(
-                    AvatarRow.agent_id == agent_id,
-                    AvatarRow.job_id == job_id,
-                    AvatarRow.status.in_(_UNFINISHED),
-                    sa.or_(AvatarRow.lease_owner.is_(None), AvatarRow.lease_expires < now),
-                )
-                .values(
-                    status=AvatarStatus.FAILED.value,
-                    stage="failed",
-                    error=error,
-                    lease_owner=None,
-                    lease_expires=None,
-                    update_time=now,
-                )
+        res = await s.execute(
+            sa.update(AvatarRow)
+            .where(
+                AvatarRow.agent_id == agent_id,
+                AvatarRow.job_id == job_id,
+                AvatarRow.status.in_(_UNFINISHED),
+                sa.or_(AvatarRow.lease_owner.is_(None), AvatarRow.lease_expires < now),
             )
-            return _rowcount(res) == 1
+            .values(
+                status=AvatarStatus.FAILED.value,
+                stage="failed",
+                error=error,
+                lease_owner=None,
+                lease_expires=None,
+                update_time=now,
+            )
+        )
+        return _rowcount(res) == 1
 
-    async def orphaned(self, *, older_than: datetime, limit: int = 100) -> Sequence[AvatarRecord]:
+    async def orphaned(
+        self, s: AsyncSession, *, older_than: datetime, limit: int = 100
+    ) -> Sequence[AvatarRecord]:
         """Unfinished jobs whose lease expired, or never leased and untouched since `older_than`."""
         now = utcnow()
         q = (
@@ -328,8 +359,16 @@ class AvatarRepository:
             .order_by(AvatarRow.update_time)
             .limit(limit)
         )
-        async with self._sessions() as s:
-            return [_avatar(r) for r in (await s.scalars(q)).all()]
+        return [_avatar(r) for r in (await s.scalars(q)).all()]
+
+
+def _insert(s: AsyncSession, row: type[AgentRow] | type[AvatarRow]) -> Any:
+    """A Core INSERT into the row's table in the session's dialect (for ON CONFLICT DO NOTHING;
+    one RETURNING row says whether it inserted)."""
+    table = cast(sa.Table, row.__table__)
+    if s.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def _rowcount(result: Any) -> int:

@@ -56,7 +56,9 @@ async def test_capabilities_column_reads_old_avatars_as_unrigged(database_url: s
                 {"now": now},
             )
         await asyncio.to_thread(migrate, "avatar", database_url)
-        rec = await AvatarRepository(async_sessionmaker(engine)).get(agent_id="nova")
+        repo = AvatarRepository(async_sessionmaker(engine))
+        async with repo.transaction() as s:
+            rec = await repo.get(s, agent_id="nova")
         assert rec is not None
         assert rec.capabilities == Capabilities(morph_targets=("viseme_aa",))
         await asyncio.to_thread(downgrade, "avatar", database_url, "0001")

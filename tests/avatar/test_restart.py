@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from arconv.avatar.v1 import avatar_service_pb2 as pb
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.avatar.app import AvatarSettings
 from services.avatar.repository import AvatarRepository
@@ -20,10 +21,15 @@ async def meshy() -> AsyncIterator[MeshyServer]:
         yield server
 
 
-async def _repo_call(settings: AvatarSettings, fn: Callable[[AvatarRepository], object]) -> object:
+async def _repo_call(
+    settings: AvatarSettings, fn: Callable[[AvatarRepository, AsyncSession], object]
+) -> object:
+    """`fn(repository, session)` in one transaction on the service's database."""
     engine = create_engine(settings.service_database_url("avatar"))
     try:
-        return await fn(AvatarRepository(sessionmaker(engine)))  # type: ignore[misc]
+        repo = AvatarRepository(sessionmaker(engine))
+        async with repo.transaction() as s:
+            return await fn(repo, s)  # type: ignore[misc]
     finally:
         await engine.dispose()
 
@@ -43,7 +49,7 @@ async def test_stopping_mid_job_hands_it_to_the_next_server(
         await meshy.polled.wait()  # the job is inside the provider now
         mid = await first.stub.GetAvatar(pb.GetAvatarRequest(agent_id="nova"), metadata=first.user)
         assert mid.avatar.status == pb.AVATAR_STATUS_GENERATING
-    stored = await _repo_call(settings, lambda r: r.get(agent_id="nova"))
+    stored = await _repo_call(settings, lambda r, s: r.get(s, agent_id="nova"))
     assert stored.status == "PENDING" and stored.lease_owner is None  # type: ignore[attr-defined]
     meshy.mode = "succeed"
     async with running_avatar(settings) as second:
@@ -63,11 +69,11 @@ async def test_a_job_of_a_dead_replica_is_resumed(
     async with running_avatar(settings) as first:
         await upsert(first, make_agent())
 
-    async def orphan(repo: AvatarRepository) -> object:
-        await repo.create(agent_id="nova", job_id="j1", style="cartoon")
+    async def orphan(repo: AvatarRepository, s: AsyncSession) -> object:
+        await repo.create(s, agent_id="nova", job_id="j1", style="cartoon")
         # Claimed by a replica that died: its lease has already expired.
         return await repo.claim(
-            agent_id="nova", job_id="j1", owner="dead", lease_s=-1, resume=False
+            s, agent_id="nova", job_id="j1", owner="dead", lease_s=-1, resume=False
         )
 
     assert await _repo_call(settings, orphan) is not None
@@ -84,11 +90,11 @@ async def test_a_job_interrupted_too_often_fails_cleanly(
     async with running_avatar(settings) as first:
         await upsert(first, make_agent())
 
-    async def interrupted(repo: AvatarRepository) -> object:
-        await repo.create(agent_id="nova", job_id="j1", style="cartoon")
+    async def interrupted(repo: AvatarRepository, s: AsyncSession) -> object:
+        await repo.create(s, agent_id="nova", job_id="j1", style="cartoon")
         for _ in range(2):
-            await repo.claim(agent_id="nova", job_id="j1", owner="dead", lease_s=-1, resume=True)
-        return await repo.get(agent_id="nova")
+            await repo.claim(s, agent_id="nova", job_id="j1", owner="dead", lease_s=-1, resume=True)
+        return await repo.get(s, agent_id="nova")
 
     rec = await _repo_call(settings, interrupted)
     assert rec.resume_count == 2  # type: ignore[attr-defined]
