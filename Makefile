@@ -122,7 +122,8 @@ manifests: setup
 	  $$cmd > $$f.new && mv $$f.new $$f && echo "$$f: $${cmd#$(PY) }"; \
 	done
 
-# Every service and the edge from the image, in containers, and a Converse through the edge.
+# Every service and the edge from the image, in containers, and a Converse through the edge;
+# then the dev manifests' edge Deployment under podman kube play.
 image-smoke: setup
 	deploy/smoke-test.sh
 
