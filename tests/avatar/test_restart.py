@@ -62,6 +62,7 @@ async def test_stopping_mid_job_hands_it_to_the_next_server(
     assert [t.kind for t in meshy.tasks] == ["preview", "preview", "refine", "rig"]
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_a_job_of_a_dead_replica_is_resumed(
     make_avatar_settings: Callable[..., AvatarSettings],
 ) -> None:
@@ -83,6 +84,7 @@ async def test_a_job_of_a_dead_replica_is_resumed(
     assert seen[-1].provider == "procedural"
 
 
+@pytest.mark.usefixtures("procedural_once")
 async def test_a_job_interrupted_too_often_fails_cleanly(
     make_avatar_settings: Callable[..., AvatarSettings],
 ) -> None:
