@@ -195,9 +195,14 @@ class Cluster:
                     on_restart(self.replicas[(s, index)], status)
         return statuses
 
-    async def supervise(self, stop: asyncio.Event, roll: asyncio.Event) -> int:
+    async def supervise(
+        self,
+        stop: asyncio.Event,
+        roll: asyncio.Event,
+        on_restart: Callable[[Replica, int], None] | None = None,
+    ) -> int:
         """Until `stop` (0) or an exit nobody asked for (1); rolls every replica whenever
-        `roll` is set."""
+        `roll` is set (`on_restart` as in `roll`)."""
         while True:
             procs = self.processes()
             waiters = {asyncio.ensure_future(p.wait()): name for name, p in procs.items()}
@@ -216,11 +221,13 @@ class Cluster:
                 return 1
             roll.clear()
             print("arconv: rolling every replica, one at a time", flush=True)
-            rolling = asyncio.ensure_future(self.roll(on_restart=_restarted))
+            rolling = asyncio.ensure_future(self.roll(on_restart=on_restart))
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({rolling, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if not rolling.done():
                 rolling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await rolling
                 return 0
             stopper.cancel()
             try:
@@ -343,7 +350,7 @@ async def run() -> int:
         return 2
     async with start_cluster(edge_port=edge_port, admin_port=admin_port) as cluster:
         _banner(cluster)
-        return await cluster.supervise(stop, roll)
+        return await cluster.supervise(stop, roll, on_restart=_restarted)
 
 
 def _restarted(replica: Replica, status: int) -> None:

@@ -3,7 +3,7 @@
 While clients hold conversations and others call idempotent reads of every service, each
 replica of each service in turn gets SIGTERM (it drains: health NOT_SERVING, its streams end
 UNAVAILABLE with the resume cursor), a new process takes its place, and the next is restarted
-once the edge routes to the new one (`Cluster.roll`, what SIGUSR1 does to `make cluster`).
+once the edge routes to the new one: the roll SIGUSR1 asks `make cluster`'s supervisor for.
 
 The clients do what a real one does: after UNAVAILABLE they join again after the last event
 they received, and send again (same client_message_id) a message whose acceptance they never
@@ -253,11 +253,13 @@ async def test_a_rolling_restart_of_every_service_under_load_loses_no_turn(
     reader_room = await new_room(edge, "reader")
     token = await _provider_token(edge, "reader", reader_room)
     readers = [Readers(edge, "reader", reader_room, token) for _ in range(READERS)]
-    rolled = asyncio.Event()
+    rolled, stop, roll = asyncio.Event(), asyncio.Event(), asyncio.Event()
     restarted: list[tuple[str, int, int]] = []
 
     def note(replica: Replica, status: int) -> None:
         restarted.append((replica.service, replica.index, status))
+        if len(restarted) == len(cluster.replicas):
+            rolled.set()
 
     async def converse(t: Talker, answered: asyncio.Event) -> None:
         await t.connect()
@@ -281,8 +283,14 @@ async def test_a_rolling_restart_of_every_service_under_load_loses_no_turn(
             reading = [asyncio.ensure_future(r.run(rolled)) for r in readers]
             # Every conversation under way (a turn answered) before the first replica goes.
             await asyncio.gather(*(a.wait() for a in answered))
-            statuses = await cluster.roll(on_restart=note)
-            rolled.set()
+            # What `kill -USR1` does to `make cluster`: its supervisor rolls every replica.
+            supervising = asyncio.ensure_future(cluster.supervise(stop, roll, on_restart=note))
+            roll.set()
+            ended = asyncio.ensure_future(rolled.wait())
+            await asyncio.wait({ended, supervising}, return_when=asyncio.FIRST_COMPLETED)
+            assert rolled.is_set(), f"the supervisor ended ({supervising.result()}) mid-roll"
+            stop.set()
+            assert await supervising == 0
             await asyncio.gather(*conversations, *reading)
             probes = [Talker(edge, t.user, t.room) for t in talkers]
             late = [await probe.connect() for probe in probes]
@@ -297,17 +305,18 @@ async def test_a_rolling_restart_of_every_service_under_load_loses_no_turn(
     reasons = [turn.ended.reason if turn.ended else None for turn in turns]
     interrupted = reasons.count(spb.STREAM_END_REASON_INTERRUPTED)
     print(
-        f"\nrolling restart of {len(statuses)} replicas: {len(turns)} turns"
+        f"\nrolling restart of {len(restarted)} replicas: {len(turns)} turns"
         f" ({interrupted} interrupted by a drain), {cuts} streams cut and resumed,"
         f" {sum(len(t.refused) for t in talkers)} joins/messages refused and sent again,"
         f" {sum(r.ok for r in readers)} unary calls"
     )
     for why, n in Counter(x for t in talkers for x in t.refused).most_common():
         print(f"  {n:4} x {why}")
-    # Every replica of every service was restarted, each after a clean drain.
-    assert sorted(statuses) == sorted(cluster.replicas)
+    # Every replica of every service was restarted, one service after another, each after a
+    # clean drain.
+    assert sorted((s, i) for s, i, _ in restarted) == sorted(cluster.replicas)
     assert [s for s, _, _ in restarted] == [s for s in SERVICES for _ in range(2)]
-    assert all(code == 0 for code in statuses.values()), statuses
+    assert all(code == 0 for _, _, code in restarted), restarted
     # Unary calls during the roll: failed 0.
     assert not [f for r in readers for f in r.failures], [r.failures[:5] for r in readers]
     assert all(r.ok for r in readers)
