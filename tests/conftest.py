@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -203,3 +204,25 @@ def procedural_once(monkeypatch: pytest.MonkeyPatch) -> None:
         return made[0]
 
     monkeypatch.setattr(procedural, "generate_glb", generate)
+
+
+@pytest.fixture
+def procedural_held(
+    procedural_once: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[threading.Event]:
+    """procedural_once, with every generation held inside the provider until the test sets
+    the event it returns: the test acts while a job is certainly running, without relying
+    on how long a generation takes."""
+    from services.avatar.providers import procedural
+
+    release = threading.Event()
+    once = procedural.generate_glb
+
+    def held(spec: Any, lod: int = 0, progress: Any = None) -> bytes:
+        if not release.wait(60):
+            raise TimeoutError("the test never let the generation go on")
+        return once(spec, lod, progress)
+
+    monkeypatch.setattr(procedural, "generate_glb", held)
+    yield release
+    release.set()  # a test that failed before letting it go must not leave a thread waiting

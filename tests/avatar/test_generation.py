@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import Callable
 
 import grpc
@@ -133,14 +134,17 @@ async def test_ready_avatar_is_reused_unless_forced(avatar: AvatarClient) -> Non
     assert seen[-1].status == pb.AVATAR_STATUS_READY and seen[-1].style == pb.AVATAR_STYLE_ROBOT
 
 
-async def test_a_running_job_is_returned_as_is(avatar: AvatarClient) -> None:
+async def test_a_running_job_is_returned_as_is(
+    avatar: AvatarClient, procedural_held: threading.Event
+) -> None:
     await upsert(avatar, make_agent())
     first = await generate(avatar)
     second = await generate(avatar, force=True)
     assert first.started and not second.started
     assert second.avatar.status in (pb.AVATAR_STATUS_PENDING, pb.AVATAR_STATUS_GENERATING)
     assert second.avatar.generation_count == 1
-    await watch_to_end(avatar, "nova")
+    procedural_held.set()
+    assert (await watch_to_end(avatar, "nova"))[-1].status == pb.AVATAR_STATUS_READY
 
 
 @pytest.mark.usefixtures("procedural_once")
@@ -172,7 +176,9 @@ async def test_watch_on_a_final_avatar_ends_at_once(avatar: AvatarClient) -> Non
     assert len(seen) == 1 and seen[0].status == pb.AVATAR_STATUS_READY
 
 
-async def test_not_found_and_precondition_errors(avatar: AvatarClient) -> None:
+async def test_not_found_and_precondition_errors(
+    avatar: AvatarClient, procedural_held: threading.Event
+) -> None:
     for call in (
         avatar.stub.GetAvatar(pb.GetAvatarRequest(agent_id="ghost"), metadata=avatar.user),
         generate(avatar, "ghost"),
@@ -197,7 +203,8 @@ async def test_not_found_and_precondition_errors(avatar: AvatarClient) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as bad_style:
         await generate(avatar, style=99)
     assert bad_style.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    await watch_to_end(avatar, "nova")
+    procedural_held.set()
+    assert (await watch_to_end(avatar, "nova"))[-1].status == pb.AVATAR_STATUS_READY
 
 
 @pytest.mark.usefixtures("procedural_once")
