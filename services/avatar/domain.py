@@ -221,6 +221,18 @@ class AvatarStatus(enum.StrEnum):
     FAILED = "FAILED"
 
 
+class AvatarStage(enum.StrEnum):
+    """The step a generation job is at (`AvatarProgress.stage`), in the order it takes them."""
+
+    QUEUED = "queued"
+    DESCRIBING = "describing"
+    GENERATING = "generating"
+    BUILDING_LODS = "building_lods"
+    STORING = "storing"
+    DONE = "done"
+    FAILED = "failed"
+
+
 FINAL = frozenset({AvatarStatus.READY, AvatarStatus.FAILED})
 UNFINISHED = frozenset({AvatarStatus.PENDING, AvatarStatus.GENERATING})
 
@@ -262,7 +274,7 @@ class AvatarRecord:
     lods: tuple[LodInfo, ...]
     morph_targets: tuple[str, ...]
     error: str
-    stage: str
+    stage: AvatarStage
     percent: int
     generation_count: int
     resume_count: int
@@ -276,7 +288,7 @@ class AvatarRecord:
     def final(self) -> bool:
         return self.status in FINAL
 
-    def progress_key(self) -> tuple[str, str, int, str]:
+    def progress_key(self) -> tuple[AvatarStatus, AvatarStage, int, str]:
         return (self.status, self.stage, self.percent, self.provider)
 
 

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from services.avatar.description import CharacterDescription, Describer, derive
-from services.avatar.domain import Agent, AvatarRecord, AvatarStatus, LodInfo, needs_new_job
+from services.avatar.domain import (
+    Agent,
+    AvatarRecord,
+    AvatarStage,
+    AvatarStatus,
+    LodInfo,
+    needs_new_job,
+)
 from services.avatar.errors import (
     AvatarNotFound,
     AvatarNotReady,
@@ -38,8 +45,14 @@ log = logging.getLogger("arconv.avatar.generation")
 
 CHUNK_BYTES = 512 * 1024
 # Overall percent at the start of each stage; the provider's own progress fills 10..80.
-STAGE_PERCENT = {"queued": 0, "describing": 5, "generating": 10, "building_lods": 82,
-                 "storing": 90, "done": 100}  # fmt: skip
+STAGE_PERCENT = {
+    AvatarStage.QUEUED: 0,
+    AvatarStage.DESCRIBING: 5,
+    AvatarStage.GENERATING: 10,
+    AvatarStage.BUILDING_LODS: 82,
+    AvatarStage.STORING: 90,
+    AvatarStage.DONE: 100,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +291,9 @@ class AvatarManager:
             raise _JobLost(job_id)
         await self._publish(agent_id)
 
-    async def _stage(self, agent_id: str, job_id: str, stage: str, **values: object) -> None:
+    async def _stage(
+        self, agent_id: str, job_id: str, stage: AvatarStage, **values: object
+    ) -> None:
         await self._set(
             agent_id,
             job_id,
@@ -318,7 +333,7 @@ class AvatarManager:
                     agent_id,
                     job_id,
                     status=AvatarStatus.FAILED,
-                    stage="failed",
+                    stage=AvatarStage.FAILED,
                     error=message[:2000],
                 )
         self._running.pop(job_id, None)
@@ -340,9 +355,9 @@ class AvatarManager:
 
     async def _generate(self, rec: AvatarRecord) -> None:
         agent_id, job_id = rec.agent_id, rec.job_id
-        await self._stage(agent_id, job_id, "describing")
+        await self._stage(agent_id, job_id, AvatarStage.DESCRIBING)
         description = await self._describe(rec)
-        await self._stage(agent_id, job_id, "generating")
+        await self._stage(agent_id, job_id, AvatarStage.GENERATING)
         progress = _Progress(asyncio.get_running_loop())
         pump = asyncio.create_task(self._pump(agent_id, job_id, progress))
         try:
@@ -351,8 +366,8 @@ class AvatarManager:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, _JobLost):
                 await pump
-        await self._stage(agent_id, job_id, "building_lods", provider=result.provider)
-        await self._stage(agent_id, job_id, "storing", provider=result.provider)
+        await self._stage(agent_id, job_id, AvatarStage.BUILDING_LODS, provider=result.provider)
+        await self._stage(agent_id, job_id, AvatarStage.STORING, provider=result.provider)
         lods: list[LodInfo] = []
         for level, (glb, info) in enumerate(zip(result.lods, result.info, strict=True)):
             sha = await self._store.put(glb)
@@ -361,7 +376,7 @@ class AvatarManager:
             agent_id,
             job_id,
             status=AvatarStatus.READY,
-            stage="done",
+            stage=AvatarStage.DONE,
             percent=100,
             provider=result.provider,
             lods=lods,
@@ -373,7 +388,7 @@ class AvatarManager:
     async def _pump(self, agent_id: str, job_id: str, progress: _Progress) -> None:
         """Writes provider progress (at most every 5 %) and renews the lease meanwhile."""
         written: tuple[str | None, int] = (None, -1)
-        span = STAGE_PERCENT["building_lods"] - STAGE_PERCENT["generating"]
+        span = STAGE_PERCENT[AvatarStage.BUILDING_LODS] - STAGE_PERCENT[AvatarStage.GENERATING]
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._cfg.lease_s / 3):
@@ -383,7 +398,9 @@ class AvatarManager:
                 await self._set(agent_id, job_id)  # heartbeat: renew the lease
                 continue
             provider, fraction = value
-            percent = STAGE_PERCENT["generating"] + int(span * min(max(fraction, 0.0), 1.0))
+            percent = STAGE_PERCENT[AvatarStage.GENERATING] + int(
+                span * min(max(fraction, 0.0), 1.0)
+            )
             percent = max(percent, written[1])  # failing over never moves progress back
             if provider != written[0] or percent - written[1] >= 5:
                 await self._set(agent_id, job_id, provider=provider, percent=percent)

@@ -186,10 +186,10 @@ def avatar_to_pb(rec: AvatarRecord, links: ModelLinks) -> pb.Avatar:
         )
     if not rec.final:
         out.progress.CopyFrom(
-            pb.AvatarProgress(stage=rec.stage, percent=rec.percent, provider=rec.provider)
+            pb.AvatarProgress(stage=str(rec.stage), percent=rec.percent, provider=rec.provider)
         )
     else:
-        out.progress.CopyFrom(pb.AvatarProgress(stage=rec.stage, percent=rec.percent))
+        out.progress.CopyFrom(pb.AvatarProgress(stage=str(rec.stage), percent=rec.percent))
     return out
 
 

@@ -22,6 +22,7 @@ from services.avatar.domain import (
     Agent,
     Appearance,
     AvatarRecord,
+    AvatarStage,
     AvatarStatus,
     LodInfo,
 )
@@ -65,7 +66,7 @@ def _avatar(row: AvatarRow) -> AvatarRecord:
         lods=tuple(LodInfo.from_json(x) for x in row.lods),
         morph_targets=tuple(row.morph_targets),
         error=row.error,
-        stage=row.stage,
+        stage=AvatarStage(row.stage),
         percent=row.percent,
         generation_count=row.generation_count,
         resume_count=row.resume_count,
@@ -175,7 +176,7 @@ class AvatarRepository(Repository):
                 morph_targets=[],
                 capabilities=None,
                 error="",
-                stage="queued",
+                stage=AvatarStage.QUEUED.value,
                 percent=0,
                 generation_count=1,
                 resume_count=0,
@@ -205,7 +206,7 @@ class AvatarRepository(Repository):
             "morph_targets": [],
             "capabilities": None,
             "error": "",
-            "stage": "queued",
+            "stage": AvatarStage.QUEUED.value,
             "percent": 0,
             "generation_count": AvatarRow.generation_count + 1,
             "resume_count": 0,
@@ -275,6 +276,8 @@ class AvatarRepository(Repository):
         values["update_time"] = now
         if "status" in values:
             values["status"] = AvatarStatus(values["status"]).value
+        if "stage" in values:
+            values["stage"] = AvatarStage(values["stage"]).value
         if values.get("status") in FINAL:
             values["lease_owner"] = None
             values["lease_expires"] = None
@@ -309,7 +312,7 @@ class AvatarRepository(Repository):
             )
             .values(
                 status=AvatarStatus.PENDING.value,
-                stage="queued",
+                stage=AvatarStage.QUEUED.value,
                 percent=0,
                 lease_owner=None,
                 lease_expires=None,
@@ -333,7 +336,7 @@ class AvatarRepository(Repository):
             )
             .values(
                 status=AvatarStatus.FAILED.value,
-                stage="failed",
+                stage=AvatarStage.FAILED.value,
                 error=error,
                 lease_owner=None,
                 lease_expires=None,
