@@ -201,7 +201,10 @@ def validate_new_message(
     violations: list[tuple[str, str]] = []
     if sender_type is None:
         violations.append(("sender_type", "SENDER_TYPE_HUMAN or SENDER_TYPE_AGENT"))
-    if not content:
+    # An AGENT reply that ended before any text (its replica lost the bus, or it could not
+    # start) is still stored, empty, so the history shows how the turn ended.
+    ended_early = sender_type is SenderType.AGENT and status not in (None, MessageStatus.COMPLETE)
+    if not content and not ended_early:
         violations.append(("content", "required"))
     elif len(content) > MAX_CONTENT_CHARS:
         violations.append(("content", f"at most {MAX_CONTENT_CHARS} characters"))

@@ -76,6 +76,10 @@ REPLICAS_KEY = "replicas"
 REPLY_RENEWALS_PER_LEASE = 4
 # Events read per call when a reply's delivered chunks are gathered from the log.
 READ_PAGE = 256
+# A reply that finds the bus out of reach before it claims its room tries again this often,
+# for this long (a Redis restart), before it is stored FAILED.
+CLAIM_RETRY_S = 0.25
+CLAIM_PATIENCE_S = 30.0
 # How soon a new reply looks again whether the reply before it has released the room.
 TAKEOVER_FIRST_POLL_S = 0.002
 # A room's owner and agent never change, so a room seen once need not be fetched again
@@ -489,12 +493,34 @@ class ConversationCore:
             stream_id=stream_id,
         )
         self._generations[stream_id] = gen
+        loop = asyncio.get_running_loop()
+        patience = loop.time() + CLAIM_PATIENCE_S
+        try:
+            while not await self._run_reply(user_id, room, gen):
+                # The bus is out of reach before the reply could claim the room (its message
+                # is stored, and a resend is a duplicate): it waits for the bus, or, past
+                # its patience or at a shutdown, is stored FAILED so the turn ends.
+                if self._closing or loop.time() >= patience:
+                    await gen.unanswered(Unavailable("the bus stayed unreachable"))
+                    return
+                await asyncio.sleep(CLAIM_RETRY_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reply %s in room %s failed", stream_id, room.room_id)
+        finally:
+            self._generations.pop(stream_id, None)
+
+    async def _run_reply(self, user_id: str, room: RoomInfo, gen: Generation) -> bool:
+        """Claims the room and runs the reply; False if the bus was unavailable before the
+        room was claimed (nothing of the reply is published or stored then)."""
+        stream_id = gen.stream_id
+        keeper: asyncio.Task[None] | None = None
         try:
             # Listen before announcing the stream, so no interrupt for it can be missed.
             async with self._bus.control(room.room_id) as ctl:
                 listener = asyncio.create_task(self._listen(ctl, gen))
                 done = asyncio.Event()
-                keeper: asyncio.Task[None] | None = None
                 ended = False
                 try:
                     await self._claim(user_id, room.room_id, stream_id)
@@ -514,12 +540,12 @@ class ConversationCore:
                     if ended or keeper is None:
                         with contextlib.suppress(DomainError):
                             await self._bus.release_reply(room.room_id, stream_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("reply %s in room %s failed", stream_id, room.room_id)
-        finally:
-            self._generations.pop(stream_id, None)
+        except Unavailable as exc:
+            if keeper is not None:
+                raise
+            log.warning("reply %s waits for the bus to claim its room: %s", stream_id, exc.message)
+            return False
+        return True
 
     async def _take_pending(self, room_id: str, gen: Generation) -> None:
         """The reply runs now: no longer pending; an interrupt that came before stops it.
@@ -682,7 +708,7 @@ class ConversationCore:
         INTERRUPTIONS.labels("takeover").inc()
         text = "".join(texts)
         agent_message_id = ""
-        if user_id and text.strip():
+        if user_id:  # stored even with no text: the history shows the turn ended
             try:
                 stored, _ = await self._rooms.append_message(
                     user_id,

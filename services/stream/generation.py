@@ -124,21 +124,22 @@ class Generation:
         """Streams the reply, stores it and publishes stream_ended; returns the end reason."""
         GENERATIONS.inc()
         try:
-            # The state is written before the event that announces it, so a client that
-            # saw the event finds the state (on any replica) already there.
-            await self._set_state(ReplyPhase.ACTIVE)
-            await self._emit(
-                events.started(self.stream_id, self.message.message_id, self.room.agent_id)
-            )
             try:
+                # The state is written before the event that announces it, so a client that
+                # saw the event finds the state (on any replica) already there.
+                await self._set_state(ReplyPhase.ACTIVE)
+                await self._emit(
+                    events.started(self.stream_id, self.message.message_id, self.room.agent_id)
+                )
                 reason = await self._generate()
             except DomainError as exc:
                 # The bus failed under the reply (Redis down): what reached the log is still
-                # stored; the reply's lease lapses, and whoever then ends the reply publishes
-                # its stream_ended (unless the log was lost with Redis's data).
+                # stored (empty if nothing did, so the history shows the turn ended); the
+                # reply's lease lapses, and whoever then ends the reply publishes its
+                # stream_ended (unless the log was lost with Redis's data).
                 log.warning("reply %s lost the bus: %s", self.stream_id, exc.message)
                 INTERRUPTIONS.labels("bus_lost").inc()
-                await self._store(pb.STREAM_END_REASON_INTERRUPTED)
+                await self._store(pb.STREAM_END_REASON_INTERRUPTED, empty_too=True)
                 raise
             if self.abandoned:
                 return reason
@@ -288,13 +289,32 @@ class Generation:
             cue = compute_cue(s.text, s.tone, emotion=s.emotion, gesture=s.gesture)
             await self._emit(events.cue(self.stream_id, cue, s.text, s.start))
 
-    async def _store(self, reason: pb.StreamEndReason) -> str:
-        """Stores what was delivered (cut where the person stopped listening); its id or ""."""
+    async def unanswered(self, err: DomainError) -> None:
+        """The reply could not start (the bus stayed out of reach): stored FAILED and empty,
+        so the history shows the turn ended; its stream_ended is published if the bus
+        answers again."""
+        log.error("reply %s could not start: %s", self.stream_id, err.message)
+        COMPLETIONS.labels("failed").inc()
+        agent_message_id = await self._store(pb.STREAM_END_REASON_FAILED, empty_too=True)
+        try:
+            await self._set_state(ReplyPhase.FAILED)
+            await self._emit(events.error(err, stream_id=self.stream_id, retryable=True))
+            await self._emit(
+                events.ended(self.stream_id, 0, pb.STREAM_END_REASON_FAILED, agent_message_id)
+            )
+        except DomainError as exc:
+            log.warning("reply %s: its end not published: %s", self.stream_id, exc.message)
+
+    async def _store(self, reason: pb.StreamEndReason, *, empty_too: bool = False) -> str:
+        """Stores what was delivered (cut where the person stopped listening); its id or "".
+
+        A reply with no text is stored only `empty_too` (it was cut off by the bus, not by
+        the person or the model)."""
         if reason == pb.STREAM_END_REASON_INTERRUPTED:
             content, text = self.reply.cut(self.played_chars)
         else:
             content, text = self.reply.content, self.reply.text
-        if not text.strip():
+        if not text.strip() and not empty_too:
             return ""
         for attempt in (1, 2):
             try:

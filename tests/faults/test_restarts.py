@@ -5,6 +5,7 @@ heard again."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -12,6 +13,9 @@ from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 
 from services.llm.persona import PersonaProvider
+from services.stream import core as core_module
+from services.stream.core import ConversationCore
+from services.stream.ports import Sender
 from tests.faults.own_redis import OwnRedis
 from tests.stream.conftest import Conversation, Mesh, MeshFactory, converse, join, message
 
@@ -186,3 +190,107 @@ async def test_a_reply_whose_lease_is_lost_with_redis_s_data_goes_on_and_is_stor
     reply = stored[started.stream_id]
     assert reply.status == rooms_pb.MESSAGE_STATUS_COMPLETE and reply.text
     conv.call.cancel()
+
+
+async def _stored_reply(mesh: Mesh, user: str, room: str) -> rooms_pb.Message:
+    """The room's one AGENT message, once stored (a reply's end takes a few seconds)."""
+    for _ in range(300):
+        agents = [
+            m
+            for m in await mesh.messages(user, room)
+            if m.sender_type == rooms_pb.SENDER_TYPE_AGENT
+        ]
+        if agents:
+            assert len(agents) == 1, agents
+            return agents[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError("the message was never answered: no reply stored")
+
+
+def _redis_stops_once_a_message_is_stored(
+    mesh: Mesh, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis goes away between storing a human message and its reply claiming the room."""
+    core = cast(ConversationCore, mesh.servers[-1].spec.on_shutdown.__self__)
+    rooms = core._rooms
+    store = rooms.append_message
+
+    async def then_redis_stops(*args: Any, **kwargs: Any) -> Any:
+        stored = await store(*args, **kwargs)
+        if kwargs["sender"] is Sender.HUMAN:
+            await own_redis.stop()
+        return stored
+
+    monkeypatch.setattr(rooms, "append_message", then_redis_stops)
+
+
+async def test_a_message_stored_as_redis_goes_away_is_answered_when_it_returns(
+    make_mesh: MeshFactory, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mesh = await make_mesh(bus={"redis_url": own_redis.url, "redis_prefix": "t:"})
+    room = await mesh.room("eve")
+    _redis_stops_once_a_message_is_stored(mesh, own_redis, monkeypatch)
+    sent = await mesh.stream().SendMessage(
+        pb.SendMessageRequest(room_id=room, content="Hello?", client_message_id="c1"),
+        metadata=mesh.md("eve"),
+    )
+    assert sent.stream_id and not sent.duplicate
+    await asyncio.sleep(1.0)  # the reply cannot claim the room: no Redis
+    await own_redis.start()
+    # The reply waited for the bus rather than vanish: it runs now and is stored.
+    reply = await _stored_reply(mesh, "eve", room)
+    assert reply.stream_id == sent.stream_id
+    assert reply.status == rooms_pb.MESSAGE_STATUS_COMPLETE and reply.text
+
+
+async def test_a_reply_that_never_reaches_redis_is_stored_failed(
+    make_mesh: MeshFactory, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core_module, "CLAIM_PATIENCE_S", 1.0)
+    mesh = await make_mesh(bus={"redis_url": own_redis.url, "redis_prefix": "t:"})
+    room = await mesh.room("fay")
+    _redis_stops_once_a_message_is_stored(mesh, own_redis, monkeypatch)
+    sent = await mesh.stream().SendMessage(
+        pb.SendMessageRequest(room_id=room, content="Hello?", client_message_id="c1"),
+        metadata=mesh.md("fay"),
+    )
+    # Redis stays away past the reply's patience: the turn ends FAILED in the history,
+    # rather than leave the message unanswered with its resend a duplicate.
+    reply = await _stored_reply(mesh, "fay", room)
+    assert reply.stream_id == sent.stream_id
+    assert reply.status == rooms_pb.MESSAGE_STATUS_FAILED and reply.content == ""
+
+
+class HeldProvider(PersonaProvider):
+    """The persona, whose first words wait until `go` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def stream(self, messages: Any, *, model: Any = None, max_tokens: Any = None) -> Any:
+        self.asked.set()
+        await self.go.wait()
+        async for delta in super().stream(messages, model=model, max_tokens=max_tokens):
+            yield delta
+
+
+async def test_a_reply_cut_by_a_redis_outage_before_any_text_is_stored_interrupted(
+    make_mesh: MeshFactory, own_redis: OwnRedis
+) -> None:
+    provider = HeldProvider()
+    mesh = await make_mesh(provider, bus={"redis_url": own_redis.url, "redis_prefix": "t:"})
+    room = await mesh.room("gil")
+    conv = await converse(mesh, "gil", room)
+    await conv.send(message("Tell me a story", "c1"))
+    started = (await conv.until_kind("stream_started"))[-1].stream_started
+    await provider.asked.wait()
+    await own_redis.stop()  # Redis goes away before the reply's first words
+    provider.go.set()
+    assert await asyncio.wait_for(_status_of(conv), 20) == grpc.StatusCode.UNAVAILABLE
+    # The turn ended, and the history says so: an empty INTERRUPTED reply.
+    reply = await _stored_reply(mesh, "gil", room)
+    assert reply.stream_id == started.stream_id
+    assert reply.status == rooms_pb.MESSAGE_STATUS_INTERRUPTED and reply.text == ""
+    await own_redis.start()

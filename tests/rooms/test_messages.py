@@ -146,6 +146,7 @@ async def test_append_is_internal_and_owner_scoped(rooms: Rooms, user_md, servic
     ("fields", "bad_field"),
     [
         ({"content": ""}, "content"),
+        ({"content": "", "sender_type": AGENT}, "content"),  # a COMPLETE reply has text
         ({"content": "x" * 4001}, "content"),
         ({"text": "x" * 4001}, "text"),
         ({"idempotency_key": ""}, "idempotency_key"),
@@ -173,6 +174,25 @@ async def test_append_validation(rooms: Rooms, user_md, service_md, fields, bad_
     )
     assert bad_field in violations(err)
     assert await rooms.count("SELECT COUNT(*) FROM messages") == 0
+
+
+async def test_a_reply_that_ended_before_any_text_is_stored_empty(
+    rooms: Rooms, user_md, service_md
+) -> None:
+    rid = await new_room(rooms, user_md)
+    for key, status in (("s-1", pb.MESSAGE_STATUS_INTERRUPTED), ("s-2", pb.MESSAGE_STATUS_FAILED)):
+        res = await append(
+            rooms,
+            service_md("alice"),
+            rid,
+            key,
+            "",
+            sender_type=AGENT,
+            stream_id=key,
+            status=status,
+        )
+        assert res.created
+        assert (res.message.content, res.message.text, res.message.status) == ("", "", status)
 
 
 async def test_tabs_and_line_breaks_are_kept(rooms: Rooms, user_md, service_md) -> None:
