@@ -299,7 +299,7 @@ def _parse_item(part: str) -> Marker | _Kind:
 
 # LLM replies repeat the same few markers, so each distinct item, group and item prefix is
 # parsed once (until its cache fills up and starts over). Shared by all parsers; a lost
-# entry under concurrent use only costs a re-parse.
+# entry under concurrent use only costs a re-parse (bench figure (f), marker parser MB/s).
 _CACHE_SIZE = 4096
 _ITEM_CACHE: dict[str, Marker | _Kind] = {}
 _GROUP_CACHE: dict[str, tuple[Marker, ...] | None] = {}
@@ -404,7 +404,7 @@ class MarkerParser:
     :meth:`feed` handles the usual deltas (plain text, a group growing, closing or starting,
     whitespace after a removed group) on short paths and hands everything else to
     :meth:`_feed_general`, which alone gives the same result for any delta; the short paths
-    only skip work whose outcome they know.
+    only skip work whose outcome they know (bench figure (f), streamed MB/s).
     """
 
     __slots__ = ("_consumed", "_head", "_hot", "_part", "_plain", "_swallow", "_tail")

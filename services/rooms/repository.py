@@ -119,7 +119,8 @@ def _statuses(values: frozenset[RoomStatus]) -> list[str]:
 
 
 # The statements of GetRoom and CreateRoom are built once, with bound parameters: building
-# and cache-keying a statement per call cost more CPU than the database round trips.
+# and cache-keying a statement per call cost more CPU than the database round trips
+# (bench figure (e), CreateRoom and GetRoom calls/s).
 _GET_ROOM = select(rooms).where(
     rooms.c.room_id == bindparam("p_room_id"), rooms.c.user_id == bindparam("p_user_id")
 )
@@ -254,7 +255,7 @@ def _insert_unless_open(dialect: str) -> ReturningInsert[Any]:
 
 
 # An execution option that makes the SQLite engine begin a deferred transaction, which takes
-# no write lock (see services.rooms.app.open_engine).
+# no write lock (see services.rooms.app.open_engine; bench figure (g), SQLite p99).
 SQLITE_READ = "arconv_sqlite_read"
 
 
@@ -274,7 +275,8 @@ class RoomRepository(Repository):
             sessionmaker(engine.execution_options(**{SQLITE_READ: True})) if sqlite else None
         )
         # SQLite has one writer at a time. Writers of this process take turns here instead
-        # of in SQLite's busy handler, whose sleeps (up to 100 ms each) made the tail.
+        # of in SQLite's busy handler, whose sleeps (up to 100 ms each) made the tail
+        # (bench figure (g), SQLite first-chunk p99).
         self._writer = asyncio.Lock() if sqlite else None
         self._insert_room = _insert_unless_open(dialect)
         self._one_statement_append = dialect == "postgresql"
@@ -303,7 +305,8 @@ class RoomRepository(Repository):
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[Executor]:
         """A connection on which each statement commits on its own, for work whose statements
-        each stand alone: no BEGIN and COMMIT round trips, no ORM session.
+        each stand alone: no BEGIN and COMMIT round trips, no ORM session (bench figure
+        (e), CreateRoom and GetRoom calls/s).
 
         On SQLite this is `transaction()`: one BEGIN IMMEDIATE transaction, as everywhere.
         """
@@ -439,6 +442,7 @@ class RoomRepository(Repository):
         stands alone, so this may run in `autocommit()`; on SQLite it reads, then writes,
         in the one transaction that `autocommit()` is there.
         """
+        # One statement per new message (bench figure (a), rooms CPU per chunk).
         if self._one_statement_append:
             return await self._append_one_statement(
                 session, user_id=user_id, room_id=room_id, message=message, now=now
@@ -462,7 +466,8 @@ class RoomRepository(Repository):
             raise RoomNotAccepting(room_id, message.sender_type, current.status)
         sender_id = user_id if message.sender_type is SenderType.HUMAN else room.agent_id
         # No race to settle: the transaction began IMMEDIATE, so it has held SQLite's one
-        # write lock since before the key was looked up.
+        # write lock since before the key was looked up, and no savepoint: two statements fewer
+        # while it is held (bench figure (g), SQLite first-chunk p99).
         row = (
             await session.execute(
                 insert(messages)
