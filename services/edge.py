@@ -41,21 +41,9 @@ DEFAULT_UPSTREAMS = {
 IDEMPOTENT_METHODS = tuple(
     f"/{service}/{method}" for service, methods in retried_by(EDGE).items() for method in methods
 )
-RETRY_POLICY = {
-    "retry_on": "unavailable,reset,connect-failure,refused-stream",
-    "num_retries": 2,
-    "retry_host_predicate": [
-        {
-            "name": "envoy.retry_host_predicates.previous_hosts",
-            "typed_config": {
-                "@type": "type.googleapis.com/"
-                "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-            },
-        }
-    ],
-    "host_selection_retry_max_attempts": 3,
-    "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
-}
+# Their routes replace the virtual host's policy (envoy/envoy.yaml: calls that never reached a
+# replica) with this wider one, keeping its host predicate and back-off.
+IDEMPOTENT_RETRY_ON = "unavailable,reset,connect-failure,refused-stream"
 # Every upstream: an active health check (gRPC health for gRPC clusters, a TCP connect for
 # HTTP/1.1 ones), outlier detection that ejects a replica whose connections fail, and no panic
 # routing to hosts known to be down.
@@ -252,12 +240,13 @@ def build(cfg: EdgeConfig) -> dict[str, Any]:
             for o in cfg.cors_origins
         ]
     routes: list[dict[str, Any]] = vhost["routes"]
+    retried = {**vhost["retry_policy"], "retry_on": IDEMPOTENT_RETRY_ON}
     for method in IDEMPOTENT_METHODS:
         prefix = method.rsplit("/", 1)[0] + "/"
         at = next(
             i for i, r in enumerate(routes) if r["match"].get("prefix") == prefix and "route" in r
         )
-        action = {**routes[at]["route"], "retry_policy": RETRY_POLICY}
+        action = {**routes[at]["route"], "retry_policy": retried}
         routes.insert(at, {"match": {"path": method}, "route": action})
     for cluster in doc["static_resources"]["clusters"]:
         name = cluster["name"]

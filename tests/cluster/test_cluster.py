@@ -1,6 +1,7 @@
 """`make cluster` through its edge: two replicas of every service on the real PostgreSQL and
 Redis, a real Envoy listing both. Streams spread over both stream replicas; a rooms replica
-killed under unary load is invisible to callers (the edge retries idempotent calls); a stream
+killed under unary load is invisible to callers (the edge retries idempotent calls); new streams
+never reach a replica that just died; a stream
 replica killed or frozen mid-reply loses nothing once its gRPC and gRPC-web clients resume
 with their cursors."""
 
@@ -94,6 +95,35 @@ async def test_killing_a_rooms_replica_is_invisible_to_idempotent_callers(
         assert calls["ok"] > 30
     finally:
         await cluster.start("rooms", 0)
+
+
+async def test_new_streams_are_sent_past_a_replica_that_just_died(
+    cluster: Cluster, edge: grpc.aio.Channel
+) -> None:
+    """A stream opened before the edge's checks notice a dead replica never reached it, so the
+    edge sends it to the other one (connect-failure retries on every route): no client sees
+    the failure. Without them the first streams routed to the dead replica fail UNAVAILABLE."""
+    users = [f"past-{i}" for i in range(8)]
+    rooms = {u: await new_room(edge, u) for u in users}
+    opened: list[Conversation] = []
+    try:
+        async with asyncio.timeout(90):  # a hang guard, not a measurement
+            while True:  # until a replica restarted before is back
+                if await asyncio.to_thread(all_healthy, cluster, "stream"):
+                    break
+                await asyncio.sleep(0.2)
+            dead = cluster.replicas[("stream", 1)].proc
+            assert dead is not None
+            dead.kill()
+            await dead.wait()
+            for u in users:  # at once, before a health check could run twice
+                opened.append(await _converse(edge, u, rooms[u]))
+            alive = cluster.replicas[("stream", 0)].port
+            assert (await asyncio.to_thread(in_flight, cluster, "stream"))[alive] >= len(users)
+    finally:
+        for conv in opened:
+            conv.call.cancel()
+        await cluster.start("stream", 1)
 
 
 async def _converse(edge: grpc.aio.Channel, user: str, room: str, after: int = 0) -> Conversation:

@@ -82,6 +82,30 @@ def test_only_idempotent_unary_methods_are_retried_and_refusals_still_win() -> N
         assert routes.index(own) > i
 
 
+def test_every_other_call_is_retried_only_when_it_never_reached_a_replica() -> None:
+    hcm = build(EdgeConfig())["static_resources"]["listeners"][0]["filter_chains"][0]
+    (vhost,) = hcm["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+    policy = vhost["retry_policy"]
+    # A stream or a change may have been acted on once anything reached a replica: no
+    # `unavailable`, `reset`, `5xx` or status-based retry, only connections never made.
+    assert set(policy["retry_on"].split(",")) == {
+        "connect-failure",
+        "refused-stream",
+        "reset-before-request",
+    }
+    (predicate,) = policy["retry_host_predicate"]
+    assert predicate["name"] == "envoy.retry_host_predicates.previous_hosts"
+    for r in _routes(build(EdgeConfig())):
+        if "retry_policy" in r.get("route", {}):  # idempotent: wider, same hosts and back-off
+            own = r["route"]["retry_policy"]
+            assert set(policy["retry_on"].split(",")) - {"reset-before-request"} < set(
+                own["retry_on"].split(",")
+            )
+            assert {k: v for k, v in own.items() if k != "retry_on"} == {
+                k: v for k, v in policy.items() if k != "retry_on"
+            }
+
+
 def test_replicas_health_checks_and_outlier_detection_on_every_cluster() -> None:
     cfg = EdgeConfig(
         endpoints={
