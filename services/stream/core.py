@@ -58,6 +58,8 @@ from services.stream.session import AbortFn, Session
 from services.stream.state import Control, CoreConfig
 
 log = logging.getLogger("arconv.stream.core")
+# The clock of the per-minute message limit's windows (a test holds it inside one minute).
+wall_clock = time.time
 
 MAX_CLIENT_MESSAGE_ID = 128
 # C0 control characters other than tab, line feed and carriage return: PostgreSQL refuses
@@ -452,7 +454,7 @@ class ConversationCore:
         return accepted
 
     async def _rate_limit(self, user_id: str) -> None:
-        now = time.time()
+        now = wall_clock()
         window = int(now // 60)
         limit = self._config.messages_per_minute
         got = await self._kv.incr_within([Bound(f"msg-rate:{user_id}:{window}", 1, limit, 61)])

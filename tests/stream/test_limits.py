@@ -12,12 +12,15 @@ from google.rpc import code_pb2, error_details_pb2
 from prometheus_client import REGISTRY
 
 from services.common.status import status_details
+from services.stream import core as stream_core
 from tests.llm.openai_server import OpenAICompatServer, Script
 from tests.stream.conftest import converse, message
 from tests.stream.test_interrupts import openai_llm
 
 
-async def test_messages_per_minute(make_mesh, bus_backend) -> None:
+async def test_messages_per_minute(make_mesh, bus_backend, monkeypatch) -> None:
+    # The limit counts per clock minute: the sends below all fall in one, whenever they run.
+    monkeypatch.setattr(stream_core, "wall_clock", lambda: 29_000_000 * 60 + 30.0)
     mesh = await make_mesh(bus=bus_backend, stream_messages_per_minute=2)
     room = await mesh.room("alice")
     stub = mesh.stream()
