@@ -34,6 +34,7 @@ from services.edge import (
     parent_death_launcher,
     start_envoy,
     tls_from_env,
+    unhealthy_after_s,
     wait_envoy_ready,
 )
 from services.mesh import SERVICES, stop_all, wait_healthy
@@ -141,7 +142,11 @@ class Cluster:
         assert proc is not None
         if proc.returncode is None:
             proc.terminate()
-        bound = float(self.env.get("ARCONV_SHUTDOWN_GRACE_S", "5")) + STOP_MARGIN_S
+        bound = (
+            float(self.env.get("ARCONV_SHUTDOWN_GRACE_S", "5"))
+            + float(self.env.get("ARCONV_SHUTDOWN_DRAIN_DELAY_S", "0"))
+            + STOP_MARGIN_S
+        )
         try:
             return await asyncio.wait_for(proc.wait(), timeout=bound)
         except TimeoutError:
@@ -293,6 +298,9 @@ async def start_cluster(
     env = {**os.environ}
     for key, value in DEFAULTS.items():
         env.setdefault(key, value)
+    # A replica told to stop keeps serving until the edge's health checks have seen it
+    # NOT_SERVING, so no call reaches it once it refuses them.
+    env.setdefault("ARCONV_SHUTDOWN_DRAIN_DELAY_S", f"{unhealthy_after_s() + 0.5:g}")
     env.update(overrides or {})
     var = Path(env["ARCONV_VAR_DIR"])
     env.setdefault("ARCONV_MODEL_DIR", str(var / "models"))

@@ -42,8 +42,9 @@ IDEMPOTENT_METHODS = tuple(
     f"/{service}/{method}" for service, methods in retried_by(EDGE).items() for method in methods
 )
 # Their routes replace the virtual host's policy (envoy/envoy.yaml: calls that never reached a
-# replica) with this wider one, keeping its host predicate and back-off.
-IDEMPOTENT_RETRY_ON = "unavailable,reset,connect-failure,refused-stream"
+# replica) with this wider one, keeping its host predicate and back-off. `cancelled`: a stopping
+# gRPC server cancels the calls that reached it but no handler yet (grpc/grpc#41785).
+IDEMPOTENT_RETRY_ON = "unavailable,cancelled,reset,connect-failure,refused-stream"
 # Every upstream: an active health check (gRPC health for gRPC clusters, a TCP connect for
 # HTTP/1.1 ones), outlier detection that ejects a replica whose connections fail, and no panic
 # routing to hosts known to be down.
@@ -63,6 +64,19 @@ OUTLIER_DETECTION = {
     "base_ejection_time": "10s",
     "max_ejection_percent": 50,
 }
+
+
+def unhealthy_after_s() -> float:
+    """The longest the edge keeps routing new calls to a replica after it goes NOT_SERVING:
+    `unhealthy_threshold` failed checks, each up to an interval plus its jitter apart."""
+
+    def seconds(value: object) -> float:
+        return float(str(value).removesuffix("s"))
+
+    every = seconds(HEALTH_CHECK["interval"]) + seconds(HEALTH_CHECK["interval_jitter"])
+    return every * int(str(HEALTH_CHECK["unhealthy_threshold"]))
+
+
 # GET /healthz on the edge's listener: 200 while Envoy serves, 503 once it drains (readiness).
 HEALTHZ_FILTER = {
     "name": "envoy.filters.http.health_check",

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     keepalive_time_s: int = Field(default=30, ge=1)
     keepalive_timeout_s: int = Field(default=10, ge=1)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
+    # Seconds between going NOT_SERVING and refusing new calls on SIGTERM, long enough for a
+    # balancer's health checks to stop sending calls here (make cluster: its edge's checks).
+    # A call that arrives after the stop starts is cancelled by gRPC before any handler sees it.
+    shutdown_drain_delay_s: float = Field(default=0.0, ge=0, le=60)
     # 0: connections live for ever. Otherwise a connection is told to go (GOAWAY) at this age,
     # so clients reconnect and spread over new replicas; its open streams get the grace, then
     # end UNAVAILABLE (clients resume with their cursor).

@@ -112,9 +112,12 @@ class RunningServer:
     health: health_aio.HealthServicer
     spec: ServiceSpec
 
-    async def stop(self, grace: float | None) -> None:
-        """Health NOT_SERVING first, so balancers drain us, then a graceful stop."""
+    async def stop(self, grace: float | None, *, drain_delay_s: float = 0.0) -> None:
+        """Health NOT_SERVING first, so balancers drain us; calls are still served for
+        `drain_delay_s` while they notice; then a graceful stop."""
         await self.health.enter_graceful_shutdown()
+        if drain_delay_s > 0:
+            await asyncio.sleep(drain_delay_s)
         if self.spec.on_shutdown is not None:
             await self.spec.on_shutdown()
         await self.server.stop(grace)
@@ -181,8 +184,16 @@ async def serve_until_signal(
     waiter = asyncio.ensure_future(running.server.wait_for_termination())
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    log.info("shutting down", extra={"fields": {"grace_s": settings.shutdown_grace_s}})
-    await running.stop(settings.shutdown_grace_s)
+    log.info(
+        "shutting down",
+        extra={
+            "fields": {
+                "grace_s": settings.shutdown_grace_s,
+                "drain_delay_s": settings.shutdown_drain_delay_s,
+            }
+        },
+    )
+    await running.stop(settings.shutdown_grace_s, drain_delay_s=settings.shutdown_drain_delay_s)
     if on_stop is not None:
         await on_stop()
     waiter.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import grpc
@@ -237,6 +238,27 @@ async def test_health_needs_no_token_and_goes_not_serving_on_stop(settings, star
         await srv.health.enter_graceful_shutdown()
         r = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert r.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_a_stopping_server_serves_calls_while_balancers_see_it_not_serving(
+    settings, start_server, user_md
+) -> None:
+    srv = await start_server(settings, kit_spec())
+    async with channel(srv.port) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        kit = pb_grpc.RoomServiceStub(ch)
+        watch = health.Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.ensure_future(srv.stop(0.5, drain_delay_s=30))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.cancel()
+        # NOT_SERVING, and still answering: the balancer's checks have time to notice.
+        r = await kit.GetRoom(pb.GetRoomRequest(room_id="r1"), metadata=user_md("alice"))
+        assert r.room.user_id == "alice"
+        assert not stopping.done()
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopping
 
 
 async def test_reflection_lists_every_public_mesh_service(settings, start_server) -> None:

@@ -205,7 +205,9 @@ def test_each_service_probes_spreads_and_has_a_budget(
                 if n.startswith("arconv-config")
             )
         )
-        assert float(config["data"]["ARCONV_SHUTDOWN_GRACE_S"]) + 5 < grace, name
+        # preStop sleep, the drain delay while NOT_SERVING, then the service's own grace.
+        drain = float(config["data"]["ARCONV_SHUTDOWN_DRAIN_DELAY_S"])
+        assert 5 + drain + float(config["data"]["ARCONV_SHUTDOWN_GRACE_S"]) < grace, name
 
 
 def test_prod_runs_replicas_the_budgets_can_spare(rendered: dict[str, str]) -> None:
