@@ -331,7 +331,7 @@ def test_routes_parse_and_procedural_is_always_last() -> None:
         ("error", "rigging failed: HTTP 422 from /openapi/v1/rigging"),
         ("unrigged", "rigging failed: the rigged model has no skin"),
         ("no_url", "rigging failed: task succeeded without a GLB URL"),
-        ("bad_glb", "rigging failed: the rigged model: the glTF library cannot read"),
+        ("bad_glb", "rigging failed: the rigged model: not a GLB file"),
     ],
 )
 async def test_rigging_failure_says_why(meshy: MeshyServer, rig_mode: str, reason: str) -> None:

@@ -33,13 +33,8 @@ def _get(seq: Any, index: Any, what: str) -> dict[str, Any]:
     return item
 
 
-def inspect_glb(data: bytes, *, max_bytes: int) -> GlbInfo:
-    """Header, chunk layout and JSON of a GLB, its triangle count and morph target names.
-
-    Raises InvalidGlb for anything that is not a GLB 2.0 within `max_bytes`.
-    """
-    if len(data) > max_bytes:
-        raise InvalidGlb(f"model is {len(data)} bytes; the limit is {max_bytes}")
+def glb_json(data: bytes) -> dict[str, Any]:
+    """The JSON chunk of a GLB 2.0, parsed; raises InvalidGlb when there is none."""
     if len(data) < 20 or data[:4] != _MAGIC:
         raise InvalidGlb("not a GLB file (bad magic)")
     version, length = struct.unpack_from("<II", data, 4)
@@ -56,6 +51,18 @@ def inspect_glb(data: bytes, *, max_bytes: int) -> GlbInfo:
         raise InvalidGlb(f"the GLB JSON chunk does not parse: {exc}") from exc
     if not isinstance(doc, dict):
         raise InvalidGlb("the GLB JSON is not an object")
+    return doc
+
+
+def inspect_glb(data: bytes, *, max_bytes: int) -> GlbInfo:
+    """Header, chunk layout and JSON of a GLB, its triangle count and morph target names.
+
+    Raises InvalidGlb for anything that is not a GLB 2.0 within `max_bytes`.
+    """
+    if len(data) > max_bytes:
+        raise InvalidGlb(f"model is {len(data)} bytes; the limit is {max_bytes}")
+    doc = glb_json(data)
+    chunk_len = struct.unpack_from("<I", data, 12)[0]
     asset = doc.get("asset")
     if not isinstance(asset, dict) or asset.get("version") != "2.0":
         raise InvalidGlb("asset.version is not '2.0'")
