@@ -119,4 +119,17 @@ NOTES: list[str] = [
     " 19.5 turns/s against 38); with the read and lock changes, 349 against 252 (1.4x) and,"
     " in a run with two stalled rounds, 1,038 against 251; with the savepoint gone too, the"
     " run in the table.",
+    "Rerun after the structural changes (typed stream state and errors, the avatar's and"
+    " every service's shape, optional tracing off, the drain delay), on a newer machine of"
+    " the same kind: its echo floor runs about twice as fast as the previous report's"
+    " (36,514 against 21,395 chunks/s; about 8,000 against 4,200 unary calls/s), so every"
+    " ratio is lower while every absolute mesh figure is higher. The comparison that counts"
+    " is the code from before those changes, benchmarked on this machine right after this"
+    " run (`--only aef`): (a) 8,231 chunks/s, S/E 0.22, against 7,923 and 0.22 here; (e)"
+    " CreateRoom 924, GetRoom 1,222, IssueProviderToken 399, VerifyProviderToken 3,541"
+    " calls/s against 894, 1,171, 423 and 3,743 here; (f) ~4-character deltas 10.2 MB/s"
+    " against 9.6 here. (a), CreateRoom and GetRoom overlap in their rounds' spread; the two"
+    " token calls are faster now; (f) is 6% slower with the parser's code unchanged since"
+    " (comments only), a difference of machine state (this run began at load average 3.3,"
+    " that one at 0.7), not of code.",
 ]
