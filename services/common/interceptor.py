@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -158,6 +158,7 @@ async def _aclose(agen: Any) -> None:
 
 
 _CANCELLED = grpc.StatusCode.CANCELLED
+T = TypeVar("T")
 
 
 def _outcome(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
@@ -165,6 +166,47 @@ def _outcome(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     if isinstance(code, grpc.StatusCode):
         return code
     return grpc.StatusCode.OK
+
+
+def observed(
+    handler: grpc.RpcMethodHandler,
+    begin: Callable[[], T],
+    end: Callable[[T, grpc.StatusCode], None],
+) -> grpc.RpcMethodHandler:
+    """`handler`, each call of it observed: `begin()` as it starts, `end(what begin gave, its
+    status code)` once it ends (a stream: when the stream ends; a call cancelled
+    under it: CANCELLED)."""
+    inner = _behavior(handler)
+    if not handler.response_streaming:
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            began, cancelled = begin(), False
+            try:
+                return await inner(request, context)
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
+            finally:
+                end(began, _CANCELLED if cancelled else _outcome(context))
+
+        return _rebuild(handler, unary)
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        began, cancelled = begin(), False
+        agen = inner(request, context)
+        try:
+            async for item in agen:
+                yield item
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            try:
+                await _aclose(agen)
+            finally:
+                end(began, _CANCELLED if cancelled else _outcome(context))
+
+    return _rebuild(handler, streaming)
 
 
 class LogsMetricsInterceptor(_PerMethod):
@@ -180,7 +222,6 @@ class LogsMetricsInterceptor(_PerMethod):
         short = method.rsplit("/", 1)[-1]
         latency = RPC_LATENCY.labels(service, short)
         totals: dict[grpc.StatusCode, Any] = {}
-        inner = _behavior(handler)
 
         def finish(started: float, code: grpc.StatusCode) -> None:
             elapsed = time.perf_counter() - started
@@ -200,36 +241,7 @@ class LogsMetricsInterceptor(_PerMethod):
             level = logging.ERROR if code == grpc.StatusCode.INTERNAL else logging.INFO
             log.log(level, "rpc", extra={"fields": fields})
 
-        if not handler.response_streaming:
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started, cancelled = time.perf_counter(), False
-                try:
-                    return await inner(request, context)
-                except asyncio.CancelledError:
-                    cancelled = True
-                    raise
-                finally:
-                    finish(started, _CANCELLED if cancelled else _outcome(context))
-
-            return _rebuild(handler, unary)
-
-        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started, cancelled = time.perf_counter(), False
-            agen = inner(request, context)
-            try:
-                async for item in agen:
-                    yield item
-            except asyncio.CancelledError:
-                cancelled = True
-                raise
-            finally:
-                try:
-                    await _aclose(agen)
-                finally:
-                    finish(started, _CANCELLED if cancelled else _outcome(context))
-
-        return _rebuild(handler, streaming)
+        return observed(handler, time.perf_counter, finish)
 
 
 class ErrorsInterceptor(_PerMethod):

@@ -24,7 +24,7 @@ never disagree about a call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -48,7 +48,7 @@ from services.common.context import (
     CallContext,
     current_call,
 )
-from services.common.interceptor import _aclose, _behavior, _outcome, _PerMethod, _rebuild
+from services.common.interceptor import _PerMethod, observed
 
 REQUEST_ID_ATTRIBUTE = "arconv.request_id"
 
@@ -112,7 +112,6 @@ class ServerSpans(_PerMethod):
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         tracer = self._tracer
         name, attributes = _names(method)
-        inner = _behavior(handler)
 
         def start() -> tuple[Span, CallContext | None]:
             call = current_call.get()
@@ -132,44 +131,11 @@ class ServerSpans(_PerMethod):
             call.trace_flags = f"{sc.trace_flags:02x}"
             return span, call
 
-        def finish(
-            span: Span, call: CallContext | None, context: grpc.aio.ServicerContext, cancelled: bool
-        ) -> None:
-            code = grpc.StatusCode.CANCELLED if cancelled else _outcome(context)
+        def finish(began: tuple[Span, CallContext | None], code: grpc.StatusCode) -> None:
+            span, call = began
             _ended(span, code, code in SERVER_ERRORS, call.error if call is not None else None)
 
-        if not handler.response_streaming:
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                span, call = start()
-                cancelled = False
-                try:
-                    return await inner(request, context)
-                except asyncio.CancelledError:
-                    cancelled = True
-                    raise
-                finally:
-                    finish(span, call, context, cancelled)
-
-            return _rebuild(handler, unary)
-
-        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            span, call = start()
-            cancelled = False
-            agen = inner(request, context)
-            try:
-                async for item in agen:
-                    yield item
-            except asyncio.CancelledError:
-                cancelled = True
-                raise
-            finally:
-                try:
-                    await _aclose(agen)
-                finally:
-                    finish(span, call, context, cancelled)
-
-        return _rebuild(handler, streaming)
+        return observed(handler, start, finish)
 
 
 class _ClientSpans:
