@@ -16,20 +16,14 @@ from arconv.rooms.v1 import rooms_service_pb2_grpc as rpb_grpc
 from services.cluster import Cluster, edge_hosts, start_cluster
 from services.common.config import Settings
 from services.common.server import authority_from
+from tests.conftest import fresh_database
 from tests.edge.conftest import free_port
 
 
 @pytest.fixture(scope="module")
 def cluster_db(pg_admin_url: str) -> Iterator[str]:
-    import psycopg
-
-    name = f"arconv_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = pg_admin_url.rpartition("/")
-    yield f"{base}/{name}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -75,3 +76,10 @@ def traced() -> Iterator[Spans]:
     finally:
         tracing.install(None)
         provider.shutdown()
+
+
+@pytest.fixture
+def spans() -> Iterator[Spans]:
+    """Servers and channels built after this fixture trace into memory."""
+    with traced() as exporter:
+        yield exporter

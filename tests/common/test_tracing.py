@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -20,19 +20,16 @@ from opentelemetry.trace import SpanKind, StatusCode
 from services.common.clients import ServiceChannels
 from services.common.config import Settings
 from services.common.context import CallContext, current_call
+from tests.common import span_capture
 from tests.common.kit_servicer import kit_spec
-from tests.common.span_capture import Spans, ids, parent_id, traced
+from tests.common.span_capture import Spans, ids, parent_id
 from tests.conftest import StartServer
 
 STREAM = "arconv.stream.v1.StreamService"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 HANDLER_SPAN = "00f067aa0ba902b7"
 
-
-@pytest.fixture
-def spans() -> Iterator[Spans]:
-    with traced() as exporter:
-        yield exporter
+spans = span_capture.spans
 
 
 @pytest.mark.parametrize(

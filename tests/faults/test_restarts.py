@@ -148,12 +148,8 @@ async def test_a_reply_cut_by_a_redis_outage_is_stored_with_what_it_delivered(
     # The client hears it (UNAVAILABLE), not silence.
     assert await asyncio.wait_for(_status_of(conv), 20) == grpc.StatusCode.UNAVAILABLE
     # Messages lost: 0. The reply is stored, INTERRUPTED, with what reached the log.
-    for _ in range(100):
-        stored = {m.stream_id: m for m in await mesh.messages("cat", room) if m.stream_id}
-        if started.stream_id in stored:
-            break
-        await asyncio.sleep(0.1)
-    reply = stored[started.stream_id]
+    reply = await _stored_reply(mesh, "cat", room)
+    assert reply.stream_id == started.stream_id
     assert reply.status == rooms_pb.MESSAGE_STATUS_INTERRUPTED
     assert reply.text.startswith(seen) and seen
     await own_redis.start()
@@ -180,14 +176,8 @@ async def test_a_reply_whose_lease_is_lost_with_redis_s_data_goes_on_and_is_stor
     finally:
         await client.aclose()
     # The reply is not dropped: it takes its lease again, goes on and is stored.
-    for _ in range(300):
-        stored = {m.stream_id: m for m in await mesh.messages("dot", room) if m.stream_id}
-        if started.stream_id in stored:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the reply was never stored")
-    reply = stored[started.stream_id]
+    reply = await _stored_reply(mesh, "dot", room)
+    assert reply.stream_id == started.stream_id
     assert reply.status == rooms_pb.MESSAGE_STATUS_COMPLETE and reply.text
     conv.call.cancel()
 

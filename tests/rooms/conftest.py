@@ -5,8 +5,9 @@ services' internal notification RPCs."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from services.common.auth import principal
 from services.common.db import create_engine
 from services.common.server import RunningServer, ServiceSpec
 from services.rooms.app import RoomSettings, open_spec
+from tests.common.log_capture import LogCapture
 from tests.conftest import StartServer
 
 AGENTS = ("nova", "atlas", "sage", "pixel", "orbit")
@@ -240,3 +242,16 @@ async def start_rooms(
 async def rooms(start_rooms: StartRooms, avatar_port: int) -> Rooms:
     """The rooms server wired to the real avatar service and the recorder."""
     return await start_rooms(avatar_addr=f"127.0.0.1:{avatar_port}")
+
+
+@pytest.fixture
+def rpc_log() -> Iterator[LogCapture]:
+    """The `arconv.rpc` log lines (one per call) while the test runs."""
+    capture = LogCapture("test")
+    logger = logging.getLogger("arconv.rpc")
+    logger.addHandler(capture)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield capture
+    logger.removeHandler(capture)
+    logger.setLevel(level)

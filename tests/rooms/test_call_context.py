@@ -4,7 +4,6 @@ avatar handler sees the ids of the call into rooms, and both servers' log lines 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +49,6 @@ async def avatar(tmp_path: Path, start_server: StartServer) -> tuple[_Avatar, in
         name="avatar", grpc_service="arconv.avatar.v1.AvatarService", register=register
     )
     return servicer, (await start_server(room_settings(tmp_path), spec)).port
-
-
-@pytest.fixture
-def rpc_log() -> Any:
-    capture = LogCapture("test")
-    logger = logging.getLogger("arconv.rpc")
-    logger.addHandler(capture)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    yield capture
-    logger.removeHandler(capture)
-    logger.setLevel(level)
 
 
 def _line(capture: LogCapture, method: str) -> dict[str, Any]:

@@ -7,8 +7,7 @@ a receiver of the test's own, with tracing configured by the OTEL_ variables alo
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -20,8 +19,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from services.common import tracing
 from services.common.config import ConfigError
+from tests.common import span_capture
 from tests.common.log_capture import LogCapture
-from tests.common.span_capture import Spans, find, ids, parent_id, traced
+from tests.common.span_capture import Spans, find, ids, parent_id
 from tests.rooms.conftest import StartRooms
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -29,30 +29,13 @@ CLIENT_SPAN = "00f067aa0ba902b7"
 ROOMS = "arconv.rooms.v1.RoomService"
 AVATAR = "arconv.avatar.v1.AvatarService"
 
-
-@pytest.fixture
-def spans() -> Iterator[Spans]:
-    """Servers and channels built after this fixture trace into memory."""
-    with traced() as exporter:
-        yield exporter
+spans = span_capture.spans
 
 
 @pytest.fixture
 async def traced_avatar(spans: Spans, avatar_port: int) -> int:
     """The real avatar service, started after tracing was installed (fixtures in order)."""
     return avatar_port
-
-
-@pytest.fixture
-def rpc_log() -> Iterator[LogCapture]:
-    capture = LogCapture("test")
-    logger = logging.getLogger("arconv.rpc")
-    logger.addHandler(capture)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    yield capture
-    logger.removeHandler(capture)
-    logger.setLevel(level)
 
 
 async def test_one_trace_from_the_client_through_rooms_to_avatar(
