@@ -233,15 +233,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     cfg["b_rounds"],
                 )
             if "c" in only:
-                from bench.util import free_port
-                from services.edge import EdgeConfig, start_envoy, wait_envoy_ready
+                from services.edge import EdgeConfig, envoy_log, start_envoy, wait_envoy_ready
+                from services.ports import free_port
 
                 say("(c) Envoy vs direct")
                 edge = EdgeConfig(
                     listen_port=free_port(), admin_port=free_port(), upstreams=mesh.ports
                 )
                 envoy = await start_envoy(edge, work / "envoy", quiet=True)
-                await wait_envoy_ready(edge.admin_port)
+                await wait_envoy_ready(
+                    edge.admin_port, process=envoy, log=envoy_log(edge, work / "envoy")
+                )
                 figures["c"] = await edge_latency(
                     stamps,
                     mesh.ports["stream"],

@@ -16,8 +16,9 @@ from typing import Any
 from bench.clients import Channels, Talker, create_rooms, new_tag, story
 from bench.procs import Mesh
 from bench.streaming import STAGGER_S, _drive, open_all
-from bench.util import Series, free_port, percentile
-from services.edge import EdgeConfig, start_envoy, wait_envoy_ready
+from bench.util import Series, percentile
+from services.edge import EdgeConfig, envoy_log, start_envoy, wait_envoy_ready
+from services.ports import free_port
 
 BACKENDS = ("postgresql", "sqlite")
 
@@ -34,7 +35,7 @@ async def _one_backend(
         await mesh.start_stream(pacing_ms=0, redis=False)
         edge = EdgeConfig(listen_port=free_port(), admin_port=free_port(), upstreams=mesh.ports)
         envoy = await start_envoy(edge, work / "envoy", quiet=True)
-        await wait_envoy_ready(edge.admin_port)
+        await wait_envoy_ready(edge.admin_port, process=envoy, log=envoy_log(edge, work / "envoy"))
         users = [f"bench-g{i}" for i in range(n)]
         rooms = await create_rooms(mesh.ports["rooms"], users)
         channels = Channels(f"127.0.0.1:{edge.listen_port}", n)

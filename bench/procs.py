@@ -19,8 +19,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.util import free_port, rss_kb
+from bench.util import rss_kb
 from services.edge import parent_death_launcher
+from services.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(

@@ -40,7 +40,8 @@ from bench.clients import Channels, user_md
 from bench.procs import PG_ADMIN_URL
 from bench.soak_client import SoakConversation, Tally
 from bench.soak_report import write
-from bench.util import free_port, machine, percentile, rss_kb
+from bench.util import machine, percentile, rss_kb
+from services.ports import free_port
 
 DEFAULT_CONVERSATIONS = 20
 DEFAULT_MINUTES = 3.0

@@ -31,6 +31,7 @@ from services.common.config import DEFAULT_METRICS_PORTS
 from services.edge import (
     DEFAULT_UPSTREAMS,
     EdgeConfig,
+    envoy_log,
     parent_death_launcher,
     start_envoy,
     tls_from_env,
@@ -337,7 +338,11 @@ async def start_cluster(
         )
         await _cli(env, "seed")
         cluster.envoy = await start_envoy(edge, var / "envoy", quiet=quiet_edge)
-        await wait_envoy_ready(edge.admin_port)
+        await wait_envoy_ready(
+            edge.admin_port,
+            process=cluster.envoy,
+            log=envoy_log(edge, var / "envoy") if quiet_edge else None,
+        )
         yield cluster
     finally:
         await stop_all(cluster.processes())

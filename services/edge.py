@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -362,16 +362,27 @@ async def start_envoy(
     config_path: Path | None = None,
 ) -> asyncio.subprocess.Process:
     """Starts Envoy on the rendered config (or on `config_path`, rendered before); the caller
-    waits for readiness and stops it."""
+    waits for readiness and stops it. `quiet` sends its output to `envoy_log(cfg, workdir)`
+    instead of this process's."""
     path = config_path or workdir / f"envoy-{cfg.listen_port}.yaml"
     if config_path is None:
         await asyncio.to_thread(_write_config, path, render(cfg))
-    out = asyncio.subprocess.DEVNULL if quiet else None
+    if not quiet:
+        return await _exec_envoy(path, log_level, extra_args, None)
+    log = envoy_log(cfg, workdir)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        return await _exec_envoy(path, log_level, extra_args, out)
+
+
+async def _exec_envoy(
+    config: Path, log_level: str, extra_args: Sequence[str], out: IO[bytes] | None
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *parent_death_launcher(),
         envoy_binary(),
         "-c",
-        str(path),
+        str(config),
         "--log-level",
         log_level,
         "--disable-hot-restart",
@@ -381,23 +392,54 @@ async def start_envoy(
     )
 
 
-async def wait_envoy_ready(admin_port: int, timeout_s: float = 20.0) -> None:
-    """Polls the admin /ready endpoint until Envoy reports LIVE."""
+def envoy_log(cfg: EdgeConfig, workdir: Path) -> Path:
+    """Where a quiet Envoy started by `start_envoy` writes its output."""
+    return workdir / f"envoy-{cfg.listen_port}.log"
+
+
+async def wait_envoy_ready(
+    admin_port: int,
+    timeout_s: float = 20.0,
+    *,
+    process: asyncio.subprocess.Process | None = None,
+    log: Path | None = None,
+) -> None:
+    """Polls the admin /ready endpoint until Envoy reports LIVE; fails at once, with the end of
+    its `log`, when `process` has exited meanwhile."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", admin_port)
-            writer.write(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            data = await reader.read()
-            writer.close()
-            if b" 200 " in data.split(b"\r\n", 1)[0] + b" ":
+        with contextlib.suppress(OSError, TimeoutError):
+            # A probe that gets no answer (something else holds the port) gives up, so the
+            # checks below still run.
+            if await asyncio.wait_for(_admin_ready(admin_port), timeout=2.0):
                 return
-        except OSError:
-            pass
+        if process is not None and process.returncode is not None:
+            raise RuntimeError(
+                f"envoy exited with code {process.returncode} before it was ready" + _log_tail(log)
+            )
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"envoy admin on :{admin_port} not ready after {timeout_s}s")
+            raise TimeoutError(
+                f"envoy admin on :{admin_port} not ready after {timeout_s}s" + _log_tail(log)
+            )
         await asyncio.sleep(0.1)
+
+
+async def _admin_ready(admin_port: int) -> bool:
+    reader, writer = await asyncio.open_connection("127.0.0.1", admin_port)
+    try:
+        writer.write(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+    return b" 200 " in data.split(b"\r\n", 1)[0] + b" "
+
+
+def _log_tail(log: Path | None, lines: int = 20) -> str:
+    if log is None or not log.exists():
+        return ""
+    tail = log.read_text(errors="replace").splitlines()[-lines:]
+    return f"; the end of {log}:\n" + "\n".join(tail)
 
 
 def _split_addr(value: str, default_port: int) -> tuple[str, int]:

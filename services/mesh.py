@@ -152,7 +152,7 @@ async def run() -> int:
             jwks_max_age_s=jwks_max_age_s,
         )
         procs["envoy"] = await start_envoy(edge, var / "envoy")
-        await wait_envoy_ready(edge.admin_port)
+        await wait_envoy_ready(edge.admin_port, process=procs["envoy"])
         web = contextlib.ExitStack()
         origin = None
         if (WEB_DIST / "index.html").exists():

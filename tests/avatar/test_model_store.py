@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from services.avatar.storage import FileModelStore, ModelStore
 from services.common.config import ConfigError
 from services.common.errors import Unavailable
 from services.common.status import grpc_code
+from services.ports import free_port
 from tests.avatar.conftest import (
     avatar_settings,
     download,
@@ -124,18 +124,12 @@ async def test_download_urls_are_presigned_gets_on_s3_only(backend: Backend) -> 
     assert got.headers["content-type"] == "model/gltf-binary"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_an_unreachable_or_wrong_store_is_unavailable_or_refused_at_start(
     s3_endpoint: str, s3_bucket: str, tmp_path: Path
 ) -> None:
     down = S3ModelStore(
         bucket=s3_bucket,
-        endpoint_url=f"http://127.0.0.1:{_closed_port()}",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
         region="us-east-1",
         timeout_s=1,
     )

@@ -16,8 +16,8 @@ from arconv.rooms.v1 import rooms_service_pb2_grpc as rpb_grpc
 from services.cluster import Cluster, edge_hosts, start_cluster
 from services.common.config import Settings
 from services.common.server import authority_from
+from services.ports import free_port
 from tests.conftest import fresh_database
-from tests.edge.conftest import free_port
 
 
 @pytest.fixture(scope="module")

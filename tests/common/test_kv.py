@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from services.common.errors import Internal, Unavailable
 from services.common.kv import KV, Bound, InProcessKV, RedisKV, open_kv
+from services.ports import free_port
 from tests.conftest import FakeClock, make_settings
 
 
@@ -197,14 +197,8 @@ async def test_redis_counter_without_ttl_gets_one(redis_base_url: str, redis_pre
         await kv.close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_unreachable_redis_is_unavailable() -> None:
-    kv = RedisKV(f"redis://127.0.0.1:{_closed_port()}/0", timeout_s=2)
+    kv = RedisKV(f"redis://127.0.0.1:{free_port()}/0", timeout_s=2)
     try:
         for call in (
             kv.ping(),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.conftest import free_port
+from services.ports import free_port
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 

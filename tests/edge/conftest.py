@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
-from services.edge import EdgeConfig, start_envoy, wait_envoy_ready
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from services.edge import EdgeConfig, envoy_log, start_envoy, wait_envoy_ready
+from services.ports import free_port
 
 
 @contextlib.asynccontextmanager
@@ -29,7 +23,7 @@ async def running_envoy(
     )
     proc = await start_envoy(cfg, workdir, quiet=True)
     try:
-        await wait_envoy_ready(cfg.admin_port)
+        await wait_envoy_ready(cfg.admin_port, process=proc, log=envoy_log(cfg, workdir))
         yield cfg
     finally:
         proc.terminate()

@@ -27,13 +27,14 @@ from services.avatar.demo import DEMO_AGENTS, seed_demo_agents
 from services.common.auth import JwtAuthority
 from services.common.server import RunningServer, authority_from, create_server
 from services.edge import EdgeConfig
+from services.ports import free_port
 from services.rooms.app import RoomSettings
 from services.rooms.app import open_spec as rooms_spec
 from services.stream.app import StreamSettings
 from services.stream.app import open_spec as stream_spec
 from services.token.app import TokenSettings
 from services.token.app import open_spec as token_spec
-from tests.edge.conftest import free_port, running_envoy
+from tests.edge.conftest import running_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from services.edge import DEFAULT_UPSTREAMS, config_from_env, render
-from tests.edge.conftest import free_port
+from services.ports import free_port
 
 
 def test_upstreams_come_from_each_services_address() -> None:
@@ -56,7 +57,7 @@ async def test_edge_drains_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
         sys.executable, "-m", "services.edge", env=env, stderr=asyncio.subprocess.DEVNULL
     )
     try:
-        await wait_envoy_ready(admin)
+        await wait_envoy_ready(admin, process=proc)
         assert (tmp_path / "envoy").is_dir()
         hc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.healthcheck", "edge", env=env
@@ -83,3 +84,22 @@ def test_healthcheck_refuses_an_unknown_role() -> None:
     from services.healthcheck import main
 
     assert main(["nothing"]) == 1
+
+
+@pytest.mark.envoy
+async def test_an_envoy_that_cannot_start_fails_the_wait_at_once_with_its_log(
+    tmp_path: Path,
+) -> None:
+    from services.edge import EdgeConfig, envoy_log, start_envoy, wait_envoy_ready
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = EdgeConfig(listen_port=free_port(), admin_port=taken.getsockname()[1])
+        proc = await start_envoy(cfg, tmp_path, quiet=True)
+        # Not the timeout's TimeoutError: the wait ends when Envoy does, and says why.
+        with pytest.raises(RuntimeError, match="envoy exited with code 1") as err:
+            await wait_envoy_ready(
+                cfg.admin_port, timeout_s=120, process=proc, log=envoy_log(cfg, tmp_path)
+            )
+    assert f"cannot bind '127.0.0.1:{cfg.admin_port}': Address already in use" in str(err.value)

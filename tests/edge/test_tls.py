@@ -19,14 +19,15 @@ from services.edge import (
     EdgeTls,
     build,
     config_from_env,
+    envoy_log,
     kubernetes_config,
     main,
     start_envoy,
     wait_envoy_ready,
 )
+from services.ports import free_port
 from tests.common.kit_servicer import kit_spec
 from tests.conftest import StartServer, make_settings
-from tests.edge.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -120,7 +121,7 @@ async def test_grpcurl_reaches_a_service_through_the_tls_edge(
     assert isinstance(cfg.tls, EdgeTls)
     proc = await start_envoy(cfg, tmp_path, quiet=True)
     try:
-        await wait_envoy_ready(cfg.admin_port)
+        await wait_envoy_ready(cfg.admin_port, process=proc, log=envoy_log(cfg, tmp_path))
         token = authority_from(settings).mint("alice", ttl_s=300)
         target = f"127.0.0.1:{cfg.listen_port}"
 

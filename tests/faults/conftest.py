@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.auth import JwtAuthority
 from services.common.server import RunningServer
+from services.ports import free_port
 from services.stream.app import StreamSettings
 from tests.conftest import bearer
 from tests.faults.own_redis import OwnRedis, own_redis  # noqa: F401
@@ -32,7 +33,6 @@ from tests.stream.conftest import (  # noqa: F401
     Mesh,
     bus_backend,
     converse,
-    free_port,
     make_mesh,
     start_avatar_rooms,
 )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from services.ports import free_port
 from tests.conftest import _unavailable
-from tests.stream.conftest import free_port
 
 
 class OwnRedis:

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
 from services.llm import ChatMessage, OpenAIProvider
+from services.ports import free_port
 from tests.llm.openai_server import OpenAICompatServer, openai_server  # noqa: F401
 
 API_KEY = "sk-test-key"
@@ -23,9 +23,7 @@ async def provider(openai_server: OpenAICompatServer) -> AsyncIterator[OpenAIPro
 @pytest.fixture
 def closed_port() -> int:
     """A local port that nothing listens on (connections to it are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 @pytest.fixture

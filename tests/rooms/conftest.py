@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from sqlalchemy import text
 from services.common.auth import principal
 from services.common.db import create_engine
 from services.common.server import RunningServer, ServiceSpec
+from services.ports import free_port
 from services.rooms.app import RoomSettings, open_spec
 from tests.common.log_capture import LogCapture
 from tests.conftest import StartServer
@@ -50,9 +50,7 @@ def room_settings(tmp_path: Path, **overrides: Any) -> RoomSettings:
 @pytest.fixture
 def closed_port() -> int:
     """A local port nothing listens on: connections to it are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from services.avatar.app import open_spec as avatar_spec
 from services.common.auth import JwtAuthority
 from services.common.server import RunningServer, authority_from, create_server
 from services.llm import LLMProvider
+from services.ports import free_port
 from services.rooms.app import RoomSettings
 from services.rooms.app import open_spec as rooms_spec
 from services.stream.app import StreamSettings
@@ -38,12 +38,6 @@ BASE: dict[str, Any] = {
     "shutdown_grace_s": 0.5,
 }
 NOVA_PROMPT = "Your name is Nova. You are a cheerful guide who keeps answers short."
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ from services.common.auth import JwtAuthority
 from services.common.db import create_engine
 from services.common.kv import KV, InProcessKV, RedisKV
 from services.common.server import RunningServer
+from services.ports import free_port
 from services.rooms.app import RoomSettings
 from services.rooms.app import open_spec as rooms_spec
 from services.token.app import TokenSettings
@@ -38,12 +38,6 @@ from tests.token.keyutil import keys_json, new_key
 
 BASE = {"env": "test", "metrics_port": -1, "log_format": "text", "shutdown_grace_s": 0.5}
 VOICE = avatar_pb.Voice(provider="elevenlabs", voice_id="nova-bright")
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def agent(agent_id: str, voice: avatar_pb.Voice = VOICE) -> avatar_pb.Agent:
@@ -245,7 +239,7 @@ async def mesh_factory(
             **common,
             avatar_addr=f"127.0.0.1:{avatar.port}",
             token_addr=f"127.0.0.1:{token.port}",
-            stream_addr=f"127.0.0.1:{closed_port()}",
+            stream_addr=f"127.0.0.1:{free_port()}",
         )
         rooms = await start(rooms_settings, rooms_spec(rooms_settings))
         # The token service reads the rooms address at call time.

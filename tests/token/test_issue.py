@@ -16,7 +16,8 @@ from arconv.token.v1 import token_service_pb2_grpc as pb_grpc
 from google.rpc import error_details_pb2
 
 from services.common.status import status_details
-from tests.token.conftest import Mesh, closed_port, minute_aligned_clock
+from services.ports import free_port
+from tests.token.conftest import Mesh, minute_aligned_clock
 from tests.token.keyutil import AUDIENCE, ISSUER, new_key
 
 BOTH = ["tts.synthesize", "tts.viseme_stream"]
@@ -172,7 +173,7 @@ async def test_issuing_is_rate_limited_per_user(mesh_factory: Callable[..., Any]
 
 async def test_rooms_service_down_is_unavailable(mesh: Mesh) -> None:
     room = await mesh.room("alice")
-    replica = await mesh.start_token(rooms_addr=f"127.0.0.1:{closed_port()}", call_timeout_s=2)
+    replica = await mesh.start_token(rooms_addr=f"127.0.0.1:{free_port()}", call_timeout_s=2)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as ch:
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await pb_grpc.TokenServiceStub(ch).IssueProviderToken(

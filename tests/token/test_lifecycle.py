@@ -218,11 +218,11 @@ async def test_no_audit_or_token_row_holds_a_token(mesh: Mesh) -> None:
 
 
 async def test_unreachable_redis_is_unavailable_not_allowed(mesh: Mesh) -> None:
-    from tests.token.conftest import closed_port
+    from services.ports import free_port
 
     issued = await mesh.issue("alice", await mesh.room("alice"))
     down = await mesh.start_token(
-        own_kv=True, redis_url=f"redis://127.0.0.1:{closed_port()}/0", call_timeout_s=2
+        own_kv=True, redis_url=f"redis://127.0.0.1:{free_port()}/0", call_timeout_s=2
     )
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await mesh.verify(issued.token, port=down.port)
