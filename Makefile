@@ -12,6 +12,11 @@ PYTEST_WORKERS ?= auto
 XDIST := -n $(PYTEST_WORKERS) --dist loadfile
 # make test-fast: unit and contract tests, without a real Envoy, a browser or a slow test.
 FAST := not envoy and not browser and not slow
+# Test runs keep compiled bytecode (pytest's rewritten test modules too) in one folder under the
+# venv, even where the environment asks Python not to write any: collecting the suite then
+# takes each worker 4 s of CPU instead of 7, and every service a test starts as a process
+# imports faster.
+TEST_ENV := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache
 
 .PHONY: setup run test test-fast lint protos bench soak clean lock node breaking api-baseline web \
 	browser-setup image image-smoke manifests cluster screenshot
@@ -87,10 +92,10 @@ cluster: setup
 	$(PY) -m services.cluster
 
 test: setup
-	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest $(XDIST) -m "$(FAST)" $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(XDIST) -m "$(FAST)" $(PYTEST_ARGS)
 
 lint: setup web
 	npm run --prefix web --silent check
