@@ -492,6 +492,11 @@ function markCut(r: Reply, at: number): void {
 }
 
 function renderCut(r: Reply, at: number): void {
+  // Nothing said: the empty body shows the page's "stopped before a word was said".
+  if (!r.text) {
+    r.body.replaceChildren();
+    return;
+  }
   const heard = document.createElement("span");
   heard.textContent = r.text.slice(0, at);
   const rest = document.createElement("s");
