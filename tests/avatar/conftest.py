@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pygltflib
 import pytest
 from arconv.avatar.v1 import avatar_service_pb2 as pb
 from arconv.avatar.v1 import avatar_service_pb2_grpc as pb_grpc
@@ -122,15 +124,28 @@ async def upsert(client: AvatarClient, agent: pb.Agent) -> pb.UpsertAgentRespons
     )
 
 
-async def watch_to_end(client: AvatarClient, agent_id: str) -> list[pb.Avatar]:
-    """Every WatchAvatar message until the server ends the stream."""
+async def watch_to_end(
+    client: AvatarClient, agent_id: str, each: Callable[[pb.Avatar], object] | None = None
+) -> list[pb.Avatar]:
+    """Every WatchAvatar message until the server ends the stream (`each` sees each one as it
+    arrives)."""
     out: list[pb.Avatar] = []
     async with asyncio.timeout(60):
         async for msg in client.stub.WatchAvatar(
             pb.WatchAvatarRequest(agent_id=agent_id), metadata=client.user
         ):
             out.append(msg.avatar)
+            if each is not None:
+                each(msg.avatar)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def read_glb(glb: bytes) -> pygltflib.GLTF2:
+    """A GLB as pygltflib reads it, parsed once per distinct file: pygltflib takes about half a
+    second over a procedural model, and tests download the same model more than once. Callers
+    only read the result."""
+    return pygltflib.GLTF2.load_from_bytes(glb)
 
 
 async def download(client: AvatarClient, agent_id: str, lod: int) -> tuple[pb.AvatarLod, bytes]:

@@ -8,7 +8,6 @@ import threading
 from collections.abc import Callable
 
 import grpc
-import pygltflib
 import pytest
 from arconv.avatar.v1 import avatar_service_pb2 as pb
 from google.rpc import error_details_pb2
@@ -20,6 +19,7 @@ from tests.avatar.conftest import (
     AvatarClient,
     download,
     make_agent,
+    read_glb,
     running_avatar,
     upsert,
     watch_to_end,
@@ -80,7 +80,7 @@ async def test_download_reassembles_a_loadable_glb(avatar: AvatarClient) -> None
         assert meta == ready.lods[level]
         assert len(data) == meta.size_bytes
         assert hashlib.sha256(data).hexdigest() == meta.sha256
-        gltf = pygltflib.GLTF2.load_from_bytes(data)
+        gltf = read_glb(data)
         assert gltf.asset.version == "2.0"
         names = {n for m in gltf.meshes for n in (m.extras or {}).get("targetNames", [])}
         assert "viseme_aa" in names
@@ -102,7 +102,7 @@ async def test_capabilities_describe_the_stored_model(avatar: AvatarClient) -> N
     caps = ready.capabilities
     assert seen[-1].capabilities == caps
     _, data = await download(avatar, "nova", 0)
-    gltf = pygltflib.GLTF2.load_from_bytes(data)
+    gltf = read_glb(data)
     assert caps.rigged == any(n.skin is not None and n.mesh is not None for n in gltf.nodes)
     assert list(caps.clips) == [a.name for a in gltf.animations]
     assert list(caps.morph_targets) == list(ready.morph_targets)
@@ -260,14 +260,15 @@ async def test_concurrent_requests_converge_on_one_job(avatar: AvatarClient) -> 
 
 
 async def test_a_watcher_on_another_replica_follows_sql(
-    make_avatar_settings: Callable[..., AvatarSettings],
+    make_avatar_settings: Callable[..., AvatarSettings], procedural_held: threading.Event
 ) -> None:
     settings = make_avatar_settings()
     async with running_avatar(settings) as worker, running_avatar(settings) as other:
         await upsert(worker, make_agent())
         started = await generate(worker)
         assert started.started
-        seen = await watch_to_end(other, "nova")
+        # The job goes on only once the other replica has shown the watcher where it stands.
+        seen = await watch_to_end(other, "nova", lambda _: procedural_held.set())
         assert seen[-1].status == pb.AVATAR_STATUS_READY
         assert len(seen) >= 2
         meta, data = await download(other, "nova", 1)

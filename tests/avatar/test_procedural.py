@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from services.avatar.procedural import (
     triangle_count,
 )
 from tests.avatar.gltf_rig import bone_world, read_accessor
+from tests.avatar.meshy_server import tiny_glb
 
 REPO = Path(__file__).resolve().parents[2]
 GLTF_TOOLS = REPO / "tools" / "gltf"
@@ -162,6 +164,12 @@ def loaded(lods: dict[int, tuple[bytes, float]]) -> dict[int, pygltflib.GLTF2]:
 
 
 @pytest.fixture(scope="module")
+def reseeded() -> bytes:
+    """The default spec with another seed, at LOD 2."""
+    return generate_glb(replace(DEFAULT, seed=8), 2)
+
+
+@pytest.fixture(scope="module")
 def variants() -> dict[str, tuple[ProceduralSpec, int, bytes]]:
     return {name: (spec, lod, generate_glb(spec, lod)) for name, spec, lod in VARIANTS}
 
@@ -179,14 +187,13 @@ def variant_models(
 
 @pytest.mark.parametrize("lod", [0, 1, 2])
 def test_triangle_count_is_within_ten_percent_of_the_lod_budget(
-    lods: dict[int, tuple[bytes, float]], lod: int
+    loaded: dict[int, pygltflib.GLTF2], lod: int
 ) -> None:
-    glb, _ = lods[lod]
-    count = triangle_count(glb)
+    gltf = loaded[lod]
+    count = triangle_count(gltf)
     target = LOD_TRIANGLES[lod]
     assert abs(count - target) <= 0.1 * target, (lod, count, target)
     # The same count from the loader's view of the file.
-    gltf = _load(glb)
     drawn = 0
     for node in gltf.nodes:
         if node.mesh is not None:
@@ -198,6 +205,13 @@ def test_triangle_count_is_within_ten_percent_of_the_lod_budget(
 
 def test_lod_table() -> None:
     assert LOD_TRIANGLES == (15000, 8000, 3000)
+
+
+def test_triangle_count_reads_glb_bytes() -> None:
+    glb = tiny_glb()
+    assert triangle_count(glb) == triangle_count(_load(glb)) == 1
+    with pytest.raises(ValueError, match="not a glTF 2"):
+        triangle_count(b"glTF" + bytes(16))
 
 
 def test_every_style_and_hair_style_stays_in_the_triangle_band(
@@ -459,10 +473,12 @@ def test_same_spec_and_lod_give_identical_bytes(lods: dict[int, tuple[bytes, flo
     assert generate_glb(DEFAULT, 1) == lods[1][0]
 
 
-def test_different_specs_give_different_models(lods: dict[int, tuple[bytes, float]]) -> None:
+def test_different_specs_give_different_models(
+    lods: dict[int, tuple[bytes, float]], reseeded: bytes
+) -> None:
     base = lods[2][0]
+    assert reseeded != base, {"seed": 8}
     for change in (
-        {"seed": 8},
         {"eye_color": "#112233"},
         {"style": "anime"},
         {"hair_style": "long"},
@@ -474,33 +490,33 @@ def test_different_specs_give_different_models(lods: dict[int, tuple[bytes, floa
         assert generate_glb(ProceduralSpec(**fields), 2) != base, change
 
 
-def test_seed_varies_proportions_deterministically() -> None:
-    a = _load(generate_glb(ProceduralSpec(seed=1), 2))
-    b = _load(generate_glb(ProceduralSpec(seed=2), 2))
+def test_seed_varies_proportions_deterministically(
+    loaded: dict[int, pygltflib.GLTF2], reseeded: bytes
+) -> None:
+    a = loaded[2]
+    b = _load(reseeded)
     assert bone_world(a, "leftEye")[1] != bone_world(b, "leftEye")[1]
 
 
 def test_styles_change_proportions(
-    variants: dict[str, tuple[ProceduralSpec, int, bytes]],
-    lods: dict[int, tuple[bytes, float]],
+    variant_models: dict[str, pygltflib.GLTF2],
+    loaded: dict[int, pygltflib.GLTF2],
 ) -> None:
-    def face_height(glb: bytes) -> float:
-        gltf = _load(glb)
+    def face_height(gltf: pygltflib.GLTF2) -> float:
         skin = _mesh(gltf, "Face").primitives[0]
         acc = gltf.accessors[skin.attributes.POSITION]
         return float(acc.max[1] - acc.min[1])
 
-    def eye_size(glb: bytes) -> float:
-        gltf = _load(glb)
+    def eye_size(gltf: pygltflib.GLTF2) -> float:
         acc = gltf.accessors[_mesh(gltf, "EyeLeft").primitives[-1].attributes.POSITION]
         return float(acc.max[1] - acc.min[1])
 
-    realistic = lods[2][0]
-    chibi = variants["chibi-bun"][2]
-    anime = variants["anime-long"][2]
+    realistic = loaded[2]
+    chibi = variant_models["chibi-bun"]
+    anime = variant_models["anime-long"]
     assert face_height(chibi) > 1.5 * face_height(realistic)
     assert eye_size(anime) > 1.5 * eye_size(realistic)
-    robot = _load(variants["robot-bald"][2])
+    robot = variant_models["robot-bald"]
     skin = next(m for m in robot.materials if m.name == "Skin")
     assert skin.pbrMetallicRoughness.metallicFactor >= 0.5
     # Flat shading: the robot's clothing has one normal per triangle corner group.
@@ -513,16 +529,16 @@ def gltf_vertex_count(gltf: pygltflib.GLTF2, prim: Any) -> int:
 
 
 def test_hair_styles_and_accessories_shape_the_model(
-    variants: dict[str, tuple[ProceduralSpec, int, bytes]],
+    variant_models: dict[str, pygltflib.GLTF2],
 ) -> None:
-    bald = _load(variants["realistic-bald-glasses"][2])
+    bald = variant_models["realistic-bald-glasses"]
     assert "Hair" not in {m.name for m in bald.meshes}
     assert "Headwear" in {m.name for m in bald.meshes}
-    pony = _load(variants["cartoon-ponytail"][2])
+    pony = variant_models["cartoon-ponytail"]
     hair = _mesh(pony, "Hair")
     assert [_material(pony, p).name for p in hair.primitives] == ["Hair", "Trim"]
     assert all(_material(pony, p).doubleSided for p in hair.primitives[:1])
-    everything = _load(variants["robot-spiky-all"][2])
+    everything = variant_models["robot-spiky-all"]
     names = [_material(everything, p).name for p in _mesh(everything, "Body").primitives]
     assert "Metal" in names  # the necklace
 
@@ -626,15 +642,16 @@ def test_khronos_validator_reports_no_errors_and_no_warnings(
 
 
 def test_size_and_generation_time_per_lod(
-    lods: dict[int, tuple[bytes, float]], record_property: Any
+    lods: dict[int, tuple[bytes, float]],
+    loaded: dict[int, pygltflib.GLTF2],
+    record_property: Any,
 ) -> None:
     lines = []
     for lod, (glb, seconds) in lods.items():
         record_property(f"lod{lod}_bytes", len(glb))
         record_property(f"lod{lod}_seconds", round(seconds, 3))
-        lines.append(
-            f"LOD{lod}: {triangle_count(glb)} triangles, {len(glb) / 1024:.0f} KiB, {seconds:.2f} s"
-        )
+        triangles = triangle_count(loaded[lod])
+        lines.append(f"LOD{lod}: {triangles} triangles, {len(glb) / 1024:.0f} KiB, {seconds:.2f} s")
     print("\n" + "\n".join(lines))
     sizes = [len(lods[lod][0]) for lod in range(3)]
     assert sizes[0] > sizes[1] > sizes[2]

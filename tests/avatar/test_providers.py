@@ -10,7 +10,8 @@ import pytest
 from arconv.avatar.v1 import avatar_service_pb2 as pb
 
 from services.avatar.description import derive
-from services.avatar.domain import Agent, Appearance
+from services.avatar.domain import Agent, validate_agent
+from services.avatar.mapping import agent_input
 from services.avatar.providers.base import ProviderFailure
 from services.avatar.providers.chain import ProviderChain, parse_routes
 from services.avatar.providers.meshy import MeshyProvider
@@ -52,10 +53,12 @@ def meshy_settings(tmp_path: Path, meshy: MeshyServer) -> Callable[..., object]:
     return make
 
 
-async def generate_ready(client: AvatarClient, agent_id: str, style: int) -> list[pb.Avatar]:
+async def generate_ready(
+    client: AvatarClient, agent_id: str, style: int, *, force: bool = False
+) -> list[pb.Avatar]:
     await upsert(client, make_agent(agent_id, style=style))
     resp = await client.stub.GenerateAvatar(
-        pb.GenerateAvatarRequest(agent_id=agent_id), metadata=client.user
+        pb.GenerateAvatarRequest(agent_id=agent_id, force=force), metadata=client.user
     )
     assert resp.started
     return await watch_to_end(client, agent_id)
@@ -178,7 +181,7 @@ async def test_any_meshy_failure_fails_over_to_procedural(
 ) -> None:
     meshy.mode = mode
     async with running_avatar(meshy_settings(**overrides)) as client:
-        seen = await generate_ready(client, "nova", pb.AVATAR_STYLE_FANTASY)
+        seen = await generate_ready(client, "atlas", pb.AVATAR_STYLE_FANTASY)
     final = seen[-1]
     assert meshy.creates == 1
     assert final.status == pb.AVATAR_STATUS_READY, final.error
@@ -197,29 +200,25 @@ async def test_styles_routed_to_procedural_never_call_meshy(
 
 
 async def test_breaker_opens_after_three_failures(meshy: MeshyServer, meshy_settings) -> None:
+    """Three realistic jobs that Meshy fails (one agent's, generated again) open the circuit:
+    another agent's fantasy job, also routed to Meshy, then goes to procedural without a call."""
     meshy.mode = "error"
     async with running_avatar(meshy_settings()) as client:
         for i in range(3):
-            seen = await generate_ready(client, f"a{i}", pb.AVATAR_STYLE_REALISTIC)
+            seen = await generate_ready(client, "nova", pb.AVATAR_STYLE_REALISTIC, force=i > 0)
             assert seen[-1].provider == "procedural"
         assert meshy.creates == 3
         meshy.mode = "succeed"
-        seen = await generate_ready(client, "a3", pb.AVATAR_STYLE_REALISTIC)
+        seen = await generate_ready(client, "atlas", pb.AVATAR_STYLE_FANTASY)
         assert seen[-1].status == pb.AVATAR_STATUS_READY
         assert seen[-1].provider == "procedural"
         assert meshy.creates == 3  # skipped without a call while the circuit is open
 
 
 def _agent() -> Agent:
-    return Agent(
-        agent_id="nova",
-        name="Nova",
-        system_prompt="x",
-        model="",
-        appearance=Appearance(style="realistic", hair_color="auburn"),
-        voice_provider="polly",
-        voice_id="Joanna",
-    )
+    """Nova as the service stores her with the realistic style: the procedural fallback
+    makes the same model as for the service-level tests above."""
+    return validate_agent(agent_input(make_agent("nova", style=pb.AVATAR_STYLE_REALISTIC)))
 
 
 async def test_breaker_half_open_probe_closes_on_success(meshy: MeshyServer) -> None:
