@@ -8,7 +8,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -16,6 +16,9 @@ import pytest
 from services.common.auth import JwtAuthority
 from services.common.config import Settings
 from services.common.server import RunningServer, ServiceSpec, authority_from, create_server
+
+if TYPE_CHECKING:
+    from tests.common.databases import DatabasePool
 
 REQUIRE_SERVICES = os.environ.get("ARCONV_REQUIRE_SERVICES") == "1"
 TEST_DATABASE_URL = os.environ.get(
@@ -118,27 +121,20 @@ def pg_admin_url() -> str:
     return url
 
 
-@contextlib.contextmanager
-def fresh_database(pg_admin_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database on the admin URL's server (its postgresql:// URL),
-    dropped afterwards."""
-    import psycopg
+@pytest.fixture(scope="session")
+def pg_databases(pg_admin_url: str) -> Iterator[DatabasePool]:
+    """This process's pool of per-test databases, dropped when the session ends."""
+    from tests.common.databases import DatabasePool
 
-    name = f"arconv_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = pg_admin_url.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pool = DatabasePool(pg_admin_url)
+    yield pool
+    pool.close()
 
 
 @pytest.fixture
-def pg_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    with fresh_database(pg_admin_url) as url:
+def pg_url(pg_databases: DatabasePool) -> Iterator[str]:
+    """An empty PostgreSQL database that no other test uses meanwhile (from the pool)."""
+    with pg_databases.database() as url:
         yield f"postgresql+psycopg://{url.split('://', 1)[1]}"
 
 

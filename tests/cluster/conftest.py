@@ -17,7 +17,7 @@ from services.cluster import Cluster, edge_hosts, start_cluster
 from services.common.config import Settings
 from services.common.server import authority_from
 from services.ports import free_port
-from tests.conftest import fresh_database
+from tests.common.databases import fresh_database
 
 
 @pytest.fixture(scope="module")

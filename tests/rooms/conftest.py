@@ -21,6 +21,7 @@ from arconv.stream.v1 import stream_service_pb2_grpc as stream_grpc
 from arconv.token.v1 import token_service_pb2 as token_pb
 from arconv.token.v1 import token_service_pb2_grpc as token_grpc
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.auth import principal
 from services.common.db import create_engine
@@ -190,15 +191,13 @@ class Rooms:
     stub: pb_grpc.RoomServiceStub
     internal: pb_grpc.RoomInternalServiceStub
     settings: RoomSettings
+    # The test's own engine on the server's database, for looking behind the server's back.
+    engine: AsyncEngine
 
     async def count(self, sql: str) -> int:
         """Runs a COUNT query against the server's own database."""
-        engine = create_engine(self.settings.service_database_url("rooms"))
-        try:
-            async with engine.connect() as conn:
-                return int((await conn.execute(text(sql))).scalar_one())
-        finally:
-            await engine.dispose()
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(text(sql))).scalar_one())
 
 
 StartRooms = Callable[..., Awaitable[Rooms]]
@@ -224,10 +223,16 @@ async def start_rooms(
         running = await start_server(settings, spec)
         # Stop serving before the spec closes its engine and channels.
         stack.push_async_callback(running.stop, 0)
+        engine = create_engine(settings.service_database_url("rooms"))
+        stack.push_async_callback(engine.dispose)
         ch = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         channels.append(ch)
         return Rooms(
-            running, pb_grpc.RoomServiceStub(ch), pb_grpc.RoomInternalServiceStub(ch), settings
+            running,
+            pb_grpc.RoomServiceStub(ch),
+            pb_grpc.RoomInternalServiceStub(ch),
+            settings,
+            engine,
         )
 
     yield start

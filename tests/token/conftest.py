@@ -20,6 +20,7 @@ from arconv.rooms.v1 import rooms_service_pb2_grpc as rooms_grpc
 from arconv.token.v1 import token_service_pb2 as pb
 from arconv.token.v1 import token_service_pb2_grpc as pb_grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.avatar.app import AvatarSettings
 from services.avatar.app import open_spec as avatar_spec
@@ -68,6 +69,8 @@ class Mesh:
     token_settings: TokenSettings
     kv: KV
     start: Callable[..., Any]
+    # The test's own engine on the token service's database, for reading its audit trail.
+    engine: AsyncEngine
     token_port: int = 0
     rooms_port: int = 0
     avatar_port: int = 0
@@ -146,13 +149,9 @@ class Mesh:
         return await self.token.GetUsage(pb.GetUsageRequest(), metadata=self.md(user))
 
     async def audit(self) -> list[dict[str, Any]]:
-        engine = create_engine(self.token_settings.service_database_url("token"))
-        try:
-            async with engine.connect() as conn:
-                rows = await conn.execute(sa.select(AuditEntry.__table__).order_by(AuditEntry.id))
-                return [dict(r._mapping) for r in rows]
-        finally:
-            await engine.dispose()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(AuditEntry.__table__).order_by(AuditEntry.id))
+            return [dict(r._mapping) for r in rows]
 
     async def counters(self, user: str, token_id: str) -> tuple[int, int]:
         """(requests counted for the token, characters counted for the user today)."""
@@ -233,7 +232,9 @@ async def mesh_factory(
             token_settings,
             kv,
             start,
+            create_engine(token_settings.service_database_url("token")),
         )
+        stack.push_async_callback(mesh.engine.dispose)
         token = await mesh.start_token(clock=clock)
         rooms_settings = RoomSettings(
             **common,
