@@ -185,6 +185,15 @@ async def test_control_subscriptions_opened_all_at_once_are_all_confirmed(
         await sender.close()
 
 
+async def _unsubscribed(bus: RedisBus) -> None:
+    """Returns once no channel is subscribed and Redis has confirmed the last unsubscribe."""
+    for _ in range(500):
+        if not bus._hub._subs and not bus._hub._waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the idle channel was never unsubscribed")
+
+
 async def test_a_room_resubscribed_after_its_channel_was_dropped_still_hears(
     redis_base_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,7 +204,7 @@ async def test_a_room_resubscribed_after_its_channel_was_dropped_still_hears(
             async with listener.control("r") as sub:
                 await sender.send_control("r", f"m{round_}".encode())
                 assert await asyncio.wait_for(sub.get(), 5) == f"m{round_}".encode()
-            await asyncio.sleep(0.3)  # the idle channel is unsubscribed
+            await _unsubscribed(listener)  # the idle channel is dropped
             assert not listener._hub._subs
     finally:
         await listener.close()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -22,13 +23,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from google.rpc import error_details_pb2
 
+from services.common import jwks as jwks_module
 from services.common.auth import SERVICE_KID, JwtAuthority
 from services.common.errors import Unauthenticated, Unavailable
 from services.common.jwks import JwksKeys
 from services.common.server import authority_from
 from services.common.status import status_details
 from tests.common.kit_servicer import kit_spec
-from tests.conftest import StartServer, bearer, channel, make_settings
+from tests.conftest import FakeClock, StartServer, bearer, channel, make_settings
 
 ISSUER = "https://idp.test/"
 AUDIENCE = "arconv"
@@ -60,7 +62,10 @@ class Jwks:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for serve_forever to look at its flag.
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self.thread.start()
 
     def close(self) -> None:
@@ -73,6 +78,14 @@ def idp() -> Iterator[Jwks]:
     server = Jwks()
     yield server
     server.close()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The keys' clock (their ages, refresh and refetch intervals), moved on by the test."""
+    fake = FakeClock()
+    monkeypatch.setattr(jwks_module, "time", SimpleNamespace(monotonic=fake))
+    return fake
 
 
 def _rsa() -> rsa.RSAPrivateKey:
@@ -129,7 +142,7 @@ async def test_rs256_es256_and_eddsa_tokens_are_verified_with_the_published_keys
     assert auth.verify(_token(signers["ES256"], "k-ES256", "ES256"))["sub"] == "alice@example.com"
 
 
-async def test_forged_and_confused_tokens_are_refused(idp: Jwks) -> None:
+async def test_forged_and_confused_tokens_are_refused(idp: Jwks, clock: FakeClock) -> None:
     real = _rsa()
     idp.keys = [_public_jwk(real, "k1", "RS256")]
     auth = _authority(JwksKeys(idp.url, min_refetch_s=0.5))
@@ -179,7 +192,7 @@ async def test_forged_and_confused_tokens_are_refused(idp: Jwks) -> None:
     assert await refused(dev) == "TOKEN_ALGORITHM"
     # Made-up key ids: one refetch, then none until min_refetch_s has passed.
     assert idp.hits == 1
-    await asyncio.sleep(0.5)
+    clock.now += 0.5
     assert await refused(_token(real, "made-up-1", "RS256")) == "TOKEN_KEY_UNKNOWN"
     assert await refused(_token(real, "made-up-2", "RS256")) == "TOKEN_KEY_UNKNOWN"
     assert idp.hits == 2
@@ -204,13 +217,13 @@ async def test_rotation_a_new_kid_triggers_one_refetch(idp: Jwks) -> None:
 
 
 async def test_keys_are_refreshed_in_the_background_and_the_fetch_never_blocks_the_loop(
-    idp: Jwks,
+    idp: Jwks, clock: FakeClock
 ) -> None:
     first, second = _rsa(), _rsa()
     idp.keys = [_public_jwk(first, "a", "RS256")]
     keys = JwksKeys(idp.url, refresh_s=0.2, max_age_s=60, min_refetch_s=0)
     auth = _authority(keys)
-    idp.delay_s = 0.5
+    idp.delay_s = 0.25
     ticks = 0
 
     async def ticker() -> None:
@@ -227,18 +240,16 @@ async def test_keys_are_refreshed_in_the_background_and_the_fetch_never_blocks_t
     assert ticks > 5  # the loop kept running while the keys were fetched
     idp.delay_s = 0
     idp.keys = [_public_jwk(first, "a", "RS256"), _public_jwk(second, "b", "RS256")]
-    await asyncio.sleep(0.3)
+    clock.now += 0.3
     # Past refresh_s: the current keys answer at once and a refresh starts behind them.
     await auth.verify_async(_token(first, "a", "RS256", sub="bob"))
-    for _ in range(100):
-        if keys.fetches == 2 and keys._fetch is not None and keys._fetch.done():
-            break
-        await asyncio.sleep(0.02)
-    assert idp.hits == 2
+    assert keys._fetch is not None
+    await keys._fetch
+    assert keys.fetches == 2 and idp.hits == 2
     assert auth.verify(_token(second, "b", "RS256"))["sub"] == "alice@example.com"
 
 
-async def test_without_keys_the_verifier_fails_closed(idp: Jwks) -> None:
+async def test_without_keys_the_verifier_fails_closed(idp: Jwks, clock: FakeClock) -> None:
     private = _rsa()
     idp.status = 503
     keys = JwksKeys(idp.url, refresh_s=0.1, max_age_s=0.3, min_refetch_s=0)
@@ -252,7 +263,7 @@ async def test_without_keys_the_verifier_fails_closed(idp: Jwks) -> None:
     # The provider breaks; its keys keep serving until max_age_s, then nothing is accepted.
     idp.status = 500
     idp.keys = [{"kty": "RSA", "kid": "junk"}]
-    await asyncio.sleep(0.35)
+    clock.now += 0.35
     with pytest.raises(Unavailable):
         await auth.verify_async(_token(private, "k", "RS256", sub="after"))
     with pytest.raises(Unavailable):

@@ -12,6 +12,7 @@ import pytest
 from arconv.rooms.v1 import rooms_service_pb2 as rooms_pb
 from arconv.stream.v1 import stream_service_pb2 as pb
 
+from services.common import redis_follow
 from services.llm.persona import PersonaProvider
 from services.stream import core as core_module
 from services.stream.core import ConversationCore
@@ -78,8 +79,10 @@ async def test_a_restarted_embedded_bus_refuses_old_cursors_and_answers_nothing_
 
 
 async def test_a_redis_restart_without_persistence_is_detected_and_rooms_heard_again(
-    make_mesh: MeshFactory, own_redis: OwnRedis
+    make_mesh: MeshFactory, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The followed rooms are subscribed again after a pause; shorter here.
+    monkeypatch.setattr(redis_follow, "RECOVER_S", 0.05)
     mesh = await make_mesh(bus={"redis_url": own_redis.url, "redis_prefix": "t:"})
     room = await mesh.room("bea")
     cursor = await _answered(mesh, "bea", room, "c1")
@@ -131,12 +134,30 @@ async def _until_redis_answers(mesh: Mesh, user: str, room: str) -> None:
     raise AssertionError("the replica never reached the restarted Redis")
 
 
+class HeldProvider(PersonaProvider):
+    """The persona, whose reply waits at `at` (a fraction of its deltas: 0 before its first
+    words, 0.5 halfway) until `go` is set; `held` is set once it waits there."""
+
+    def __init__(self, at: float = 0.0) -> None:
+        super().__init__()
+        self.at = at
+        self.held = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def stream(self, messages: Any, *, model: Any = None, max_tokens: Any = None) -> Any:
+        deltas = [d async for d in super().stream(messages, model=model, max_tokens=max_tokens)]
+        for index, delta in enumerate(deltas):
+            if index == int(len(deltas) * self.at):
+                self.held.set()
+                await self.go.wait()
+            yield delta
+
+
 async def test_a_reply_cut_by_a_redis_outage_is_stored_with_what_it_delivered(
     make_mesh: MeshFactory, own_redis: OwnRedis
 ) -> None:
-    mesh = await make_mesh(
-        PersonaProvider(pacing_s=0.08), bus={"redis_url": own_redis.url, "redis_prefix": "t:"}
-    )
+    provider = HeldProvider(at=0.5)
+    mesh = await make_mesh(provider, bus={"redis_url": own_redis.url, "redis_prefix": "t:"})
     room = await mesh.room("cat")
     conv = await converse(mesh, "cat", room)
     await conv.send(message("Tell me a long story", "c1"))
@@ -144,7 +165,9 @@ async def test_a_reply_cut_by_a_redis_outage_is_stored_with_what_it_delivered(
     for _ in range(3):
         await conv.until_kind("stream_chunk")
     seen = "".join(e.stream_chunk.text for e in conv.seen if e.HasField("stream_chunk"))
+    await provider.held.wait()
     await own_redis.stop()  # Redis goes away in the middle of the reply
+    provider.go.set()
     # The client hears it (UNAVAILABLE), not silence.
     assert await asyncio.wait_for(_status_of(conv), 20) == grpc.StatusCode.UNAVAILABLE
     # Messages lost: 0. The reply is stored, INTERRUPTED, with what reached the log.
@@ -156,18 +179,19 @@ async def test_a_reply_cut_by_a_redis_outage_is_stored_with_what_it_delivered(
 
 
 async def test_a_reply_whose_lease_is_lost_with_redis_s_data_goes_on_and_is_stored(
-    make_mesh: MeshFactory, own_redis: OwnRedis
+    make_mesh: MeshFactory, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import redis.asyncio as aioredis
 
-    mesh = await make_mesh(
-        PersonaProvider(pacing_s=0.08), bus={"redis_url": own_redis.url, "redis_prefix": "t:"}
-    )
+    provider = HeldProvider(at=0.5)
+    mesh = await make_mesh(provider, bus={"redis_url": own_redis.url, "redis_prefix": "t:"})
+    retaken = _lease_taken_again(mesh, monkeypatch)
     room = await mesh.room("dot")
     conv = await converse(mesh, "dot", room)
     await conv.send(message("Tell me a long story", "c1"))
     started = (await conv.until_kind("stream_started"))[-1].stream_started
     await conv.until_kind("stream_chunk")
+    await provider.held.wait()  # halfway through the reply
     # Every key goes, as in a restart without persistence, but no connection drops: the
     # reply's next lease renewal finds no lease, and no one else ended the reply.
     client = aioredis.Redis.from_url(own_redis.url)
@@ -176,10 +200,35 @@ async def test_a_reply_whose_lease_is_lost_with_redis_s_data_goes_on_and_is_stor
     finally:
         await client.aclose()
     # The reply is not dropped: it takes its lease again, goes on and is stored.
+    await asyncio.wait_for(retaken.wait(), 20)
+    provider.go.set()
     reply = await _stored_reply(mesh, "dot", room)
     assert reply.stream_id == started.stream_id
     assert reply.status == rooms_pb.MESSAGE_STATUS_COMPLETE and reply.text
     conv.call.cancel()
+
+
+def _core(mesh: Mesh) -> ConversationCore:
+    return cast(ConversationCore, mesh.servers[-1].spec.on_shutdown.__self__)
+
+
+def _lease_taken_again(mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once a reply claims its room's lease a second time."""
+    bus = _core(mesh)._bus
+    claim = bus.claim_reply
+    claimed: set[str] = set()
+    again = asyncio.Event()
+
+    async def noted(room: str, stream_id: str, *args: Any, **kwargs: Any) -> Any:
+        taken, other = await claim(room, stream_id, *args, **kwargs)
+        if taken:
+            if stream_id in claimed:
+                again.set()
+            claimed.add(stream_id)
+        return taken, other
+
+    monkeypatch.setattr(bus, "claim_reply", noted)
+    return again
 
 
 async def _stored_reply(mesh: Mesh, user: str, room: str) -> rooms_pb.Message:
@@ -201,8 +250,7 @@ def _redis_stops_once_a_message_is_stored(
     mesh: Mesh, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Redis goes away between storing a human message and its reply claiming the room."""
-    core = cast(ConversationCore, mesh.servers[-1].spec.on_shutdown.__self__)
-    rooms = core._rooms
+    rooms = _core(mesh)._rooms
     store = rooms.append_message
 
     async def then_redis_stops(*args: Any, **kwargs: Any) -> Any:
@@ -214,18 +262,36 @@ def _redis_stops_once_a_message_is_stored(
     monkeypatch.setattr(rooms, "append_message", then_redis_stops)
 
 
+def _claims_refused(mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once a reply could not claim its room (the bus was out of reach)."""
+    core = _core(mesh)
+    run = core._run_reply
+    refused = asyncio.Event()
+
+    async def noted(*args: Any) -> bool:
+        ran = await run(*args)
+        if not ran:
+            refused.set()
+        return ran
+
+    monkeypatch.setattr(core, "_run_reply", noted)
+    return refused
+
+
 async def test_a_message_stored_as_redis_goes_away_is_answered_when_it_returns(
     make_mesh: MeshFactory, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mesh = await make_mesh(bus={"redis_url": own_redis.url, "redis_prefix": "t:"})
     room = await mesh.room("eve")
+    monkeypatch.setattr(core_module, "CLAIM_RETRY_S", 0.05)
     _redis_stops_once_a_message_is_stored(mesh, own_redis, monkeypatch)
+    refused = _claims_refused(mesh, monkeypatch)
     sent = await mesh.stream().SendMessage(
         pb.SendMessageRequest(room_id=room, content="Hello?", client_message_id="c1"),
         metadata=mesh.md("eve"),
     )
     assert sent.stream_id and not sent.duplicate
-    await asyncio.sleep(1.0)  # the reply cannot claim the room: no Redis
+    await asyncio.wait_for(refused.wait(), 20)  # the reply cannot claim the room: no Redis
     await own_redis.start()
     # The reply waited for the bus rather than vanish: it runs now and is stored.
     reply = await _stored_reply(mesh, "eve", room)
@@ -236,7 +302,8 @@ async def test_a_message_stored_as_redis_goes_away_is_answered_when_it_returns(
 async def test_a_reply_that_never_reaches_redis_is_stored_failed(
     make_mesh: MeshFactory, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(core_module, "CLAIM_PATIENCE_S", 1.0)
+    monkeypatch.setattr(core_module, "CLAIM_PATIENCE_S", 0.3)
+    monkeypatch.setattr(core_module, "CLAIM_RETRY_S", 0.05)
     mesh = await make_mesh(bus={"redis_url": own_redis.url, "redis_prefix": "t:"})
     room = await mesh.room("fay")
     _redis_stops_once_a_message_is_stored(mesh, own_redis, monkeypatch)
@@ -251,21 +318,6 @@ async def test_a_reply_that_never_reaches_redis_is_stored_failed(
     assert reply.status == rooms_pb.MESSAGE_STATUS_FAILED and reply.content == ""
 
 
-class HeldProvider(PersonaProvider):
-    """The persona, whose first words wait until `go` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked = asyncio.Event()
-        self.go = asyncio.Event()
-
-    async def stream(self, messages: Any, *, model: Any = None, max_tokens: Any = None) -> Any:
-        self.asked.set()
-        await self.go.wait()
-        async for delta in super().stream(messages, model=model, max_tokens=max_tokens):
-            yield delta
-
-
 async def test_a_reply_cut_by_a_redis_outage_before_any_text_is_stored_interrupted(
     make_mesh: MeshFactory, own_redis: OwnRedis
 ) -> None:
@@ -275,7 +327,7 @@ async def test_a_reply_cut_by_a_redis_outage_before_any_text_is_stored_interrupt
     conv = await converse(mesh, "gil", room)
     await conv.send(message("Tell me a story", "c1"))
     started = (await conv.until_kind("stream_started"))[-1].stream_started
-    await provider.asked.wait()
+    await provider.held.wait()
     await own_redis.stop()  # Redis goes away before the reply's first words
     provider.go.set()
     assert await asyncio.wait_for(_status_of(conv), 20) == grpc.StatusCode.UNAVAILABLE

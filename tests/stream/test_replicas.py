@@ -1,4 +1,7 @@
-"""Two stream-service processes on the real Redis: one room, every event everywhere."""
+"""Two stream replicas in two processes on the real Redis: one room, every event everywhere.
+
+Replica A runs as `python -m services.stream`; replica B is the stream server of the test's
+own mesh, configured alike (same Redis, same LLM server)."""
 
 from __future__ import annotations
 
@@ -80,9 +83,16 @@ async def start_replica(env: dict[str, str]) -> Replica:
 @pytest.fixture
 async def replicas(
     make_mesh, openai_server: OpenAICompatServer, redis_base_url: str, redis_prefix: str, tmp_path
-) -> AsyncIterator[tuple[Mesh, list[Replica]]]:
+) -> AsyncIterator[tuple[Mesh, Replica, int]]:
+    """The mesh, replica A (a process) and replica B's port (the mesh's stream server)."""
     bus = {"redis_url": redis_base_url, "redis_prefix": redis_prefix}
-    mesh = await make_mesh(bus=bus)
+    llm = {
+        "llm_provider": "openai",
+        "llm_base_url": openai_server.base_url,
+        "llm_api_key": "sk-test",
+        "llm_model": "test-model",
+    }
+    mesh = await make_mesh(bus=bus, **llm)
     env = {
         "ARCONV_ENV": "test",
         "ARCONV_PORT": "0",
@@ -93,25 +103,14 @@ async def replicas(
         "ARCONV_REDIS_PREFIX": redis_prefix,
         "ARCONV_ROOMS_ADDR": f"127.0.0.1:{mesh.rooms_port}",
         "ARCONV_AVATAR_ADDR": f"127.0.0.1:{mesh.avatar_port}",
-        "ARCONV_LLM_PROVIDER": "openai",
-        "ARCONV_LLM_BASE_URL": openai_server.base_url,
-        "ARCONV_LLM_API_KEY": "sk-test",
-        "ARCONV_LLM_MODEL": "test-model",
+        **{f"ARCONV_{key.upper()}": value for key, value in llm.items()},
         "ARCONV_SHUTDOWN_GRACE_S": "2",
     }
-    started: list[Replica] = []
+    a = await start_replica(env)
     try:
-        results = await asyncio.gather(
-            *(start_replica(env) for _ in range(2)), return_exceptions=True
-        )
-        started = [r for r in results if isinstance(r, Replica)]
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        yield mesh, started
+        yield mesh, a, mesh.stream_port
     finally:
-        for r in started:
-            await r.stop()
+        await a.stop()
 
 
 def room_events(seen: list[pb.ConverseResponse]) -> list[pb.ConverseResponse]:
@@ -119,13 +118,13 @@ def room_events(seen: list[pb.ConverseResponse]) -> list[pb.ConverseResponse]:
 
 
 async def test_two_processes_share_the_room_and_an_interrupt_crosses_them(
-    replicas: tuple[Mesh, list[Replica]], openai_server: OpenAICompatServer
+    replicas: tuple[Mesh, Replica, int], openai_server: OpenAICompatServer
 ) -> None:
-    mesh, (a, b) = replicas
+    mesh, a, b_port = replicas
     openai_server.push(Script(deltas=["[emotion:happy] Hello ", "from one ", "replica."]), SLOW)
     room = await mesh.room("alice")
     on_a = await converse(mesh, "alice", room, port=a.port)
-    on_b = await converse(mesh, "alice", room, port=b.port)
+    on_b = await converse(mesh, "alice", room, port=b_port)
 
     await on_a.send(message("Hi", "c1"))
     done_a = await on_a.until_kind("stream_ended")
@@ -152,13 +151,13 @@ async def test_two_processes_share_the_room_and_an_interrupt_crosses_them(
 
 
 async def test_sigterm_stores_the_running_reply_and_ends_streams_with_unavailable(
-    replicas: tuple[Mesh, list[Replica]], openai_server: OpenAICompatServer
+    replicas: tuple[Mesh, Replica, int], openai_server: OpenAICompatServer
 ) -> None:
-    mesh, (a, b) = replicas
+    mesh, a, b_port = replicas
     openai_server.script = SLOW
     room = await mesh.room("alice")
     on_a = await converse(mesh, "alice", room, port=a.port)
-    on_b = await converse(mesh, "alice", room, port=b.port)
+    on_b = await converse(mesh, "alice", room, port=b_port)
     await on_a.send(message("Hi", "c1"))
     await on_a.until_kind("stream_chunk")
     a.proc.send_signal(signal.SIGTERM)
@@ -177,6 +176,6 @@ async def test_sigterm_stores_the_running_reply_and_ends_streams_with_unavailabl
     # The client reconnects on the other replica with its cursor: nothing lost.
     cursor = room_events(on_a.seen)[-1].event_id
     last = room_events(on_b.seen)[-1].event_id
-    back = await converse(mesh, "alice", room, after=cursor, port=b.port)
+    back = await converse(mesh, "alice", room, after=cursor, port=b_port)
     rest = [] if cursor == last else await back.until(lambda e: e.event_id == last)
     assert room_events(on_a.seen) + room_events(rest) == room_events(on_b.seen)

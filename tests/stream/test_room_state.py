@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import cast
 
 import grpc
 import pytest
@@ -12,8 +13,10 @@ from arconv.stream.v1 import stream_service_pb2 as pb
 from google.rpc import code_pb2
 
 from services.common.status import status_details
+from services.stream import events
+from services.stream.core import ConversationCore
 from tests.llm.openai_server import OpenAICompatServer, Script
-from tests.stream.conftest import converse, join, kinds, message
+from tests.stream.conftest import Mesh, converse, join, kinds, message
 from tests.stream.test_interrupts import SLOW, openai_llm
 
 PAUSE = pb.ConverseRequest(pause=pb.Pause())
@@ -26,6 +29,16 @@ def is_state(status: int):
 
 def ids(events: list[pb.ConverseResponse]) -> list[int]:
     return [e.event_id for e in events if e.event_id]
+
+
+async def _ended_in_log(mesh: Mesh, room: str, after: int) -> None:
+    """Returns once a stream_ended lies in the room's log after event `after`."""
+    bus = cast(ConversationCore, mesh.servers[-1].spec.on_shutdown.__self__)._bus
+    while True:
+        batch = await bus.read(room, after, block_s=1.0)
+        if any(e.kind == events.ENDED for e in batch):
+            return
+        after = batch[-1].event_id if batch else after
 
 
 async def test_pause_holds_delivery_and_resume_continues_without_loss_or_repeat(
@@ -56,9 +69,11 @@ async def test_pause_holds_delivery_and_resume_continues_without_loss_or_repeat(
     request = await openai_server.request(0)
     await request.wait_done()
     assert request.completed
-    # Delivery is held: nothing arrives while the room is paused.
+    # Delivery is held: the reply's end is in the log, and nothing arrives while the room is
+    # paused.
+    await asyncio.wait_for(_ended_in_log(mesh, room, paused.event_id), 10)
     with pytest.raises(TimeoutError):
-        await phone.next(wait_s=0.5)
+        await phone.next(wait_s=0.2)
 
     # A device that joins now starts held at the newest event.
     late = (
