@@ -151,18 +151,27 @@ def redis_base_url() -> str:
     return TEST_REDIS_URL
 
 
-@pytest.fixture
-def redis_prefix(redis_base_url: str) -> Iterator[str]:
-    """A unique key prefix for one test; its keys are deleted afterwards."""
+@contextlib.contextmanager
+def redis_key_prefix(redis_url: str) -> Iterator[str]:
+    """A new key prefix on the Redis server at `redis_url`; its keys are deleted afterwards."""
     import redis
 
     prefix = f"arconv-test:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    client = redis.Redis.from_url(redis_base_url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_base_url: str) -> Iterator[str]:
+    """A unique key prefix for one test; its keys are deleted afterwards."""
+    with redis_key_prefix(redis_base_url) as prefix:
+        yield prefix
 
 
 class FakeClock:

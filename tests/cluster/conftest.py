@@ -3,7 +3,6 @@ the real PostgreSQL and Redis, a real Envoy) in a database and key prefix of its
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,12 +17,19 @@ from services.common.config import Settings
 from services.common.server import authority_from
 from services.ports import free_port
 from tests.common.databases import fresh_database
+from tests.conftest import redis_key_prefix
 
 
 @pytest.fixture(scope="module")
 def cluster_db(pg_admin_url: str) -> Iterator[str]:
     with fresh_database(pg_admin_url) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def cluster_prefix(redis_base_url: str) -> Iterator[str]:
+    with redis_key_prefix(redis_base_url) as prefix:
+        yield prefix
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +41,19 @@ def cluster_env() -> dict[str, str]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(
     cluster_db: str,
+    cluster_prefix: str,
     redis_base_url: str,
     tmp_path_factory: pytest.TempPathFactory,
     cluster_env: dict[str, str],
 ) -> AsyncIterator[Cluster]:
-    import redis
-
-    prefix = f"arconv-test:{uuid.uuid4().hex[:12]}:"
     var: Path = tmp_path_factory.mktemp("cluster")
     names = ("rooms", "stream", "avatar", "token", "voice", "voice_http")
     ports = {name: [free_port(), free_port()] for name in names}
     env = {
         "ARCONV_DATABASE_URL": cluster_db,
         "ARCONV_REDIS_URL": redis_base_url,
-        "ARCONV_REDIS_PREFIX": prefix,
-        "ARCONV_TOKEN_KV_PREFIX": f"{prefix}token:",
+        "ARCONV_REDIS_PREFIX": cluster_prefix,
+        "ARCONV_TOKEN_KV_PREFIX": f"{cluster_prefix}token:",
         "ARCONV_VAR_DIR": str(var),
         "ARCONV_LOG_LEVEL": "WARNING",
         # Replies long enough to be cut in the middle; a silent replica's reply taken over fast.
@@ -62,11 +66,6 @@ async def cluster(
         env, ports=ports, edge_port=free_port(), admin_port=free_port(), quiet_edge=True
     ) as c:
         yield c
-    client = redis.Redis.from_url(redis_base_url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
